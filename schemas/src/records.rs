@@ -1,0 +1,184 @@
+//! Records that flow on Herald's topics, in flow order.
+//!
+//! ```text
+//! campaign.sends      SendRequest
+//! campaign.chunks     Chunk                (≈1,000 recipients)
+//! messages.rendered   MessageBatch
+//! messages.ready      MessageBatch         (released by throttle)
+//! delivery.retry      RetryBatch           (not before a time)
+//! delivery.outcomes   OutcomeBatch         (also carries Sealed from chunk)
+//! delivery.dlq        DeadLetterBatch
+//! receipts.inbound    ReceiptBatch
+//! ```
+
+use crate::ids::*;
+use serde::{Deserialize, Serialize};
+
+/// A request to send one campaign (produced by the API or `herald demo`/`bench`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SendRequest {
+    pub tenant: TenantId,
+    pub campaign: CampaignId,
+    /// When the send was triggered (ms since the Unix epoch); latency is measured from here.
+    pub requested_at_ms: u64,
+}
+
+/// One recipient as read from the audience.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Recipient {
+    pub id: RecipientId,
+    pub bucket: u32,
+    pub address: String,
+    /// Template variables, in the audience's column order.
+    pub attrs: Vec<(String, String)>,
+}
+
+/// A slice of a campaign's audience.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Chunk {
+    pub tenant: TenantId,
+    pub campaign: CampaignId,
+    /// Position of this chunk in the campaign (0, 1, 2, ...).
+    pub seq: u64,
+    pub trigger_ms: u64,
+    pub recipients: Vec<Recipient>,
+}
+
+/// Rendered content per channel.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Content {
+    Sms { text: String },
+    Email { subject: String, text: String, html: Option<String> },
+    /// A WhatsApp template message: the approved template's name and language, and the rendered
+    /// parameters per component (`components[i] = (type, parameters)`).
+    WhatsApp { template_name: String, language: String, components: Vec<(String, Vec<String>)> },
+}
+
+impl Content {
+    pub fn channel(&self) -> Channel {
+        match self {
+            Content::Sms { .. } => Channel::Sms,
+            Content::Email { .. } => Channel::Email,
+            Content::WhatsApp { .. } => Channel::WhatsApp,
+        }
+    }
+}
+
+/// One message ready to be throttled and delivered.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RenderedMessage {
+    pub key: MessageKey,
+    pub recipient: RecipientId,
+    pub address: String,
+    pub content: Content,
+    pub trigger_ms: u64,
+    /// Delivery attempts made so far (0 until the first provider call).
+    pub attempt: u32,
+}
+
+/// A batch of messages of one campaign (`messages.rendered`, `messages.ready`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MessageBatch {
+    pub tenant: TenantId,
+    pub campaign: CampaignId,
+    pub messages: Vec<RenderedMessage>,
+}
+
+/// Messages waiting for another delivery attempt (`delivery.retry`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RetryBatch {
+    pub tenant: TenantId,
+    pub not_before_ms: u64,
+    pub messages: Vec<RenderedMessage>,
+}
+
+/// The result of delivering (or deciding not to deliver) one message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum OutcomeKind {
+    /// The provider accepted the message (not yet delivered).
+    Accepted { provider_message_id: String },
+    /// Permanently failed with a reason (invalid template variables, undeliverable, ...).
+    Failed { code: String, reason: String },
+    /// Skipped: the address is suppressed/opted out.
+    Suppressed,
+    /// Not sent because the campaign was cancelled.
+    Cancelled,
+    /// Gave up after retries or on a permanent provider error; a DLQ entry holds the message.
+    DeadLettered { reason: String },
+}
+
+/// An outcome of one message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Outcome {
+    pub key: MessageKey,
+    pub recipient: RecipientId,
+    pub address: String,
+    pub kind: OutcomeKind,
+    pub attempts: u32,
+    pub at_ms: u64,
+    pub trigger_ms: u64,
+}
+
+/// Events reconcile applies, in batches (`delivery.outcomes`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum OutcomeEvent {
+    Message(Outcome),
+    /// The chunk stage finished reading the audience: the campaign has exactly `total` messages.
+    Sealed { tenant: TenantId, campaign: CampaignId, total: u64 },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OutcomeBatch {
+    pub tenant: TenantId,
+    pub events: Vec<OutcomeEvent>,
+}
+
+/// Provider-reported status of a message, in the order the state machine respects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum ReceiptStatus {
+    Sent,
+    Delivered,
+    Read,
+    Failed,
+}
+
+/// A provider receipt (status webhook / simulator callback).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Receipt {
+    /// Provider name (`whatsapp`, `sms`, `simulator`, ...), scoping `provider_message_id`.
+    pub provider: String,
+    pub provider_message_id: String,
+    /// Present when the provider echoed our callback data; otherwise resolved via the index.
+    pub key: Option<MessageKey>,
+    pub status: ReceiptStatus,
+    pub at_ms: u64,
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReceiptBatch {
+    pub receipts: Vec<Receipt>,
+}
+
+/// A message that will not be retried any more, with why (`delivery.dlq`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeadLetter {
+    pub message: RenderedMessage,
+    pub reason: String,
+    pub attempts: u32,
+    pub at_ms: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeadLetterBatch {
+    pub tenant: TenantId,
+    pub letters: Vec<DeadLetter>,
+}
+
+/// Wall-clock milliseconds since the Unix epoch.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
