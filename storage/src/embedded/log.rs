@@ -1,0 +1,111 @@
+//! `MessageLog` and `ClaimStore` on the embedded store.
+
+use super::keys::{read_u128, read_u32, Key};
+use super::{get, put, scan, EmbeddedStore};
+use crate::model::*;
+use crate::{ClaimStore, MessageLog, Result};
+use async_trait::async_trait;
+use schemas::*;
+
+fn message_key(k: &MessageKey) -> Vec<u8> {
+    Key::new().u64(k.tenant.0).u64(k.campaign.0).u32(k.bucket).u128(k.id.0).build()
+}
+fn campaign_key(t: TenantId, c: CampaignId) -> Vec<u8> {
+    Key::new().u64(t.0).u64(c.0).build()
+}
+fn provider_key(provider: &str, id: &str) -> Vec<u8> {
+    Key::new().str(provider).str(id).build()
+}
+
+#[async_trait]
+impl MessageLog for EmbeddedStore {
+    async fn get_messages(&self, keys: &[MessageKey]) -> Result<Vec<Option<MessageRecord>>> {
+        keys.iter().map(|k| get(&self.messages, &message_key(k))).collect()
+    }
+
+    async fn lookup_provider_ids(&self, provider: &str, ids: &[&str]) -> Result<Vec<Option<MessageKey>>> {
+        ids.iter().map(|id| get(&self.provider_ids, &provider_key(provider, id))).collect()
+    }
+
+    async fn get_counters(&self, tenant: TenantId, campaign: CampaignId) -> Result<Option<CampaignCounters>> {
+        get(&self.counters, &campaign_key(tenant, campaign))
+    }
+
+    async fn apply(&self, batch: LogBatch) -> Result<()> {
+        let mut wb = self.batch();
+        for w in &batch.writes {
+            put(&mut wb, &self.messages, message_key(&w.key), &w.record)?;
+            if let Some((provider, id)) = &w.index {
+                put(&mut wb, &self.provider_ids, provider_key(provider, id), &w.key)?;
+            }
+        }
+        for (tenant, campaign, counters) in &batch.counters {
+            put(&mut wb, &self.counters, campaign_key(*tenant, *campaign), counters)?;
+        }
+        for entry in &batch.dead_letters {
+            let key = Key::new().u64(entry.key.tenant.0).u64(entry.key.campaign.0).u128(entry.key.id.0).build();
+            put(&mut wb, &self.dlq, key, entry)?;
+        }
+        Ok(wb.commit()?)
+    }
+
+    async fn scan_messages(
+        &self,
+        tenant: TenantId,
+        campaign: CampaignId,
+        after: Option<(u32, MessageId)>,
+        limit: usize,
+    ) -> Result<Vec<(MessageKey, MessageRecord)>> {
+        let prefix = campaign_key(tenant, campaign);
+        let start = match after {
+            // The smallest key after (bucket, id): the same key with one more byte.
+            Some((bucket, id)) => {
+                let mut k = Key::new().u64(tenant.0).u64(campaign.0).u32(bucket).u128(id.0).build();
+                k.push(0);
+                k
+            }
+            None => prefix.clone(),
+        };
+        Ok(scan::<MessageRecord>(&self.messages, &prefix, start, limit)?
+            .into_iter()
+            .map(|(k, rec)| {
+                let key = MessageKey { tenant, campaign, bucket: read_u32(&k, 16), id: MessageId(read_u128(&k, 20)) };
+                (key, rec)
+            })
+            .collect())
+    }
+
+    async fn scan_dlq(
+        &self,
+        tenant: TenantId,
+        campaign: CampaignId,
+        after: Option<MessageId>,
+        limit: usize,
+    ) -> Result<Vec<DlqEntry>> {
+        let prefix = campaign_key(tenant, campaign);
+        let start = match after {
+            Some(id) => {
+                let mut k = Key::new().u64(tenant.0).u64(campaign.0).u128(id.0).build();
+                k.push(0);
+                k
+            }
+            None => prefix.clone(),
+        };
+        Ok(scan(&self.dlq, &prefix, start, limit)?.into_iter().map(|(_, e)| e).collect())
+    }
+}
+
+#[async_trait]
+impl ClaimStore for EmbeddedStore {
+    async fn get_claims(&self, ids: &[MessageId]) -> Result<Vec<Option<Claim>>> {
+        ids.iter().map(|id| get(&self.claims, &id.to_bytes())).collect()
+    }
+
+    async fn put_claims(&self, claims: &[(MessageId, Claim)]) -> Result<()> {
+        let mut batch = self.batch();
+        for (id, claim) in claims {
+            put(&mut batch, &self.claims, id.to_bytes().to_vec(), claim)?;
+        }
+        Ok(batch.commit()?)
+    }
+}

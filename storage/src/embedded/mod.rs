@@ -1,0 +1,157 @@
+//! The embedded store: all durable state in one fjall database under `<data-dir>/store`.
+//!
+//! One fjall keyspace per table; keys are big-endian tuples `(partition key, clustering key)`
+//! so a partition is a contiguous key range and range scans stay within it. Writes that must
+//! survive a crash are committed as one atomic fjall batch flushed to the OS before returning
+//! ([`Durability::Process`], survives SIGKILL) or fsynced ([`Durability::Power`]).
+//!
+//! It is not: shared between processes (fjall locks the directory), nor a network service.
+
+mod catalog;
+mod keys;
+mod log;
+
+use crate::Result;
+use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
+use schemas::codec;
+use serde::{de::DeserializeOwned, Serialize};
+use std::path::Path;
+use std::sync::Mutex;
+
+/// How far a commit is flushed before the store reports it done.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Durability {
+    /// Written to the OS: survives a process crash or SIGKILL, not a power loss.
+    #[default]
+    Process,
+    /// fdatasync'd: survives power loss, at the cost of one sync per commit.
+    Power,
+}
+
+impl Durability {
+    fn mode(self) -> PersistMode {
+        match self {
+            Durability::Process => PersistMode::Buffer,
+            Durability::Power => PersistMode::SyncData,
+        }
+    }
+}
+
+/// Embedded store settings; memory use is bounded by these, not by data size.
+#[derive(Debug, Clone)]
+pub struct EmbeddedStoreConfig {
+    /// Block cache in bytes.
+    pub cache_bytes: u64,
+    /// Memtable size per table in bytes (a table's memtable is flushed to disk past this).
+    pub memtable_bytes: u64,
+    pub durability: Durability,
+}
+
+impl Default for EmbeddedStoreConfig {
+    fn default() -> Self {
+        Self { cache_bytes: 32 << 20, memtable_bytes: 16 << 20, durability: Durability::Process }
+    }
+}
+
+/// The embedded (fjall) implementation of every store trait.
+pub struct EmbeddedStore {
+    db: Database,
+    durability: Durability,
+    meta: Keyspace,
+    tenants: Keyspace,
+    templates: Keyspace,
+    audiences: Keyspace,
+    recipients: Keyspace,
+    recipient_addresses: Keyspace,
+    suppressions: Keyspace,
+    campaigns: Keyspace,
+    checkpoints: Keyspace,
+    counters: Keyspace,
+    messages: Keyspace,
+    provider_ids: Keyspace,
+    claims: Keyspace,
+    dlq: Keyspace,
+    /// Serializes read-modify-write of id sequences and audience rows (single writer).
+    sequence_lock: Mutex<()>,
+}
+
+impl EmbeddedStore {
+    /// Opens (or creates) the store in `dir`.
+    pub fn open(dir: &Path, config: EmbeddedStoreConfig) -> Result<Self> {
+        std::fs::create_dir_all(dir)?;
+        let db = Database::builder(dir)
+            .cache_size(config.cache_bytes)
+            .open()?;
+        let memtable = config.memtable_bytes;
+        let ks = |name: &str| db.keyspace(name, || KeyspaceCreateOptions::default().max_memtable_size(memtable));
+        Ok(Self {
+            meta: ks("meta")?,
+            tenants: ks("tenants")?,
+            templates: ks("templates")?,
+            audiences: ks("audiences")?,
+            recipients: ks("recipients")?,
+            recipient_addresses: ks("recipient_addresses")?,
+            suppressions: ks("suppressions")?,
+            campaigns: ks("campaigns")?,
+            checkpoints: ks("checkpoints")?,
+            counters: ks("counters")?,
+            messages: ks("messages")?,
+            provider_ids: ks("provider_ids")?,
+            claims: ks("claims")?,
+            dlq: ks("dlq")?,
+            durability: config.durability,
+            sequence_lock: Mutex::new(()),
+            db,
+        })
+    }
+
+    fn batch(&self) -> fjall::OwnedWriteBatch {
+        self.db.batch().durability(Some(self.durability.mode()))
+    }
+
+    /// Flushes everything written so far to the OS and syncs it (used on graceful shutdown).
+    pub fn flush(&self) -> Result<()> {
+        self.db.persist(PersistMode::SyncAll)?;
+        Ok(())
+    }
+
+    /// Bytes on disk, for reports.
+    pub fn disk_bytes(&self) -> u64 {
+        self.db.disk_space().unwrap_or(0)
+    }
+}
+
+fn get<T: DeserializeOwned>(ks: &Keyspace, key: &[u8]) -> Result<Option<T>> {
+    match ks.get(key)? {
+        Some(bytes) => Ok(Some(codec::decode(&bytes)?)),
+        None => Ok(None),
+    }
+}
+
+fn put<T: Serialize>(batch: &mut fjall::OwnedWriteBatch, ks: &Keyspace, key: Vec<u8>, value: &T) -> Result<()> {
+    batch.insert(ks, key, codec::encode(value)?);
+    Ok(())
+}
+
+/// Decodes every value whose key starts with `prefix`, from `start` on, up to `limit` values.
+fn scan<T: DeserializeOwned>(
+    ks: &Keyspace,
+    prefix: &[u8],
+    start: Vec<u8>,
+    limit: usize,
+) -> Result<Vec<(fjall::UserKey, T)>> {
+    let mut out = Vec::new();
+    let end = keys::prefix_end(prefix);
+    let iter = match &end {
+        Some(end) => ks.range(start..end.clone()),
+        None => ks.range(start..),
+    };
+    for guard in iter.take(limit) {
+        let (k, v) = guard.into_inner()?;
+        out.push((k, codec::decode(&v)?));
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,260 @@
+//! Stored types. Serialized with `schemas::codec` (versioned bincode).
+
+use schemas::*;
+use serde::{Deserialize, Serialize};
+
+/// A tenant and its sending policy.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Tenant {
+    pub id: TenantId,
+    pub name: String,
+    /// Messages per second this tenant may send in total (None: only sender limits apply).
+    pub rate_limit_per_s: Option<u32>,
+    /// Burst above the rate, in messages (pacing allows `rate + burst` in any 1 s window).
+    pub burst: u32,
+    /// Share weight when tenants compete for shared capacity.
+    pub weight: u32,
+    pub created_ms: u64,
+}
+
+/// One WhatsApp template component with its parameter templates (`{{ var }}` allowed).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WhatsAppComponent {
+    pub kind: String,
+    pub parameters: Vec<String>,
+}
+
+/// WhatsApp template reference: the approved template name/language and parameter templates.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WhatsAppTemplate {
+    pub template_name: String,
+    pub language: String,
+    pub components: Vec<WhatsAppComponent>,
+}
+
+/// A message template. Which fields are used depends on `channel`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Template {
+    pub id: TemplateId,
+    pub tenant: TenantId,
+    pub name: String,
+    pub channel: Channel,
+    /// SMS text, or email plain-text body.
+    pub body: Option<String>,
+    /// Email subject.
+    pub subject: Option<String>,
+    /// Email HTML body.
+    pub html: Option<String>,
+    pub whatsapp: Option<WhatsAppTemplate>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Audience {
+    pub id: AudienceId,
+    pub tenant: TenantId,
+    pub name: String,
+    pub recipient_count: u64,
+    /// The id the next imported recipient gets (ids are dense, so buckets fill in order).
+    pub next_recipient_id: u64,
+    pub created_ms: u64,
+}
+
+/// A recipient to add; the store assigns its id and bucket.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NewRecipient {
+    pub address: String,
+    pub attrs: Vec<(String, String)>,
+}
+
+/// What adding recipients did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct AddedRecipients {
+    pub added: u64,
+    pub duplicates: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CampaignStatus {
+    Draft,
+    Scheduled,
+    Running,
+    Paused,
+    Completed,
+    Cancelled,
+}
+
+impl CampaignStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CampaignStatus::Draft => "draft",
+            CampaignStatus::Scheduled => "scheduled",
+            CampaignStatus::Running => "running",
+            CampaignStatus::Paused => "paused",
+            CampaignStatus::Completed => "completed",
+            CampaignStatus::Cancelled => "cancelled",
+        }
+    }
+}
+
+/// A campaign definition; written by the control plane only.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Campaign {
+    pub id: CampaignId,
+    pub tenant: TenantId,
+    pub name: String,
+    pub template: TemplateId,
+    pub audience: AudienceId,
+    pub rate_limit_per_s: Option<u32>,
+    pub status: CampaignStatus,
+    pub created_ms: u64,
+    pub triggered_ms: Option<u64>,
+}
+
+/// How far the chunk stage got; written by the chunk stage only.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChunkCheckpoint {
+    /// Next recipient id to read.
+    pub next_recipient: u64,
+    /// Recipients emitted so far.
+    pub emitted: u64,
+    /// Next chunk sequence number.
+    pub next_seq: u64,
+    /// All recipients emitted and the campaign sealed.
+    pub done: bool,
+}
+
+/// A message's status in the log. Reconcile decides transitions (see `stages::reconcile`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum MessageStatus {
+    Queued,
+    Sent,
+    Delivered,
+    Read,
+    Failed,
+    Suppressed,
+    Cancelled,
+    DeadLettered,
+}
+
+impl MessageStatus {
+    pub const ALL: [MessageStatus; 8] = [
+        MessageStatus::Queued,
+        MessageStatus::Sent,
+        MessageStatus::Delivered,
+        MessageStatus::Read,
+        MessageStatus::Failed,
+        MessageStatus::Suppressed,
+        MessageStatus::Cancelled,
+        MessageStatus::DeadLettered,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MessageStatus::Queued => "queued",
+            MessageStatus::Sent => "sent",
+            MessageStatus::Delivered => "delivered",
+            MessageStatus::Read => "read",
+            MessageStatus::Failed => "failed",
+            MessageStatus::Suppressed => "suppressed",
+            MessageStatus::Cancelled => "cancelled",
+            MessageStatus::DeadLettered => "dead_lettered",
+        }
+    }
+
+    /// Terminal: the message needs nothing more from Herald (a later receipt may still
+    /// upgrade delivered → read or failed → delivered).
+    pub fn is_terminal(self) -> bool {
+        !matches!(self, MessageStatus::Queued | MessageStatus::Sent)
+    }
+}
+
+/// One message's row in the log.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MessageRecord {
+    pub recipient: RecipientId,
+    pub address: String,
+    pub status: MessageStatus,
+    pub attempts: u32,
+    pub provider_message_id: Option<String>,
+    pub error: Option<String>,
+    pub trigger_ms: u64,
+    /// Every status the message entered, with when (ms).
+    pub history: Vec<(MessageStatus, u64)>,
+}
+
+/// Exact per-campaign counters: how many messages are currently in each status.
+/// Written by reconcile only, in the same atomic write as the message rows it counts.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CampaignCounters {
+    /// Total messages of the campaign, known once the chunk stage sealed it.
+    pub total: Option<u64>,
+    pub sent: u64,
+    pub delivered: u64,
+    pub read: u64,
+    pub failed: u64,
+    pub suppressed: u64,
+    pub cancelled: u64,
+    pub dead_lettered: u64,
+    /// When every message reached a terminal status.
+    pub completed_ms: Option<u64>,
+}
+
+impl CampaignCounters {
+    pub fn slot(&mut self, status: MessageStatus) -> Option<&mut u64> {
+        match status {
+            MessageStatus::Queued => None,
+            MessageStatus::Sent => Some(&mut self.sent),
+            MessageStatus::Delivered => Some(&mut self.delivered),
+            MessageStatus::Read => Some(&mut self.read),
+            MessageStatus::Failed => Some(&mut self.failed),
+            MessageStatus::Suppressed => Some(&mut self.suppressed),
+            MessageStatus::Cancelled => Some(&mut self.cancelled),
+            MessageStatus::DeadLettered => Some(&mut self.dead_lettered),
+        }
+    }
+
+    /// Messages in a terminal status.
+    pub fn terminal(&self) -> u64 {
+        self.delivered + self.read + self.failed + self.suppressed + self.cancelled + self.dead_lettered
+    }
+
+    /// Messages the log knows about.
+    pub fn known(&self) -> u64 {
+        self.terminal() + self.sent
+    }
+}
+
+/// A send claim: recorded durably before the provider is called.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Claim {
+    /// The provider is (or was) being called for this attempt; outcome not yet known.
+    InFlight { attempt: u32, at_ms: u64 },
+    /// The call finished with this outcome; a replay re-emits it instead of calling again.
+    Done { attempt: u32, outcome: OutcomeKind },
+    /// The attempt failed transiently; a later attempt may call the provider again.
+    Retrying { attempt: u32 },
+}
+
+/// A dead-lettered message kept for inspection and redrive.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DlqEntry {
+    pub key: MessageKey,
+    pub letter: DeadLetter,
+}
+
+/// One message-log row to write, with the provider-id index entry it implies.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogWrite {
+    pub key: MessageKey,
+    pub record: MessageRecord,
+    /// `(provider, provider_message_id)` to index, when newly known.
+    pub index: Option<(String, String)>,
+}
+
+/// Everything one reconcile step writes, committed atomically by the embedded store.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LogBatch {
+    pub writes: Vec<LogWrite>,
+    pub counters: Vec<(TenantId, CampaignId, CampaignCounters)>,
+    pub dead_letters: Vec<DlqEntry>,
+}

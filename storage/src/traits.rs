@@ -1,0 +1,91 @@
+//! Store traits. Async so a network store (ScyllaDB) implements them without blocking; held as
+//! `Arc<dyn ...>` by the stages.
+
+use crate::model::*;
+use crate::Result;
+use async_trait::async_trait;
+use schemas::*;
+
+/// Tenants, templates, audiences with their recipients, suppressions, campaigns, checkpoints.
+#[async_trait]
+pub trait CatalogStore: Send + Sync {
+    /// A fresh id for a new object of `kind` (tenant, template, audience, campaign).
+    async fn next_id(&self, kind: &'static str) -> Result<u64>;
+
+    async fn put_tenant(&self, tenant: &Tenant) -> Result<()>;
+    async fn get_tenant(&self, id: TenantId) -> Result<Option<Tenant>>;
+    async fn list_tenants(&self) -> Result<Vec<Tenant>>;
+
+    async fn put_template(&self, template: &Template) -> Result<()>;
+    async fn get_template(&self, tenant: TenantId, id: TemplateId) -> Result<Option<Template>>;
+
+    async fn put_audience(&self, audience: &Audience) -> Result<()>;
+    async fn get_audience(&self, tenant: TenantId, id: AudienceId) -> Result<Option<Audience>>;
+    /// Appends recipients (ids assigned densely, duplicates by address skipped and counted).
+    async fn add_recipients(
+        &self,
+        tenant: TenantId,
+        audience: AudienceId,
+        recipients: Vec<NewRecipient>,
+    ) -> Result<AddedRecipients>;
+    /// Up to `limit` recipients with id ≥ `from`, in id order (a range scan over buckets).
+    async fn read_recipients(
+        &self,
+        tenant: TenantId,
+        audience: AudienceId,
+        from: RecipientId,
+        limit: usize,
+    ) -> Result<Vec<Recipient>>;
+
+    async fn put_suppression(&self, tenant: TenantId, address: &str) -> Result<()>;
+    async fn remove_suppression(&self, tenant: TenantId, address: &str) -> Result<bool>;
+    /// For each address, whether it is suppressed for the tenant.
+    async fn suppressed(&self, tenant: TenantId, addresses: &[&str]) -> Result<Vec<bool>>;
+
+    async fn put_campaign(&self, campaign: &Campaign) -> Result<()>;
+    async fn get_campaign(&self, tenant: TenantId, id: CampaignId) -> Result<Option<Campaign>>;
+    async fn list_campaigns(&self, tenant: TenantId) -> Result<Vec<Campaign>>;
+
+    async fn get_checkpoint(&self, tenant: TenantId, campaign: CampaignId) -> Result<ChunkCheckpoint>;
+    /// Durable when it returns (the chunk stage resumes from it after a crash).
+    async fn put_checkpoint(&self, tenant: TenantId, campaign: CampaignId, checkpoint: ChunkCheckpoint) -> Result<()>;
+}
+
+/// The message log, its provider-id index, campaign counters and DLQ entries.
+#[async_trait]
+pub trait MessageLog: Send + Sync {
+    async fn get_messages(&self, keys: &[MessageKey]) -> Result<Vec<Option<MessageRecord>>>;
+    /// Resolves provider message ids of `provider` to message keys.
+    async fn lookup_provider_ids(&self, provider: &str, ids: &[&str]) -> Result<Vec<Option<MessageKey>>>;
+    async fn get_counters(&self, tenant: TenantId, campaign: CampaignId) -> Result<Option<CampaignCounters>>;
+    /// Writes rows, index entries, counters and DLQ entries; durable when it returns.
+    async fn apply(&self, batch: LogBatch) -> Result<()>;
+    /// Up to `limit` rows of a campaign after `after` (exclusive), in (bucket, message id) order.
+    async fn scan_messages(
+        &self,
+        tenant: TenantId,
+        campaign: CampaignId,
+        after: Option<(u32, MessageId)>,
+        limit: usize,
+    ) -> Result<Vec<(MessageKey, MessageRecord)>>;
+    /// Up to `limit` DLQ entries of a campaign after `after` (exclusive).
+    async fn scan_dlq(
+        &self,
+        tenant: TenantId,
+        campaign: CampaignId,
+        after: Option<MessageId>,
+        limit: usize,
+    ) -> Result<Vec<DlqEntry>>;
+}
+
+/// Send claims: the no-duplicate guard in front of every provider call.
+#[async_trait]
+pub trait ClaimStore: Send + Sync {
+    async fn get_claims(&self, ids: &[MessageId]) -> Result<Vec<Option<Claim>>>;
+    /// Records claims; durable (survives a process kill) when it returns.
+    async fn put_claims(&self, claims: &[(MessageId, Claim)]) -> Result<()>;
+}
+
+/// Everything the embedded deployment keeps, behind one handle.
+pub trait Store: CatalogStore + MessageLog + ClaimStore {}
+impl<T: CatalogStore + MessageLog + ClaimStore> Store for T {}
