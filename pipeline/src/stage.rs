@@ -74,15 +74,15 @@ impl Emitter {
         Ok(())
     }
 
-    /// Produces everything queued so far (durable when it returns).
-    pub async fn flush(&mut self) -> Result<()> {
+    /// Produces everything queued so far (durable when it returns); returns where each record
+    /// landed, in emit order.
+    pub async fn flush(&mut self) -> Result<Vec<(Partition, Offset)>> {
         if self.pending.is_empty() {
-            return Ok(());
+            return Ok(Vec::new());
         }
         let records = std::mem::take(&mut self.pending);
         self.emitted += records.len() as u64;
-        self.backend.produce(records).await?;
-        Ok(())
+        self.backend.produce(records).await
     }
 
     /// Drops what was queued but not flushed (the batch will be processed again).

@@ -96,7 +96,7 @@ pub struct RetryBatch {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum OutcomeKind {
     /// The provider accepted the message (not yet delivered).
-    Accepted { provider_message_id: String },
+    Accepted { provider: String, provider_message_id: String },
     /// Permanently failed with a reason (invalid template variables, undeliverable, ...).
     Failed { code: String, reason: String },
     /// Skipped: the address is suppressed/opted out.

@@ -1,0 +1,273 @@
+//! deliver: messages.ready (and delivery.retry) → provider calls → delivery.outcomes,
+//! delivery.retry, delivery.dlq.
+//!
+//! **No duplicate sends.** Before any provider call, a claim `InFlight { attempt }` is written
+//! durably for the message. A replayed message (crash, redelivery, restart) finds its claim:
+//! `Done` re-emits the recorded outcome without calling; `InFlight` for the same attempt means
+//! the previous process died mid-call, so the provider is asked (`Provider::lookup`) — sent
+//! again only if the provider says it never received it; if it cannot say, the message is
+//! marked failed with `outcome_unknown` and a later provider receipt can still upgrade it.
+//!
+//! **Pacing** per sender at call time (see [`pacing`]). **Classification**: accepted → outcome;
+//! retry / pace / recipient back-off → `delivery.retry` with exponential backoff + jitter, until
+//! `max_attempts`, then dead-lettered with the last error; permanent → failed with the reason,
+//! also kept in the DLQ for inspection and redrive. Nothing is dropped silently.
+//!
+//! It is not: the throttle (who goes next) nor reconcile (what the log says).
+
+pub mod pacing;
+pub mod provider;
+pub mod simulator;
+
+use crate::SharedStore;
+use futures::stream::{self, StreamExt};
+use pacing::{Sender, Senders};
+use pipeline::{topics, Emitter, Input, Shutdown, Stage, StageError};
+use provider::{FailureClass, Lookup, SendResult};
+use rand::Rng;
+use schemas::*;
+use std::result::Result;
+use std::sync::Arc;
+use std::time::Duration;
+use storage::Claim;
+
+#[derive(Debug, Clone)]
+pub struct DeliverConfig {
+    /// Concurrent provider calls per batch.
+    pub concurrency: usize,
+    /// Attempts per message before it is dead-lettered.
+    pub max_attempts: u32,
+    pub backoff_base: Duration,
+    pub backoff_max: Duration,
+}
+
+impl Default for DeliverConfig {
+    fn default() -> Self {
+        Self { concurrency: 256, max_attempts: 6, backoff_base: Duration::from_millis(250), backoff_max: Duration::from_secs(60) }
+    }
+}
+
+/// The deliver stage (consumes `messages.ready`).
+pub struct Deliver {
+    store: SharedStore,
+    senders: Arc<Senders>,
+    config: DeliverConfig,
+}
+
+/// What to do with one message of a batch after looking at its claim.
+enum Plan {
+    Send(RenderedMessage),
+    Emit(Outcome),
+    Retry(RenderedMessage),
+    Skip,
+}
+
+/// The result of one message's call, before it is written down.
+struct Done {
+    message: RenderedMessage,
+    attempt: u32,
+    result: SendResult,
+}
+
+impl Deliver {
+    pub fn new(store: SharedStore, senders: Arc<Senders>, config: DeliverConfig) -> Arc<Self> {
+        Arc::new(Self { store, senders, config })
+    }
+
+    fn backoff(&self, attempt: u32, class: FailureClass) -> Duration {
+        let base = match class {
+            // A recipient pair-rate limit backs off ~4^n seconds (WhatsApp 131056).
+            FailureClass::RecipientBackoff => Duration::from_secs(4u64.saturating_pow(attempt.min(6))),
+            FailureClass::Pace => Duration::from_secs(1),
+            _ => self.config.backoff_base.saturating_mul(1 << attempt.min(16)),
+        };
+        let jitter = rand::rng().random_range(0.0..0.25);
+        base.mul_f64(1.0 + jitter).min(self.config.backoff_max)
+    }
+
+    /// Decides per message from its claim; asks the provider about calls lost mid-flight.
+    async fn plan(&self, sender: &Sender, messages: Vec<RenderedMessage>) -> crate::Result<Vec<Plan>> {
+        let ids: Vec<MessageId> = messages.iter().map(|m| m.key.id).collect();
+        let claims = self.store.get_claims(&ids).await?;
+        let mut plans = Vec::with_capacity(messages.len());
+        for (message, claim) in messages.into_iter().zip(claims) {
+            let attempt = message.attempt + 1;
+            plans.push(match claim {
+                None => Plan::Send(message),
+                Some(Claim::Done { outcome, attempt: done_at }) => {
+                    Plan::Emit(outcome_of(&message, outcome, done_at))
+                }
+                Some(Claim::Retrying { attempt: a }) if a == attempt => Plan::Retry(message),
+                Some(Claim::Retrying { attempt: a }) if a < attempt => Plan::Send(message),
+                Some(Claim::InFlight { attempt: a, .. }) if a == attempt => {
+                    match sender.provider.lookup(&sender.id, &message).await {
+                        Lookup::NotReceived => Plan::Send(message),
+                        Lookup::Accepted { provider_message_id } => {
+                            let kind = OutcomeKind::Accepted { provider: sender.provider.name().to_string(), provider_message_id };
+                            Plan::Emit(outcome_of(&message, kind, attempt))
+                        }
+                        Lookup::Unknown => Plan::Emit(outcome_of(
+                            &message,
+                            OutcomeKind::Failed {
+                                code: "outcome_unknown".into(),
+                                reason: "the process stopped during the provider call; not re-sent to avoid a duplicate".into(),
+                            },
+                            attempt,
+                        )),
+                    }
+                }
+                Some(Claim::InFlight { attempt: a, .. }) if a < attempt => Plan::Send(message),
+                // A newer attempt exists: this record is a stale duplicate.
+                Some(_) => Plan::Skip,
+            });
+        }
+        Ok(plans)
+    }
+
+    /// Delivers messages of one tenant; everything decided is emitted on `out`.
+    pub async fn deliver(&self, tenant: TenantId, messages: Vec<RenderedMessage>, out: &mut Emitter) -> Result<(), StageError> {
+        let sender = self.senders.for_tenant(tenant).await?;
+        let plans = self.plan(&sender, messages).await?;
+        let mut outcomes = Vec::new();
+        let mut retries = Vec::new();
+        let mut to_send = Vec::new();
+        for plan in plans {
+            match plan {
+                Plan::Send(m) => to_send.push(m),
+                Plan::Emit(o) => outcomes.push(OutcomeEvent::Message(o)),
+                Plan::Retry(m) => retries.push(m),
+                Plan::Skip => {}
+            }
+        }
+
+        // The claim is durable before the provider hears of the message.
+        let now = now_ms();
+        let claims: Vec<_> = to_send.iter().map(|m| (m.key.id, Claim::InFlight { attempt: m.attempt + 1, at_ms: now })).collect();
+        self.store.put_claims(&claims).await.map_err(crate::Error::from)?;
+
+        let results: Vec<Done> = stream::iter(to_send)
+            .map(|message| {
+                let sender = sender.clone();
+                async move {
+                    sender.pace().await;
+                    let result = sender.provider.send(&sender.id, &message).await;
+                    Done { attempt: message.attempt + 1, message, result }
+                }
+            })
+            .buffer_unordered(self.config.concurrency.max(1))
+            .collect()
+            .await;
+
+        let mut settled = Vec::with_capacity(results.len());
+        let mut letters = Vec::new();
+        let mut not_before = 0u64;
+        for Done { mut message, attempt, result } in results {
+            let (claim, kind) = match result {
+                SendResult::Accepted { provider_message_id } => {
+                    let kind = OutcomeKind::Accepted { provider: sender.provider.name().to_string(), provider_message_id };
+                    (Claim::Done { attempt, outcome: kind.clone() }, Some(kind))
+                }
+                SendResult::Failed(e) if matches!(e.class, FailureClass::Retry | FailureClass::Pace | FailureClass::RecipientBackoff)
+                    && attempt < self.config.max_attempts =>
+                {
+                    let wait = e.retry_after.unwrap_or_else(|| self.backoff(attempt, e.class));
+                    not_before = not_before.max(now_ms() + wait.as_millis() as u64);
+                    tracing::debug!(message = %message.key.id, attempt, code = %e.code, "retrying later");
+                    settled.push((message.key.id, Claim::Retrying { attempt }));
+                    message.attempt = attempt;
+                    retries.push(message);
+                    continue;
+                }
+                SendResult::Failed(e) => {
+                    let exhausted = !matches!(e.class, FailureClass::Permanent | FailureClass::StopSender);
+                    let reason = format!("{}: {}", e.code, e.message);
+                    let kind = if exhausted {
+                        OutcomeKind::DeadLettered { reason: format!("gave up after {attempt} attempts; last error {reason}") }
+                    } else {
+                        OutcomeKind::Failed { code: e.code.clone(), reason: reason.clone() }
+                    };
+                    letters.push(DeadLetter { message: message.clone(), reason, attempts: attempt, at_ms: now_ms() });
+                    (Claim::Done { attempt, outcome: kind.clone() }, Some(kind))
+                }
+            };
+            settled.push((message.key.id, claim));
+            if let Some(kind) = kind {
+                outcomes.push(OutcomeEvent::Message(outcome_of(&message, kind, attempt)));
+            }
+        }
+        self.store.put_claims(&settled).await.map_err(crate::Error::from)?;
+
+        let emit = |e: pipeline::Error| StageError::from(crate::Error::from(e));
+        if !outcomes.is_empty() {
+            out.emit(&topics::OUTCOMES, tenant, &OutcomeBatch { tenant, events: outcomes }).map_err(emit)?;
+        }
+        if !retries.is_empty() {
+            let not_before = not_before.max(now_ms() + self.config.backoff_base.as_millis() as u64);
+            out.emit(&topics::RETRY, tenant, &RetryBatch { tenant, not_before_ms: not_before, messages: retries }).map_err(emit)?;
+        }
+        if !letters.is_empty() {
+            out.emit(&topics::DLQ, tenant, &DeadLetterBatch { tenant, letters }).map_err(emit)?;
+        }
+        Ok(())
+    }
+}
+
+fn outcome_of(message: &RenderedMessage, kind: OutcomeKind, attempts: u32) -> Outcome {
+    Outcome {
+        key: message.key,
+        recipient: message.recipient,
+        address: message.address.clone(),
+        kind,
+        attempts,
+        at_ms: now_ms(),
+        trigger_ms: message.trigger_ms,
+    }
+}
+
+impl Stage for Deliver {
+    type In = MessageBatch;
+
+    fn name(&self) -> &'static str {
+        "deliver"
+    }
+
+    async fn process(&self, batch: Vec<Input<MessageBatch>>, out: &mut Emitter) -> Result<(), StageError> {
+        for input in batch {
+            self.deliver(input.value.tenant, input.value.messages, out).await?;
+        }
+        Ok(())
+    }
+}
+
+/// The retry side of deliver (consumes `delivery.retry`): waits until a batch is due, then
+/// delivers it like a fresh one. On shutdown it leaves the waiting batch uncommitted.
+pub struct Redeliver {
+    deliver: Arc<Deliver>,
+    shutdown: Shutdown,
+}
+
+impl Redeliver {
+    pub fn new(deliver: Arc<Deliver>, shutdown: Shutdown) -> Self {
+        Self { deliver, shutdown }
+    }
+}
+
+impl Stage for Redeliver {
+    type In = RetryBatch;
+
+    fn name(&self) -> &'static str {
+        "redeliver"
+    }
+
+    async fn process(&self, batch: Vec<Input<RetryBatch>>, out: &mut Emitter) -> Result<(), StageError> {
+        for input in batch {
+            let wait = Duration::from_millis(input.value.not_before_ms.saturating_sub(now_ms()));
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = self.shutdown.wait() => return Err(StageError::retry(Duration::ZERO, "shutting down before the retry was due")),
+            }
+            self.deliver.deliver(input.value.tenant, input.value.messages, out).await?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,64 @@
+//! The `Provider` trait and how provider answers are classified.
+
+use async_trait::async_trait;
+use schemas::RenderedMessage;
+use std::time::Duration;
+
+/// What the engine does with a failed call (decided from the provider's own error code).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailureClass {
+    /// Transient (5xx, timeout, upgrade in progress): retry with backoff.
+    Retry,
+    /// The provider said "too fast" for this sender: slow the sender down, retry.
+    Pace,
+    /// Too many messages to this recipient: back off only this recipient, retry.
+    RecipientBackoff,
+    /// Will never succeed (undeliverable, template mismatch): fail with the reason.
+    Permanent,
+    /// The sender is blocked (policy): stop using it; fail what it would have sent.
+    StopSender,
+}
+
+/// A classified provider error.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProviderError {
+    pub class: FailureClass,
+    /// The provider's own code (e.g. WhatsApp `130429`, HTTP `503`).
+    pub code: String,
+    pub message: String,
+    /// A retry delay the provider asked for, if any.
+    pub retry_after: Option<Duration>,
+}
+
+/// The answer to one send.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SendResult {
+    Accepted { provider_message_id: String },
+    Failed(ProviderError),
+}
+
+/// What a provider knows about a message whose call outcome Herald lost (crash mid-call).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Lookup {
+    /// The provider has it: do not send again.
+    Accepted { provider_message_id: String },
+    /// The provider never received it: sending it now is not a duplicate.
+    NotReceived,
+    /// The provider cannot say (most real APIs): wait for its receipts instead of re-sending.
+    Unknown,
+}
+
+/// A message provider (WhatsApp Cloud API, SMS, email, webhook, simulator).
+#[async_trait]
+pub trait Provider: Send + Sync {
+    /// Scopes provider message ids in the index and in receipts.
+    fn name(&self) -> &str;
+
+    /// Sends one message from `sender` (a phone number id, a from-address, ...).
+    async fn send(&self, sender: &str, message: &RenderedMessage) -> SendResult;
+
+    /// Whether the provider received `message` (see [`Lookup`]).
+    async fn lookup(&self, _sender: &str, _message: &RenderedMessage) -> Lookup {
+        Lookup::Unknown
+    }
+}

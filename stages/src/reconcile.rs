@@ -1,0 +1,313 @@
+//! reconcile: delivery.outcomes + receipts.inbound + delivery.dlq → message log, counters, DLQ.
+//!
+//! **The state machine** is a join over a fixed rank of statuses:
+//! `queued < cancelled < sent < failed < dead_lettered < delivered < read < suppressed`.
+//! An event moves a message to `max(current, event's status)`, so applying events is
+//! commutative and idempotent: receipts out of order or delivered many times give the same
+//! final state as once in order. The rank encodes the provider facts: `failed` after `sent`
+//! wins (the message failed after acceptance), `delivered` after `failed` wins ("failed is
+//! terminal unless a later delivered proves otherwise"), and an accept that races a cancel wins
+//! (the message really went out).
+//!
+//! **Exact counters.** Counters count messages per current status; they change only on a
+//! transition and are written in the same atomic store write as the rows they count. Reconcile
+//! is the single writer of both. `Sealed { total }` (from chunk) fixes the campaign's total; the
+//! campaign completes when every one of those messages is terminal.
+//!
+//! It is not: a sender. It never calls a provider.
+
+use crate::SharedStore;
+use pipeline::{Emitter, Input, Stage, StageError};
+use schemas::*;
+use std::collections::HashMap;
+use std::result::Result;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use storage::{CampaignCounters, DlqEntry, LogBatch, LogWrite, MessageRecord, MessageStatus};
+
+/// Rank of a status in the reconcile lattice (see the module docs).
+pub fn rank(status: MessageStatus) -> u8 {
+    match status {
+        MessageStatus::Queued => 0,
+        MessageStatus::Cancelled => 1,
+        MessageStatus::Sent => 2,
+        MessageStatus::Failed => 3,
+        MessageStatus::DeadLettered => 4,
+        MessageStatus::Delivered => 5,
+        MessageStatus::Read => 6,
+        MessageStatus::Suppressed => 7,
+    }
+}
+
+/// One thing that happened to a message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MessageEvent {
+    pub status: MessageStatus,
+    pub at_ms: u64,
+    pub recipient: Option<RecipientId>,
+    pub address: Option<String>,
+    pub attempts: u32,
+    pub trigger_ms: u64,
+    pub provider_message_id: Option<(String, String)>,
+    pub error: Option<String>,
+}
+
+impl MessageEvent {
+    pub fn from_outcome(o: &Outcome) -> Self {
+        let (status, pmid, error) = match &o.kind {
+            OutcomeKind::Accepted { provider, provider_message_id } => {
+                (MessageStatus::Sent, Some((provider.clone(), provider_message_id.clone())), None)
+            }
+            OutcomeKind::Failed { code, reason } => (MessageStatus::Failed, None, Some(format!("{code}: {reason}"))),
+            OutcomeKind::Suppressed => (MessageStatus::Suppressed, None, None),
+            OutcomeKind::Cancelled => (MessageStatus::Cancelled, None, None),
+            OutcomeKind::DeadLettered { reason } => (MessageStatus::DeadLettered, None, Some(reason.clone())),
+        };
+        Self {
+            status,
+            at_ms: o.at_ms,
+            recipient: Some(o.recipient),
+            address: Some(o.address.clone()),
+            attempts: o.attempts,
+            trigger_ms: o.trigger_ms,
+            provider_message_id: pmid,
+            error,
+        }
+    }
+
+    pub fn from_receipt(r: &Receipt) -> Self {
+        let status = match r.status {
+            ReceiptStatus::Sent => MessageStatus::Sent,
+            ReceiptStatus::Delivered => MessageStatus::Delivered,
+            ReceiptStatus::Read => MessageStatus::Read,
+            ReceiptStatus::Failed => MessageStatus::Failed,
+        };
+        Self {
+            status,
+            at_ms: r.at_ms,
+            recipient: None,
+            address: None,
+            attempts: 0,
+            trigger_ms: 0,
+            provider_message_id: Some((r.provider.clone(), r.provider_message_id.clone())),
+            error: r.error.clone(),
+        }
+    }
+}
+
+/// Applies `event` to a message row. Returns the previous status when the status changed
+/// (`Some(None)`: the row is new), `None` when only details (or nothing) changed.
+pub fn apply_event(row: &mut Option<MessageRecord>, event: &MessageEvent) -> Option<Option<MessageStatus>> {
+    let record = row.get_or_insert_with(|| MessageRecord {
+        recipient: event.recipient.unwrap_or(RecipientId(0)),
+        address: event.address.clone().unwrap_or_default(),
+        status: MessageStatus::Queued,
+        attempts: 0,
+        provider_message_id: None,
+        error: None,
+        trigger_ms: event.trigger_ms,
+        history: Vec::new(),
+    });
+    let was_new = record.history.is_empty() && record.status == MessageStatus::Queued;
+    if let Some(recipient) = event.recipient {
+        record.recipient = recipient;
+    }
+    if let Some(address) = &event.address {
+        if record.address.is_empty() {
+            record.address = address.clone();
+        }
+    }
+    if record.trigger_ms == 0 {
+        record.trigger_ms = event.trigger_ms;
+    }
+    record.attempts = record.attempts.max(event.attempts);
+    if record.provider_message_id.is_none() {
+        record.provider_message_id = event.provider_message_id.as_ref().map(|(_, id)| id.clone());
+    }
+    if rank(event.status) <= rank(record.status) {
+        return None;
+    }
+    let previous = record.status;
+    record.status = event.status;
+    if event.error.is_some() || matches!(event.status, MessageStatus::Failed | MessageStatus::DeadLettered) {
+        record.error = event.error.clone().or(record.error.take());
+    }
+    record.history.push((event.status, event.at_ms));
+    Some(if was_new { None } else { Some(previous) })
+}
+
+/// Counters of what reconcile saw (for metrics and reports).
+#[derive(Debug, Default)]
+pub struct ReconcileMetrics {
+    pub events: AtomicU64,
+    pub transitions: AtomicU64,
+    pub unresolved_receipts: AtomicU64,
+    pub completed_campaigns: AtomicU64,
+}
+
+/// Shared reconcile state behind the three reconcile consumers.
+pub struct Reconciler {
+    store: SharedStore,
+    /// Counters of campaigns touched recently (the store holds the truth).
+    counters: tokio::sync::Mutex<HashMap<(TenantId, CampaignId), CampaignCounters>>,
+    pub metrics: ReconcileMetrics,
+}
+
+enum Event {
+    Message(MessageKey, MessageEvent),
+    Sealed(TenantId, CampaignId, u64),
+    DeadLetter(DlqEntry),
+}
+
+impl Reconciler {
+    pub fn new(store: SharedStore) -> Arc<Self> {
+        Arc::new(Self { store, counters: tokio::sync::Mutex::new(HashMap::new()), metrics: ReconcileMetrics::default() })
+    }
+
+    async fn apply(&self, events: Vec<Event>) -> crate::Result<()> {
+        self.metrics.events.fetch_add(events.len() as u64, Ordering::Relaxed);
+        // Serializes all reconcile writes: counters and rows are read-modify-write.
+        let mut cache = self.counters.lock().await;
+        let mut keys: Vec<MessageKey> = events
+            .iter()
+            .filter_map(|e| if let Event::Message(k, _) = e { Some(*k) } else { None })
+            .collect();
+        keys.sort_by_key(|k| (k.tenant, k.campaign, k.bucket, k.id));
+        keys.dedup();
+        let existing = self.store.get_messages(&keys).await?;
+        let mut rows: HashMap<MessageKey, (Option<MessageRecord>, bool, Option<(String, String)>)> =
+            keys.into_iter().zip(existing).map(|(k, row)| (k, (row, false, None))).collect();
+        let mut touched: HashMap<(TenantId, CampaignId), CampaignCounters> = HashMap::new();
+        let mut batch = LogBatch::default();
+
+        for event in events {
+            match event {
+                Event::Message(key, event) => {
+                    let campaign = (key.tenant, key.campaign);
+                    if !touched.contains_key(&campaign) {
+                        let c = match cache.get(&campaign) {
+                            Some(c) => *c,
+                            None => self.store.get_counters(key.tenant, key.campaign).await?.unwrap_or_default(),
+                        };
+                        touched.insert(campaign, c);
+                    }
+                    let Some((row, dirty, index)) = rows.get_mut(&key) else { continue };
+                    let had_pmid = row.as_ref().is_some_and(|r| r.provider_message_id.is_some());
+                    let before = row.clone();
+                    let transition = apply_event(row, &event);
+                    if !had_pmid && row.as_ref().is_some_and(|r| r.provider_message_id.is_some()) {
+                        *index = event.provider_message_id.clone();
+                    }
+                    *dirty |= *row != before;
+                    if let (Some(previous), Some(counters), Some(row)) = (transition, touched.get_mut(&campaign), row.as_ref()) {
+                        self.metrics.transitions.fetch_add(1, Ordering::Relaxed);
+                        if let Some(slot) = previous.and_then(|p| counters.slot(p)) {
+                            *slot = slot.saturating_sub(1);
+                        }
+                        if let Some(slot) = counters.slot(row.status) {
+                            *slot += 1;
+                        }
+                    }
+                }
+                Event::Sealed(tenant, campaign, total) => {
+                    let counters = match touched.get(&(tenant, campaign)).or(cache.get(&(tenant, campaign))) {
+                        Some(c) => *c,
+                        None => self.store.get_counters(tenant, campaign).await?.unwrap_or_default(),
+                    };
+                    touched.insert((tenant, campaign), CampaignCounters { total: Some(total), ..counters });
+                }
+                Event::DeadLetter(entry) => batch.dead_letters.push(entry),
+            }
+        }
+
+        let now = now_ms();
+        for ((tenant, campaign), counters) in touched.iter_mut() {
+            if counters.completed_ms.is_none() && counters.total.is_some_and(|t| counters.terminal() == t) {
+                counters.completed_ms = Some(now);
+                self.metrics.completed_campaigns.fetch_add(1, Ordering::Relaxed);
+                tracing::info!(%tenant, %campaign, total = counters.total, "campaign completed");
+            }
+            batch.counters.push((*tenant, *campaign, *counters));
+        }
+        for (key, (row, dirty, index)) in rows {
+            if let (true, Some(record)) = (dirty, row) {
+                batch.writes.push(LogWrite { key, record, index });
+            }
+        }
+        self.store.apply(batch).await?;
+        // Only now, with the write durable, does the cache move forward.
+        if cache.len() > 4_096 {
+            cache.retain(|_, c| c.completed_ms.is_none());
+        }
+        cache.extend(touched);
+        Ok(())
+    }
+
+    async fn resolve(&self, receipts: Vec<Receipt>) -> crate::Result<Vec<Event>> {
+        let mut events = Vec::with_capacity(receipts.len());
+        let mut unresolved = Vec::new();
+        for r in receipts {
+            match r.key {
+                Some(key) => events.push(Event::Message(key, MessageEvent::from_receipt(&r))),
+                None => unresolved.push(r),
+            }
+        }
+        let mut by_provider: HashMap<String, Vec<Receipt>> = HashMap::new();
+        for r in unresolved {
+            by_provider.entry(r.provider.clone()).or_default().push(r);
+        }
+        for (provider, receipts) in by_provider {
+            let ids: Vec<&str> = receipts.iter().map(|r| r.provider_message_id.as_str()).collect();
+            let keys = self.store.lookup_provider_ids(&provider, &ids).await?;
+            for (r, key) in receipts.iter().zip(keys) {
+                match key {
+                    Some(key) => events.push(Event::Message(key, MessageEvent::from_receipt(r))),
+                    None => {
+                        self.metrics.unresolved_receipts.fetch_add(1, Ordering::Relaxed);
+                        tracing::warn!(provider, id = %r.provider_message_id, "receipt for an unknown provider message id");
+                    }
+                }
+            }
+        }
+        Ok(events)
+    }
+}
+
+macro_rules! reconcile_stage {
+    ($name:ident, $input:ty, $group:literal, |$this:ident, $value:ident| $events:expr) => {
+        /// A reconcile consumer (see the module docs).
+        pub struct $name(pub Arc<Reconciler>);
+
+        impl Stage for $name {
+            type In = $input;
+
+            fn name(&self) -> &'static str {
+                $group
+            }
+
+            async fn process(&self, batch: Vec<Input<$input>>, _out: &mut Emitter) -> Result<(), StageError> {
+                let $this = &self.0;
+                let mut events = Vec::new();
+                for input in batch {
+                    let $value = input.value;
+                    events.extend($events);
+                }
+                $this.apply(events).await?;
+                Ok(())
+            }
+        }
+    };
+}
+
+reconcile_stage!(ReconcileOutcomes, OutcomeBatch, "reconcile", |this, batch| batch.events.into_iter().map(|e| match e {
+    OutcomeEvent::Message(o) => Event::Message(o.key, MessageEvent::from_outcome(&o)),
+    OutcomeEvent::Sealed { tenant, campaign, total } => Event::Sealed(tenant, campaign, total),
+}));
+reconcile_stage!(ReconcileReceipts, ReceiptBatch, "reconcile-receipts", |this, batch| this.resolve(batch.receipts).await?);
+reconcile_stage!(ReconcileDeadLetters, DeadLetterBatch, "reconcile-dlq", |this, batch| batch
+    .letters
+    .into_iter()
+    .map(|letter| Event::DeadLetter(DlqEntry { key: letter.message.key, letter })));
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,73 @@
+use super::*;
+use proptest::prelude::*;
+
+fn ev(status: MessageStatus, at: u64) -> MessageEvent {
+    MessageEvent {
+        status,
+        at_ms: at,
+        recipient: Some(RecipientId(1)),
+        address: Some("+15550000001".into()),
+        attempts: 1,
+        trigger_ms: 1,
+        provider_message_id: Some(("simulator".into(), "sim.1".into())),
+        error: None,
+    }
+}
+
+/// Applies events to one row, keeping counters the way `Reconciler::apply` does.
+fn run(events: &[MessageEvent]) -> (Option<MessageStatus>, CampaignCounters) {
+    let mut row = None;
+    let mut counters = CampaignCounters::default();
+    for e in events {
+        if let Some(previous) = apply_event(&mut row, e) {
+            if let Some(slot) = previous.and_then(|p| counters.slot(p)) {
+                *slot -= 1;
+            }
+            if let Some(slot) = counters.slot(row.as_ref().unwrap().status) {
+                *slot += 1;
+            }
+        }
+    }
+    (row.map(|r| r.status), counters)
+}
+
+#[test]
+fn receipts_out_of_order_reach_the_same_state() {
+    use MessageStatus::*;
+    let in_order = run(&[ev(Sent, 1), ev(Delivered, 2), ev(Read, 3)]);
+    let shuffled = run(&[ev(Read, 3), ev(Sent, 1), ev(Delivered, 2), ev(Read, 3), ev(Sent, 1)]);
+    assert_eq!(in_order, shuffled);
+    assert_eq!(in_order.0, Some(Read));
+    assert_eq!(in_order.1.read, 1);
+    assert_eq!(in_order.1.known(), 1);
+}
+
+#[test]
+fn failed_after_sent_wins_and_delivered_after_failed_wins() {
+    use MessageStatus::*;
+    assert_eq!(run(&[ev(Sent, 1), ev(Failed, 2)]).0, Some(Failed));
+    assert_eq!(run(&[ev(Failed, 1), ev(Delivered, 2)]).0, Some(Delivered));
+    // An accept racing a cancel: the message went out.
+    assert_eq!(run(&[ev(Cancelled, 1), ev(Sent, 2)]).0, Some(Sent));
+}
+
+fn status() -> impl Strategy<Value = MessageStatus> {
+    prop::sample::select(MessageStatus::ALL[1..].to_vec())
+}
+
+proptest! {
+    /// Any permutation, with any duplication, of a set of events gives the same final status
+    /// and counters that count exactly one message.
+    #[test]
+    fn order_and_duplicates_do_not_matter(statuses in prop::collection::vec(status(), 1..8),
+                                          order in prop::collection::vec(any::<prop::sample::Index>(), 1..24)) {
+        let events: Vec<_> = statuses.iter().enumerate().map(|(i, s)| ev(*s, i as u64)).collect();
+        let canonical = run(&events);
+        let mut shuffled: Vec<_> = order.iter().map(|i| events[i.index(events.len())].clone()).collect();
+        shuffled.extend(events.iter().cloned()); // every event at least once
+        let replayed = run(&shuffled);
+        prop_assert_eq!(canonical.0, replayed.0);
+        prop_assert_eq!(canonical.1, replayed.1);
+        prop_assert_eq!(replayed.1.known(), 1);
+    }
+}

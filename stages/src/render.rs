@@ -1,0 +1,200 @@
+//! render: campaign.chunks → messages.rendered (+ outcomes for suppressed / unrenderable).
+//!
+//! Compiles a campaign's template once and caches it, then renders every recipient of a chunk
+//! for the template's channel (SMS text; email subject/text/html; WhatsApp template parameters).
+//! Each message gets its deterministic `MessageId` from (tenant, campaign, recipient, channel).
+//! Suppressed recipients are not rendered: they become `Suppressed` outcomes. A recipient
+//! missing a variable becomes a `Failed { code: "missing_variable" }` outcome — one message
+//! fails, never the stage. A campaign whose template is missing or invalid fails all its
+//! messages with a reason instead of stalling.
+//!
+//! It is not: a throttle or a sender; it never calls a provider.
+
+use crate::template::{MissingVariable, Template as Compiled};
+use crate::SharedStore;
+use pipeline::{topics, Emitter, Input, Stage, StageError};
+use schemas::*;
+use std::result::Result;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+/// A campaign's template, compiled for its channel.
+#[derive(Debug, Clone)]
+pub enum CompiledTemplate {
+    Sms { text: Compiled },
+    Email { subject: Compiled, text: Compiled, html: Option<Compiled> },
+    WhatsApp { template_name: String, language: String, components: Vec<(String, Vec<Compiled>)> },
+}
+
+impl CompiledTemplate {
+    /// Compiles a stored template; errors name the field at fault.
+    pub fn compile(template: &storage::Template) -> Result<Self, String> {
+        let field = |name: &str, src: &Option<String>| -> Result<Compiled, String> {
+            let src = src.as_deref().ok_or_else(|| format!("{name} is required for {} templates", template.channel.as_str()))?;
+            Compiled::compile(src).map_err(|e| format!("{name}: {e}"))
+        };
+        Ok(match template.channel {
+            Channel::Sms => CompiledTemplate::Sms { text: field("body", &template.body)? },
+            Channel::Email => CompiledTemplate::Email {
+                subject: field("subject", &template.subject)?,
+                text: field("body", &template.body)?,
+                html: template.html.as_ref().map(|_| field("html", &template.html)).transpose()?,
+            },
+            Channel::WhatsApp => {
+                let wa = template.whatsapp.as_ref().ok_or("whatsapp is required for whatsapp templates")?;
+                let mut components = Vec::with_capacity(wa.components.len());
+                for c in &wa.components {
+                    let params = c
+                        .parameters
+                        .iter()
+                        .map(|p| Compiled::compile(p).map_err(|e| format!("whatsapp.{}: {e}", c.kind)))
+                        .collect::<Result<Vec<_>, _>>()?;
+                    components.push((c.kind.clone(), params));
+                }
+                CompiledTemplate::WhatsApp {
+                    template_name: wa.template_name.clone(),
+                    language: wa.language.clone(),
+                    components,
+                }
+            }
+        })
+    }
+
+    pub fn channel(&self) -> Channel {
+        match self {
+            CompiledTemplate::Sms { .. } => Channel::Sms,
+            CompiledTemplate::Email { .. } => Channel::Email,
+            CompiledTemplate::WhatsApp { .. } => Channel::WhatsApp,
+        }
+    }
+
+    /// Renders for one recipient. Variables: the recipient's attributes, plus `address`.
+    pub fn render(&self, recipient: &Recipient) -> Result<Content, MissingVariable> {
+        let lookup = |name: &str| -> Option<&str> {
+            if name == "address" {
+                return Some(recipient.address.as_str());
+            }
+            recipient.attrs.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+        };
+        Ok(match self {
+            CompiledTemplate::Sms { text } => Content::Sms { text: text.render(lookup)? },
+            CompiledTemplate::Email { subject, text, html } => Content::Email {
+                subject: subject.render(lookup)?,
+                text: text.render(lookup)?,
+                html: html.as_ref().map(|h| h.render(lookup)).transpose()?,
+            },
+            CompiledTemplate::WhatsApp { template_name, language, components } => Content::WhatsApp {
+                template_name: template_name.clone(),
+                language: language.clone(),
+                components: components
+                    .iter()
+                    .map(|(kind, params)| Ok((kind.clone(), params.iter().map(|p| p.render(lookup)).collect::<Result<_, _>>()?)))
+                    .collect::<Result<_, MissingVariable>>()?,
+            },
+        })
+    }
+}
+
+/// The render stage.
+pub struct Render {
+    store: SharedStore,
+    /// Compiled templates per campaign (`Err`: why the campaign cannot render).
+    cache: Mutex<HashMap<(TenantId, CampaignId), Arc<Result<CompiledTemplate, String>>>>,
+}
+
+impl Render {
+    pub fn new(store: SharedStore) -> Self {
+        Self { store, cache: Mutex::new(HashMap::new()) }
+    }
+
+    async fn template(&self, tenant: TenantId, campaign: CampaignId) -> crate::Result<Arc<Result<CompiledTemplate, String>>> {
+        if let Some(t) = self.cache.lock().unwrap_or_else(|p| p.into_inner()).get(&(tenant, campaign)) {
+            return Ok(t.clone());
+        }
+        let compiled = match self.store.get_campaign(tenant, campaign).await? {
+            None => Err(format!("campaign {campaign} not found")),
+            Some(c) => match self.store.get_template(tenant, c.template).await? {
+                None => Err(format!("template {} not found", c.template)),
+                Some(t) => CompiledTemplate::compile(&t),
+            },
+        };
+        let compiled = Arc::new(compiled);
+        let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+        if cache.len() > 4_096 {
+            cache.clear(); // bounded: recompiling is cheap compared with a chunk
+        }
+        cache.insert((tenant, campaign), compiled.clone());
+        Ok(compiled)
+    }
+
+    /// Renders one chunk into a message batch and the outcomes of recipients not sent.
+    pub async fn render_chunk(&self, chunk: schemas::Chunk) -> crate::Result<(MessageBatch, Vec<OutcomeEvent>)> {
+        let (tenant, campaign) = (chunk.tenant, chunk.campaign);
+        let template = self.template(tenant, campaign).await?;
+        let addresses: Vec<&str> = chunk.recipients.iter().map(|r| r.address.as_str()).collect();
+        let suppressed = self.store.suppressed(tenant, &addresses).await?;
+        let channel = template.as_ref().as_ref().map(CompiledTemplate::channel).unwrap_or(Channel::Sms);
+        let now = now_ms();
+        let mut messages = Vec::with_capacity(chunk.recipients.len());
+        let mut outcomes = Vec::new();
+        for (recipient, suppressed) in chunk.recipients.into_iter().zip(suppressed) {
+            let key = MessageKey {
+                tenant,
+                campaign,
+                bucket: recipient.bucket,
+                id: MessageId::derive(tenant, campaign, recipient.id, channel),
+            };
+            let kind = match (suppressed, template.as_ref()) {
+                (true, _) => OutcomeKind::Suppressed,
+                (false, Err(reason)) => OutcomeKind::Failed { code: "template_invalid".into(), reason: reason.clone() },
+                (false, Ok(t)) => match t.render(&recipient) {
+                    Ok(content) => {
+                        messages.push(RenderedMessage {
+                            key,
+                            recipient: recipient.id,
+                            address: recipient.address,
+                            content,
+                            trigger_ms: chunk.trigger_ms,
+                            attempt: 0,
+                        });
+                        continue;
+                    }
+                    Err(missing) => OutcomeKind::Failed { code: "missing_variable".into(), reason: missing.to_string() },
+                },
+            };
+            outcomes.push(OutcomeEvent::Message(Outcome {
+                key,
+                recipient: recipient.id,
+                address: recipient.address,
+                kind,
+                attempts: 0,
+                at_ms: now,
+                trigger_ms: chunk.trigger_ms,
+            }));
+        }
+        Ok((MessageBatch { tenant, campaign, messages }, outcomes))
+    }
+}
+
+impl Stage for Render {
+    type In = schemas::Chunk;
+
+    fn name(&self) -> &'static str {
+        "render"
+    }
+
+    async fn process(&self, batch: Vec<Input<schemas::Chunk>>, out: &mut Emitter) -> Result<(), StageError> {
+        for input in batch {
+            let tenant = input.value.tenant;
+            let (messages, outcomes) = self.render_chunk(input.value).await?;
+            if !messages.messages.is_empty() {
+                out.emit(&topics::RENDERED, tenant, &messages).map_err(crate::Error::from)?;
+            }
+            if !outcomes.is_empty() {
+                out.emit(&topics::OUTCOMES, tenant, &OutcomeBatch { tenant, events: outcomes })
+                    .map_err(crate::Error::from)?;
+            }
+        }
+        Ok(())
+    }
+}
