@@ -1,1 +1,100 @@
-fn main() {}
+//! `herald`: the command line. Subcommands map to the library half in `src/lib.rs`.
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use herald::{bench, demo};
+use std::path::PathBuf;
+
+#[derive(Parser)]
+#[command(name = "herald", version, about = "Herald: a multi-tenant streaming broadcast engine")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run one campaign end to end on the embedded default, with a live progress bar.
+    Demo {
+        /// Synthetic recipients in the demo audience.
+        #[arg(long, default_value_t = 100_000)]
+        recipients: u64,
+        /// Where the embedded store, topics and simulator calls log live.
+        #[arg(long, default_value = "./herald-data")]
+        data_dir: PathBuf,
+        /// Messages per second for the demo tenant (0: unlimited).
+        #[arg(long, default_value_t = 20_000)]
+        rate: u32,
+        /// Print the final summary as one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Drive the whole pipeline with simulated providers and report throughput, latency,
+    /// rate accuracy, fairness and memory.
+    Bench {
+        #[arg(long, default_value_t = 1_000_000)]
+        recipients: u64,
+        #[arg(long, default_value_t = 4)]
+        tenants: u32,
+        /// Messages per second per tenant (default: unlimited).
+        #[arg(long)]
+        rate_per_tenant: Option<u32>,
+        /// Simulated provider latency (jitter adds up to half of it).
+        #[arg(long, default_value_t = 2)]
+        provider_latency_ms: u64,
+        /// Share of provider calls failing transiently (retried).
+        #[arg(long, default_value_t = 0.0)]
+        failure_rate: f64,
+        /// Data directory (default: a temporary one, removed afterwards).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// Print exactly one JSON object on stdout.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("HERALD_LOG").unwrap_or_else(|_| "warn".into()))
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the runtime")?;
+    runtime.block_on(async {
+        match cli.command {
+            Command::Demo { recipients, data_dir, rate, json } => {
+                let summary = demo::run(demo::DemoArgs { recipients, data_dir, rate, json }).await?;
+                if json {
+                    println!("{}", serde_json::to_string(&summary)?);
+                } else {
+                    println!(
+                        "Campaign {} {}: {} messages — {} delivered, {} read, {} failed, {} suppressed, {} dead-lettered in {:.1} s.",
+                        summary.campaign,
+                        if summary.completed { "completed" } else { "interrupted (run again to resume)" },
+                        summary.total,
+                        summary.delivered,
+                        summary.read,
+                        summary.failed,
+                        summary.suppressed,
+                        summary.dead_lettered,
+                        summary.elapsed_s
+                    );
+                    println!("The simulated provider's own record of calls: {}", summary.calls_log);
+                }
+            }
+            Command::Bench { recipients, tenants, rate_per_tenant, provider_latency_ms, failure_rate, data_dir, json } => {
+                if !(0.0..=1.0).contains(&failure_rate) {
+                    anyhow::bail!("--failure-rate must be between 0 and 1");
+                }
+                let report = bench::run(bench::BenchArgs { recipients, tenants, rate_per_tenant, provider_latency_ms, failure_rate, data_dir }).await?;
+                if json {
+                    println!("{}", serde_json::to_string(&report)?);
+                } else {
+                    bench::print(&report);
+                }
+            }
+        }
+        Ok(())
+    })
+}

@@ -1,0 +1,196 @@
+//! `herald bench`: the SRE load generator. Seeds `--tenants` tenants sharing `--recipients`,
+//! triggers all campaigns at once, runs the whole pipeline against the simulator and reports
+//! what the *provider* saw (its ledger is independent of Herald's own state): throughput,
+//! accept latency from trigger, duplicates, per-tenant rate accuracy and fairness, plus what
+//! the message log says (lost = recipients without a terminal message).
+
+use crate::demo::wait_until_complete;
+use crate::engine::{Engine, EngineConfig};
+use crate::seed::{tenant_with_campaign, SeedSpec};
+use schemas::{CampaignId, TenantId};
+use serde::Serialize;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+use storage::MessageLog;
+
+#[derive(Debug, Clone)]
+pub struct BenchArgs {
+    pub recipients: u64,
+    pub tenants: u32,
+    pub rate_per_tenant: Option<u32>,
+    pub provider_latency_ms: u64,
+    pub failure_rate: f64,
+    pub data_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct TenantReport {
+    pub tenant: u64,
+    pub rate_limit: Option<u32>,
+    pub achieved_rate: f64,
+    pub max_1s_window: u64,
+    pub accepts: u64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct BenchReport {
+    pub recipients: u64,
+    pub tenants: u32,
+    pub elapsed_s: f64,
+    pub setup_s: f64,
+    pub throughput_msgs_per_s: f64,
+    pub provider_calls: u64,
+    pub provider_accepts: u64,
+    pub duplicate_accepts: u64,
+    pub lost: u64,
+    pub delivered: u64,
+    pub failed: u64,
+    pub dead_lettered: u64,
+    pub p50_ms: u64,
+    pub p99_ms: u64,
+    pub peak_rss_bytes: u64,
+    pub fairness_jain: f64,
+    pub burst_per_tenant: u32,
+    pub per_tenant: Vec<TenantReport>,
+}
+
+/// Jain's fairness index over `xs` (1.0 = perfectly even).
+pub fn jain(xs: &[f64]) -> f64 {
+    let sum: f64 = xs.iter().sum();
+    let squares: f64 = xs.iter().map(|x| x * x).sum();
+    if squares == 0.0 { 1.0 } else { sum * sum / (xs.len() as f64 * squares) }
+}
+
+/// Counts a campaign's messages in a terminal status by scanning its log in pages.
+async fn terminal_rows(engine: &Engine, tenant: TenantId, campaign: CampaignId) -> anyhow::Result<u64> {
+    let mut after = None;
+    let mut terminal = 0;
+    loop {
+        let page = engine.store.scan_messages(tenant, campaign, after, 10_000).await?;
+        let Some((last, _)) = page.last() else { break };
+        after = Some((last.bucket, last.id));
+        terminal += page.iter().filter(|(_, r)| r.status.is_terminal()).count() as u64;
+    }
+    Ok(terminal)
+}
+
+pub async fn run(args: BenchArgs) -> anyhow::Result<BenchReport> {
+    let tmp;
+    let data_dir = match &args.data_dir {
+        Some(d) => d.clone(),
+        None => {
+            tmp = tempfile::tempdir()?;
+            tmp.path().to_path_buf()
+        }
+    };
+    let mut config = EngineConfig::new(&data_dir);
+    config.simulator.latency = Duration::from_millis(args.provider_latency_ms);
+    config.simulator.jitter = Duration::from_millis(args.provider_latency_ms / 2);
+    config.simulator.transient_failure_rate = args.failure_rate;
+    let burst = args.rate_per_tenant.map(|r| (r / 10).max(1)).unwrap_or(0);
+    let setup = Instant::now();
+    let engine = Engine::start(config).await?;
+    let tenants = args.tenants.max(1);
+    let mut campaigns = Vec::new();
+    for i in 0..tenants {
+        let share = args.recipients / u64::from(tenants) + u64::from(u64::from(i) < args.recipients % u64::from(tenants));
+        let spec = SeedSpec { name: format!("bench-{i}"), recipients: share, rate_limit_per_s: args.rate_per_tenant, burst, weight: 1 };
+        campaigns.push((tenant_with_campaign(engine.store.as_ref(), &spec).await?, share));
+    }
+    let setup_s = setup.elapsed().as_secs_f64();
+
+    let started = Instant::now();
+    for ((t, c), _) in &campaigns {
+        engine.trigger(*t, *c).await?;
+    }
+    let signal = engine.shutdown_handle();
+    tokio::spawn(async move {
+        crate::wait_for_signal().await;
+        signal.trigger();
+    });
+    let ids: Vec<_> = campaigns.iter().map(|(id, _)| *id).collect();
+    let counters = wait_until_complete(&engine, &ids, |_| {}).await?;
+    let elapsed_s = started.elapsed().as_secs_f64();
+
+    let mut lost = 0;
+    for ((t, c), share) in &campaigns {
+        lost += share.saturating_sub(terminal_rows(&engine, *t, *c).await?);
+    }
+    let (per_tenant, provider_calls, provider_accepts, duplicate_accepts, p50_ms, p99_ms) = {
+        let ledger = engine.simulator.ledger();
+        let per_tenant: Vec<TenantReport> = campaigns
+            .iter()
+            .map(|((t, _), _)| {
+                let calls = ledger.tenants.get(t).cloned().unwrap_or_default();
+                TenantReport {
+                    tenant: t.0,
+                    rate_limit: args.rate_per_tenant,
+                    achieved_rate: calls.achieved_rate(),
+                    max_1s_window: calls.max_1s_window,
+                    accepts: calls.accepts,
+                }
+            })
+            .collect();
+        (
+            per_tenant,
+            ledger.calls,
+            ledger.accepts,
+            ledger.duplicate_accepts,
+            ledger.latency_ms.value_at_quantile(0.5),
+            ledger.latency_ms.value_at_quantile(0.99),
+        )
+    };
+    engine.stop().await?;
+
+    let terminal: u64 = counters.iter().map(|c| c.terminal()).sum();
+    let shares: Vec<f64> = per_tenant
+        .iter()
+        .map(|t| match t.rate_limit {
+            Some(limit) => t.achieved_rate / f64::from(limit),
+            None => t.achieved_rate,
+        })
+        .collect();
+    Ok(BenchReport {
+        recipients: args.recipients,
+        tenants,
+        elapsed_s,
+        setup_s,
+        throughput_msgs_per_s: terminal as f64 / elapsed_s.max(1e-9),
+        provider_calls,
+        provider_accepts,
+        duplicate_accepts,
+        lost,
+        delivered: counters.iter().map(|c| c.delivered + c.read).sum(),
+        failed: counters.iter().map(|c| c.failed).sum(),
+        dead_lettered: counters.iter().map(|c| c.dead_lettered).sum(),
+        p50_ms,
+        p99_ms,
+        peak_rss_bytes: crate::peak_rss_bytes(),
+        fairness_jain: jain(&shares),
+        burst_per_tenant: burst,
+        per_tenant,
+    })
+}
+
+/// The human-readable report.
+pub fn print(report: &BenchReport) {
+    println!("herald bench: {} recipients over {} tenants", report.recipients, report.tenants);
+    println!("  setup            {:>10.2} s (seeding audiences, not timed below)", report.setup_s);
+    println!("  elapsed          {:>10.2} s (trigger → every campaign completed)", report.elapsed_s);
+    println!("  throughput       {:>10.0} msgs/s reaching a terminal state", report.throughput_msgs_per_s);
+    println!("  provider calls   {:>10} ({} accepted)", report.provider_calls, report.provider_accepts);
+    println!("  delivered        {:>10}", report.delivered);
+    println!("  failed / DLQ     {:>10} / {}", report.failed, report.dead_lettered);
+    println!("  duplicates       {:>10}", report.duplicate_accepts);
+    println!("  lost             {:>10}", report.lost);
+    println!("  accept latency   p50 {} ms, p99 {} ms (from trigger)", report.p50_ms, report.p99_ms);
+    println!("  peak RSS         {:>10.1} MiB", report.peak_rss_bytes as f64 / (1 << 20) as f64);
+    println!("  fairness (Jain)  {:>10.4}", report.fairness_jain);
+    for t in &report.per_tenant {
+        let limit = t.rate_limit.map(|l| format!("{l}/s (+{} burst)", report.burst_per_tenant)).unwrap_or_else(|| "unlimited".into());
+        println!(
+            "  tenant {:>3}: limit {limit}, achieved {:.1}/s, max in any 1 s window {}, accepted {}",
+            t.tenant, t.achieved_rate, t.max_1s_window, t.accepts
+        );
+    }
+}

@@ -1,0 +1,137 @@
+//! The embedded engine: every stage in one process on the embedded store and topics.
+
+use anyhow::Context;
+use pipeline::{runner, topics, Emitter, EmbeddedTopics, EmbeddedTopicsConfig, RunnerConfig, Shutdown, StageMetrics, TopicBackend};
+use schemas::{now_ms, CampaignId, SendRequest, TenantId};
+use stages::chunk::{Chunk, ChunkConfig};
+use stages::deliver::pacing::Senders;
+use stages::deliver::simulator::{Simulator, SimulatorConfig};
+use stages::deliver::{Deliver, DeliverConfig, Redeliver};
+use stages::reconcile::{ReconcileDeadLetters, ReconcileOutcomes, ReconcileReceipts, Reconciler};
+use stages::render::Render;
+use stages::throttle::{Throttle, ThrottleConfig};
+use stages::SharedStore;
+use std::path::PathBuf;
+use std::sync::Arc;
+use storage::{CampaignStatus, CatalogStore, EmbeddedStore, EmbeddedStoreConfig};
+use tokio::task::JoinSet;
+
+/// Everything the embedded engine needs; defaults are the zero-config embedded mode.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    pub data_dir: PathBuf,
+    pub store: EmbeddedStoreConfig,
+    pub topics: EmbeddedTopicsConfig,
+    pub chunk: ChunkConfig,
+    pub throttle: ThrottleConfig,
+    pub deliver: DeliverConfig,
+    pub simulator: SimulatorConfig,
+}
+
+impl EngineConfig {
+    pub fn new(data_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            data_dir: data_dir.into(),
+            store: EmbeddedStoreConfig::default(),
+            topics: EmbeddedTopicsConfig::default(),
+            chunk: ChunkConfig::default(),
+            throttle: ThrottleConfig::default(),
+            deliver: DeliverConfig::default(),
+            simulator: SimulatorConfig::default(),
+        }
+    }
+}
+
+/// A running embedded engine.
+pub struct Engine {
+    pub store: Arc<EmbeddedStore>,
+    pub topics: Arc<EmbeddedTopics>,
+    pub simulator: Arc<Simulator>,
+    pub reconciler: Arc<Reconciler>,
+    pub stage_metrics: Vec<(&'static str, Arc<StageMetrics>)>,
+    chunk: Arc<Chunk>,
+    shutdown: Shutdown,
+    tasks: JoinSet<pipeline::Result<()>>,
+}
+
+impl Engine {
+    /// Opens the data dir and starts every stage; resumes campaigns a previous run left running.
+    pub async fn start(config: EngineConfig) -> anyhow::Result<Self> {
+        let store = Arc::new(
+            EmbeddedStore::open(&config.data_dir.join("store"), config.store.clone())
+                .with_context(|| format!("opening the store in {}", config.data_dir.display()))?,
+        );
+        let topics = EmbeddedTopics::open(&config.data_dir.join("topics"), &topics::all(), config.topics.clone())
+            .with_context(|| format!("opening the topics in {}", config.data_dir.display()))?;
+        let shared: SharedStore = store.clone();
+        let backend: Arc<dyn TopicBackend> = topics.clone();
+        let shutdown = Shutdown::new();
+        let simulator = Simulator::start(config.simulator.clone(), backend.clone(), shutdown.clone())
+            .context("starting the simulator provider")?;
+
+        let mut tasks = JoinSet::new();
+        let mut stage_metrics = Vec::new();
+        let run = RunnerConfig::default();
+        let chunk = Chunk::new(shared.clone(), backend.clone(), config.chunk.clone(), shutdown.clone());
+        let render = Arc::new(Render::new(shared.clone()));
+        let throttle = Throttle::new(shared.clone(), backend.clone(), config.throttle.clone(), shutdown.clone());
+        let senders = Arc::new(Senders::new(shared.clone(), simulator.clone()));
+        let deliver = Deliver::new(shared.clone(), senders, config.deliver.clone());
+        let redeliver = Arc::new(Redeliver::new(deliver.clone(), shutdown.clone()));
+        let reconciler = Reconciler::new(shared.clone());
+
+        macro_rules! start {
+            ($name:literal, $stage:expr, $topic:expr, $cfg:expr) => {
+                stage_metrics.push(($name, runner::spawn(&mut tasks, $stage, $topic, backend.clone(), $cfg, shutdown.clone())));
+            };
+        }
+        start!("chunk", chunk.clone(), topics::SENDS, run.clone());
+        start!("render", render, topics::CHUNKS, run.clone());
+        start!("throttle", throttle, topics::RENDERED, RunnerConfig { max_batch: 1, ..run.clone() });
+        start!("deliver", deliver, topics::READY, RunnerConfig { max_batch: 1, ..run.clone() });
+        start!("redeliver", redeliver, topics::RETRY, RunnerConfig { max_batch: 1, ..run.clone() });
+        start!("reconcile", Arc::new(ReconcileOutcomes(reconciler.clone())), topics::OUTCOMES, RunnerConfig { max_batch: 16, ..run.clone() });
+        start!("reconcile-receipts", Arc::new(ReconcileReceipts(reconciler.clone())), topics::RECEIPTS, RunnerConfig { max_batch: 16, ..run.clone() });
+        start!("reconcile-dlq", Arc::new(ReconcileDeadLetters(reconciler.clone())), topics::DLQ, run.clone());
+
+        let resumed = chunk.resume().await.context("resuming running campaigns")?;
+        if resumed > 0 {
+            tracing::info!(resumed, "resumed campaigns left running by a previous run");
+        }
+        Ok(Self { store, topics, simulator, reconciler, stage_metrics, chunk, shutdown, tasks })
+    }
+
+    /// Marks a campaign running and emits its send request.
+    pub async fn trigger(&self, tenant: TenantId, campaign: CampaignId) -> anyhow::Result<()> {
+        let mut c = self.store.get_campaign(tenant, campaign).await?.context("no such campaign")?;
+        let requested_at_ms = now_ms();
+        c.status = CampaignStatus::Running;
+        c.triggered_ms = Some(requested_at_ms);
+        // Running first: if we die before the request is produced, start-up resumes it.
+        self.store.put_campaign(&c).await?;
+        let mut out = Emitter::new(self.topics.clone());
+        out.emit(&topics::SENDS, tenant, &SendRequest { tenant, campaign, requested_at_ms })?;
+        out.flush().await?;
+        Ok(())
+    }
+
+    pub fn shutdown_handle(&self) -> Shutdown {
+        self.shutdown.clone()
+    }
+
+    /// Graceful drain: stop fetching, finish and commit batches in hand, flush the stores.
+    pub async fn stop(mut self) -> anyhow::Result<()> {
+        self.shutdown.trigger();
+        while let Some(result) = self.tasks.join_next().await {
+            match result {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::error!(error = %e, "stage loop failed"),
+                Err(e) => tracing::error!(error = %e, "stage task panicked"),
+            }
+        }
+        self.chunk.drain().await;
+        self.store.flush()?;
+        self.topics.flush()?;
+        Ok(())
+    }
+}

@@ -1,0 +1,53 @@
+//! The `herald` binary's library half: the composition root (the only place that picks
+//! backends and wires stages to topics), the demo and the end-to-end load generator behind
+//! `herald bench`.
+//!
+//! # Layout
+//! - [`engine`]: opens the embedded store and topics, starts every stage, triggers sends,
+//!   drains on shutdown.
+//! - [`seed`]: creates synthetic tenants, templates, audiences and campaigns.
+//! - [`demo`]: `herald demo` — one campaign end to end with a live progress bar; resumable.
+//! - [`bench`]: `herald bench` — many tenants through the whole pipeline, measured at the
+//!   simulated provider.
+//!
+//! It is not: a library for other programs; the stable surfaces are the CLI and the API.
+
+pub mod bench;
+pub mod demo;
+pub mod engine;
+pub mod seed;
+
+/// Peak resident set size of this process in bytes (Linux `VmHWM`), 0 where unknown.
+pub fn peak_rss_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<u64>().ok())
+        })
+        .map(|kb| kb * 1024)
+        .unwrap_or(0)
+}
+
+/// Resolves on SIGTERM or Ctrl-C.
+pub async fn wait_for_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => {
+                let _ = ctrl_c.await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
