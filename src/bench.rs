@@ -58,7 +58,11 @@ pub struct BenchReport {
 pub fn jain(xs: &[f64]) -> f64 {
     let sum: f64 = xs.iter().sum();
     let squares: f64 = xs.iter().map(|x| x * x).sum();
-    if squares == 0.0 { 1.0 } else { sum * sum / (xs.len() as f64 * squares) }
+    if squares == 0.0 {
+        1.0
+    } else {
+        sum * sum / (xs.len() as f64 * squares)
+    }
 }
 
 /// Counts a campaign's messages in a terminal status by scanning its log in pages.
@@ -93,8 +97,15 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<BenchReport> {
     let tenants = args.tenants.max(1);
     let mut campaigns = Vec::new();
     for i in 0..tenants {
-        let share = args.recipients / u64::from(tenants) + u64::from(u64::from(i) < args.recipients % u64::from(tenants));
-        let spec = SeedSpec { name: format!("bench-{i}"), recipients: share, rate_limit_per_s: args.rate_per_tenant, burst, weight: 1 };
+        let share =
+            args.recipients / u64::from(tenants) + u64::from(u64::from(i) < args.recipients % u64::from(tenants));
+        let spec = SeedSpec {
+            name: format!("bench-{i}"),
+            recipients: share,
+            rate_limit_per_s: args.rate_per_tenant,
+            burst,
+            weight: 1,
+        };
         campaigns.push((tenant_with_campaign(engine.store.as_ref(), &spec).await?, share));
     }
     let setup_s = setup.elapsed().as_secs_f64();
@@ -187,7 +198,10 @@ pub fn print(report: &BenchReport) {
     println!("  peak RSS         {:>10.1} MiB", report.peak_rss_bytes as f64 / (1 << 20) as f64);
     println!("  fairness (Jain)  {:>10.4}", report.fairness_jain);
     for t in &report.per_tenant {
-        let limit = t.rate_limit.map(|l| format!("{l}/s (+{} burst)", report.burst_per_tenant)).unwrap_or_else(|| "unlimited".into());
+        let limit = t
+            .rate_limit
+            .map(|l| format!("{l}/s (+{} burst)", report.burst_per_tenant))
+            .unwrap_or_else(|| "unlimited".into());
         println!(
             "  tenant {:>3}: limit {limit}, achieved {:.1}/s, max in any 1 s window {}, accepted {}",
             t.tenant, t.achieved_rate, t.max_1s_window, t.accepts

@@ -113,8 +113,10 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<DemoSummary> {
 
     let bar = if args.json { ProgressBar::hidden() } else { ProgressBar::new(total) };
     bar.set_style(
-        ProgressStyle::with_template("{spinner} [{elapsed_precise}] {wide_bar} {pos}/{len} terminal ({per_sec}, eta {eta}) {msg}")
-            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        ProgressStyle::with_template(
+            "{spinner} [{elapsed_precise}] {wide_bar} {pos}/{len} terminal ({per_sec}, eta {eta}) {msg}",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
     let started = Instant::now();
     let signal = engine.shutdown_handle();
@@ -125,7 +127,12 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<DemoSummary> {
     let counters = wait_until_complete(&engine, &[(tenant, campaign)], |all| {
         let c = &all[0];
         bar.set_position(c.terminal());
-        bar.set_message(format!("sent {} delivered {} failed {}", c.sent, c.delivered + c.read, c.failed + c.dead_lettered));
+        bar.set_message(format!(
+            "sent {} delivered {} failed {}",
+            c.sent,
+            c.delivered + c.read,
+            c.failed + c.dead_lettered
+        ));
     })
     .await?
     .remove(0);

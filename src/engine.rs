@@ -1,7 +1,9 @@
 //! The embedded engine: every stage in one process on the embedded store and topics.
 
 use anyhow::Context;
-use pipeline::{runner, topics, Emitter, EmbeddedTopics, EmbeddedTopicsConfig, RunnerConfig, Shutdown, StageMetrics, TopicBackend};
+use pipeline::{
+    runner, topics, EmbeddedTopics, EmbeddedTopicsConfig, Emitter, RunnerConfig, Shutdown, StageMetrics, TopicBackend,
+};
 use schemas::{now_ms, CampaignId, SendRequest, TenantId};
 use stages::chunk::{Chunk, ChunkConfig};
 use stages::deliver::pacing::Senders;
@@ -82,7 +84,8 @@ impl Engine {
 
         macro_rules! start {
             ($name:literal, $stage:expr, $topic:expr, $cfg:expr) => {
-                stage_metrics.push(($name, runner::spawn(&mut tasks, $stage, $topic, backend.clone(), $cfg, shutdown.clone())));
+                stage_metrics
+                    .push(($name, runner::spawn(&mut tasks, $stage, $topic, backend.clone(), $cfg, shutdown.clone())));
             };
         }
         start!("chunk", chunk.clone(), topics::SENDS, run.clone());
@@ -90,8 +93,18 @@ impl Engine {
         start!("throttle", throttle, topics::RENDERED, RunnerConfig { max_batch: 1, ..run.clone() });
         start!("deliver", deliver, topics::READY, RunnerConfig { max_batch: 1, ..run.clone() });
         start!("redeliver", redeliver, topics::RETRY, RunnerConfig { max_batch: 1, ..run.clone() });
-        start!("reconcile", Arc::new(ReconcileOutcomes(reconciler.clone())), topics::OUTCOMES, RunnerConfig { max_batch: 16, ..run.clone() });
-        start!("reconcile-receipts", Arc::new(ReconcileReceipts(reconciler.clone())), topics::RECEIPTS, RunnerConfig { max_batch: 16, ..run.clone() });
+        start!(
+            "reconcile",
+            Arc::new(ReconcileOutcomes(reconciler.clone())),
+            topics::OUTCOMES,
+            RunnerConfig { max_batch: 16, ..run.clone() }
+        );
+        start!(
+            "reconcile-receipts",
+            Arc::new(ReconcileReceipts(reconciler.clone())),
+            topics::RECEIPTS,
+            RunnerConfig { max_batch: 16, ..run.clone() }
+        );
         start!("reconcile-dlq", Arc::new(ReconcileDeadLetters(reconciler.clone())), topics::DLQ, run.clone());
 
         let resumed = chunk.resume().await.context("resuming running campaigns")?;

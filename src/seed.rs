@@ -15,7 +15,10 @@ pub struct SeedSpec {
 
 /// Creates a tenant with an SMS template, an audience of `recipients` synthetic phone numbers
 /// (attributes `name` and `code`) and a draft campaign. Returns (tenant, campaign).
-pub async fn tenant_with_campaign<S: Store + ?Sized>(store: &S, spec: &SeedSpec) -> storage::Result<(TenantId, CampaignId)> {
+pub async fn tenant_with_campaign<S: Store + ?Sized>(
+    store: &S,
+    spec: &SeedSpec,
+) -> storage::Result<(TenantId, CampaignId)> {
     let now = now_ms();
     let tenant = TenantId(store.next_id("tenant").await?);
     store
@@ -43,7 +46,14 @@ pub async fn tenant_with_campaign<S: Store + ?Sized>(store: &S, spec: &SeedSpec)
         .await?;
     let audience = AudienceId(store.next_id("audience").await?);
     store
-        .put_audience(&Audience { id: audience, tenant, name: "synthetic".into(), recipient_count: 0, next_recipient_id: 0, created_ms: now })
+        .put_audience(&Audience {
+            id: audience,
+            tenant,
+            name: "synthetic".into(),
+            recipient_count: 0,
+            next_recipient_id: 0,
+            created_ms: now,
+        })
         .await?;
     let mut next = 0u64;
     while next < spec.recipients {
@@ -51,7 +61,10 @@ pub async fn tenant_with_campaign<S: Store + ?Sized>(store: &S, spec: &SeedSpec)
         let rows = (next..end)
             .map(|i| NewRecipient {
                 address: format!("+1{:03}{:07}", 200 + tenant.0 % 700, i),
-                attrs: vec![("name".into(), format!("Member {i}")), ("code".into(), format!("{:06}", (i * 7919) % 1_000_000))],
+                attrs: vec![
+                    ("name".into(), format!("Member {i}")),
+                    ("code".into(), format!("{:06}", (i * 7919) % 1_000_000)),
+                ],
             })
             .collect();
         store.add_recipients(tenant, audience, rows).await?;

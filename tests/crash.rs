@@ -78,6 +78,14 @@ fn sigkill_mid_campaign_never_duplicates_or_loses() {
         *per_message.entry(id.as_str()).or_default() += 1;
     }
     let duplicates: Vec<_> = per_message.iter().filter(|(_, n)| **n > 1).collect();
-    assert!(duplicates.is_empty(), "provider accepted messages more than once: {:?}", &duplicates[..duplicates.len().min(5)]);
-    assert_eq!(per_message.len() as u64, RECIPIENTS, "every recipient accepted exactly once (kills at {kill_points:?})");
+    assert!(
+        duplicates.is_empty(),
+        "provider accepted messages more than once: {:?}",
+        &duplicates[..duplicates.len().min(5)]
+    );
+    assert_eq!(
+        per_message.len() as u64,
+        RECIPIENTS,
+        "every recipient accepted exactly once (kills at {kill_points:?})"
+    );
 }

@@ -147,7 +147,13 @@ async fn consume<S: Stage>(
     Ok(())
 }
 
-fn dead_record(topic: &str, key: u64, value: Vec<u8>, mut headers: schemas::envelope::Headers, error: &str) -> ProducerRecord {
+fn dead_record(
+    topic: &str,
+    key: u64,
+    value: Vec<u8>,
+    mut headers: schemas::envelope::Headers,
+    error: &str,
+) -> ProducerRecord {
     headers.set("herald-source-topic", topic);
     headers.set("herald-error", error);
     ProducerRecord { topic: topics::DEAD_RECORDS.name(), key, headers, value }

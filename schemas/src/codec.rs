@@ -18,8 +18,7 @@ fn config() -> bincode::config::Configuration {
 pub fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>> {
     let mut out = Vec::with_capacity(128);
     out.push(FORMAT_VERSION);
-    bincode::serde::encode_into_std_write(value, &mut out, config())
-        .map_err(|e| Error::Encode(e.to_string()))?;
+    bincode::serde::encode_into_std_write(value, &mut out, config()).map_err(|e| Error::Encode(e.to_string()))?;
     Ok(out)
 }
 
@@ -29,8 +28,7 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {
     if version != FORMAT_VERSION {
         return Err(Error::Version { found: version, expected: FORMAT_VERSION });
     }
-    let (value, _) = bincode::serde::decode_from_slice(body, config())
-        .map_err(|e| Error::Decode(e.to_string()))?;
+    let (value, _) = bincode::serde::decode_from_slice(body, config()).map_err(|e| Error::Decode(e.to_string()))?;
     Ok(value)
 }
 
@@ -59,11 +57,8 @@ mod tests {
 
     #[test]
     fn batch_round_trips() {
-        let batch = MessageBatch {
-            tenant: TenantId(1),
-            campaign: CampaignId(2),
-            messages: (0..100).map(message).collect(),
-        };
+        let batch =
+            MessageBatch { tenant: TenantId(1), campaign: CampaignId(2), messages: (0..100).map(message).collect() };
         let bytes = encode(&batch).unwrap();
         let back: MessageBatch = decode(&bytes).unwrap();
         assert_eq!(batch, back);

@@ -47,11 +47,21 @@ pub struct Chunk {
 /// Rendered content per channel.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Content {
-    Sms { text: String },
-    Email { subject: String, text: String, html: Option<String> },
+    Sms {
+        text: String,
+    },
+    Email {
+        subject: String,
+        text: String,
+        html: Option<String>,
+    },
     /// A WhatsApp template message: the approved template's name and language, and the rendered
     /// parameters per component (`components[i] = (type, parameters)`).
-    WhatsApp { template_name: String, language: String, components: Vec<(String, Vec<String>)> },
+    WhatsApp {
+        template_name: String,
+        language: String,
+        components: Vec<(String, Vec<String>)>,
+    },
 }
 
 impl Content {
@@ -124,7 +134,11 @@ pub struct Outcome {
 pub enum OutcomeEvent {
     Message(Outcome),
     /// The chunk stage finished reading the audience: the campaign has exactly `total` messages.
-    Sealed { tenant: TenantId, campaign: CampaignId, total: u64 },
+    Sealed {
+        tenant: TenantId,
+        campaign: CampaignId,
+        total: u64,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -177,8 +191,5 @@ pub struct DeadLetterBatch {
 
 /// Wall-clock milliseconds since the Unix epoch.
 pub fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }

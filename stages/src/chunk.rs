@@ -17,8 +17,8 @@
 use crate::SharedStore;
 use pipeline::{topics, Emitter, Input, Shutdown, Stage, StageError, TopicBackend};
 use schemas::*;
-use std::result::Result;
 use std::collections::HashMap;
+use std::result::Result;
 use std::sync::{Arc, Mutex, Weak};
 use storage::CampaignStatus;
 use tokio::task::JoinHandle;
@@ -47,8 +47,20 @@ pub struct Chunk {
 }
 
 impl Chunk {
-    pub fn new(store: SharedStore, topics: Arc<dyn TopicBackend>, config: ChunkConfig, shutdown: Shutdown) -> Arc<Self> {
-        Arc::new_cyclic(|me| Self { store, topics, config, shutdown, running: Mutex::new(HashMap::new()), me: me.clone() })
+    pub fn new(
+        store: SharedStore,
+        topics: Arc<dyn TopicBackend>,
+        config: ChunkConfig,
+        shutdown: Shutdown,
+    ) -> Arc<Self> {
+        Arc::new_cyclic(|me| Self {
+            store,
+            topics,
+            config,
+            shutdown,
+            running: Mutex::new(HashMap::new()),
+            me: me.clone(),
+        })
     }
 
     /// Resumes every running campaign whose chunking had not finished (call once at start-up).
@@ -87,7 +99,8 @@ impl Chunk {
                             attempt += 1;
                             tracing::warn!(tenant = %request.tenant, campaign = %request.campaign, attempt, error = %e,
                                 "chunking failed; resuming from checkpoint");
-                            tokio::time::sleep(std::time::Duration::from_millis(200 * u64::from(attempt.min(25)))).await;
+                            tokio::time::sleep(std::time::Duration::from_millis(200 * u64::from(attempt.min(25))))
+                                .await;
                         }
                     }
                 }
@@ -110,7 +123,12 @@ impl Chunk {
             }
             let recipients = self
                 .store
-                .read_recipients(tenant, campaign.audience, RecipientId(checkpoint.next_recipient), self.config.chunk_size)
+                .read_recipients(
+                    tenant,
+                    campaign.audience,
+                    RecipientId(checkpoint.next_recipient),
+                    self.config.chunk_size,
+                )
                 .await?;
             match recipients.last() {
                 Some(last) => {

@@ -19,6 +19,7 @@
 use crate::SharedStore;
 use pipeline::{Emitter, Input, Stage, StageError};
 use schemas::*;
+use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 use std::result::Result;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -153,6 +154,13 @@ pub struct Reconciler {
     pub metrics: ReconcileMetrics,
 }
 
+/// A message row being reconciled: its state, whether it changed, and a new index entry.
+struct PendingRow {
+    row: Option<MessageRecord>,
+    dirty: bool,
+    index: Option<(String, String)>,
+}
+
 enum Event {
     Message(MessageKey, MessageEvent),
     Sealed(TenantId, CampaignId, u64),
@@ -161,22 +169,24 @@ enum Event {
 
 impl Reconciler {
     pub fn new(store: SharedStore) -> Arc<Self> {
-        Arc::new(Self { store, counters: tokio::sync::Mutex::new(HashMap::new()), metrics: ReconcileMetrics::default() })
+        Arc::new(Self {
+            store,
+            counters: tokio::sync::Mutex::new(HashMap::new()),
+            metrics: ReconcileMetrics::default(),
+        })
     }
 
     async fn apply(&self, events: Vec<Event>) -> crate::Result<()> {
         self.metrics.events.fetch_add(events.len() as u64, Ordering::Relaxed);
         // Serializes all reconcile writes: counters and rows are read-modify-write.
         let mut cache = self.counters.lock().await;
-        let mut keys: Vec<MessageKey> = events
-            .iter()
-            .filter_map(|e| if let Event::Message(k, _) = e { Some(*k) } else { None })
-            .collect();
+        let mut keys: Vec<MessageKey> =
+            events.iter().filter_map(|e| if let Event::Message(k, _) = e { Some(*k) } else { None }).collect();
         keys.sort_by_key(|k| (k.tenant, k.campaign, k.bucket, k.id));
         keys.dedup();
         let existing = self.store.get_messages(&keys).await?;
-        let mut rows: HashMap<MessageKey, (Option<MessageRecord>, bool, Option<(String, String)>)> =
-            keys.into_iter().zip(existing).map(|(k, row)| (k, (row, false, None))).collect();
+        let mut rows: HashMap<MessageKey, PendingRow> =
+            keys.into_iter().zip(existing).map(|(k, row)| (k, PendingRow { row, dirty: false, index: None })).collect();
         let mut touched: HashMap<(TenantId, CampaignId), CampaignCounters> = HashMap::new();
         let mut batch = LogBatch::default();
 
@@ -184,14 +194,14 @@ impl Reconciler {
             match event {
                 Event::Message(key, event) => {
                     let campaign = (key.tenant, key.campaign);
-                    if !touched.contains_key(&campaign) {
+                    if let Entry::Vacant(slot) = touched.entry(campaign) {
                         let c = match cache.get(&campaign) {
                             Some(c) => *c,
                             None => self.store.get_counters(key.tenant, key.campaign).await?.unwrap_or_default(),
                         };
-                        touched.insert(campaign, c);
+                        slot.insert(c);
                     }
-                    let Some((row, dirty, index)) = rows.get_mut(&key) else { continue };
+                    let Some(PendingRow { row, dirty, index }) = rows.get_mut(&key) else { continue };
                     let had_pmid = row.as_ref().is_some_and(|r| r.provider_message_id.is_some());
                     let before = row.clone();
                     let transition = apply_event(row, &event);
@@ -199,7 +209,9 @@ impl Reconciler {
                         *index = event.provider_message_id.clone();
                     }
                     *dirty |= *row != before;
-                    if let (Some(previous), Some(counters), Some(row)) = (transition, touched.get_mut(&campaign), row.as_ref()) {
+                    if let (Some(previous), Some(counters), Some(row)) =
+                        (transition, touched.get_mut(&campaign), row.as_ref())
+                    {
                         self.metrics.transitions.fetch_add(1, Ordering::Relaxed);
                         if let Some(slot) = previous.and_then(|p| counters.slot(p)) {
                             *slot = slot.saturating_sub(1);
@@ -229,7 +241,7 @@ impl Reconciler {
             }
             batch.counters.push((*tenant, *campaign, *counters));
         }
-        for (key, (row, dirty, index)) in rows {
+        for (key, PendingRow { row, dirty, index }) in rows {
             if let (true, Some(record)) = (dirty, row) {
                 batch.writes.push(LogWrite { key, record, index });
             }
@@ -299,11 +311,15 @@ macro_rules! reconcile_stage {
     };
 }
 
-reconcile_stage!(ReconcileOutcomes, OutcomeBatch, "reconcile", |this, batch| batch.events.into_iter().map(|e| match e {
-    OutcomeEvent::Message(o) => Event::Message(o.key, MessageEvent::from_outcome(&o)),
-    OutcomeEvent::Sealed { tenant, campaign, total } => Event::Sealed(tenant, campaign, total),
-}));
-reconcile_stage!(ReconcileReceipts, ReceiptBatch, "reconcile-receipts", |this, batch| this.resolve(batch.receipts).await?);
+reconcile_stage!(ReconcileOutcomes, OutcomeBatch, "reconcile", |this, batch| batch.events.into_iter().map(
+    |e| match e {
+        OutcomeEvent::Message(o) => Event::Message(o.key, MessageEvent::from_outcome(&o)),
+        OutcomeEvent::Sealed { tenant, campaign, total } => Event::Sealed(tenant, campaign, total),
+    }
+));
+reconcile_stage!(ReconcileReceipts, ReceiptBatch, "reconcile-receipts", |this, batch| this
+    .resolve(batch.receipts)
+    .await?);
 reconcile_stage!(ReconcileDeadLetters, DeadLetterBatch, "reconcile-dlq", |this, batch| batch
     .letters
     .into_iter()

@@ -14,8 +14,8 @@ use crate::template::{MissingVariable, Template as Compiled};
 use crate::SharedStore;
 use pipeline::{topics, Emitter, Input, Stage, StageError};
 use schemas::*;
-use std::result::Result;
 use std::collections::HashMap;
+use std::result::Result;
 use std::sync::{Arc, Mutex};
 
 /// A campaign's template, compiled for its channel.
@@ -30,7 +30,9 @@ impl CompiledTemplate {
     /// Compiles a stored template; errors name the field at fault.
     pub fn compile(template: &storage::Template) -> Result<Self, String> {
         let field = |name: &str, src: &Option<String>| -> Result<Compiled, String> {
-            let src = src.as_deref().ok_or_else(|| format!("{name} is required for {} templates", template.channel.as_str()))?;
+            let src = src
+                .as_deref()
+                .ok_or_else(|| format!("{name} is required for {} templates", template.channel.as_str()))?;
             Compiled::compile(src).map_err(|e| format!("{name}: {e}"))
         };
         Ok(match template.channel {
@@ -88,18 +90,23 @@ impl CompiledTemplate {
                 language: language.clone(),
                 components: components
                     .iter()
-                    .map(|(kind, params)| Ok((kind.clone(), params.iter().map(|p| p.render(lookup)).collect::<Result<_, _>>()?)))
+                    .map(|(kind, params)| {
+                        Ok((kind.clone(), params.iter().map(|p| p.render(lookup)).collect::<Result<_, _>>()?))
+                    })
                     .collect::<Result<_, MissingVariable>>()?,
             },
         })
     }
 }
 
+/// A compiled template, or why the campaign cannot render.
+type CompiledOrReason = Arc<Result<CompiledTemplate, String>>;
+
 /// The render stage.
 pub struct Render {
     store: SharedStore,
     /// Compiled templates per campaign (`Err`: why the campaign cannot render).
-    cache: Mutex<HashMap<(TenantId, CampaignId), Arc<Result<CompiledTemplate, String>>>>,
+    cache: Mutex<HashMap<(TenantId, CampaignId), CompiledOrReason>>,
 }
 
 impl Render {
@@ -107,7 +114,7 @@ impl Render {
         Self { store, cache: Mutex::new(HashMap::new()) }
     }
 
-    async fn template(&self, tenant: TenantId, campaign: CampaignId) -> crate::Result<Arc<Result<CompiledTemplate, String>>> {
+    async fn template(&self, tenant: TenantId, campaign: CampaignId) -> crate::Result<CompiledOrReason> {
         if let Some(t) = self.cache.lock().unwrap_or_else(|p| p.into_inner()).get(&(tenant, campaign)) {
             return Ok(t.clone());
         }
@@ -159,7 +166,9 @@ impl Render {
                         });
                         continue;
                     }
-                    Err(missing) => OutcomeKind::Failed { code: "missing_variable".into(), reason: missing.to_string() },
+                    Err(missing) => {
+                        OutcomeKind::Failed { code: "missing_variable".into(), reason: missing.to_string() }
+                    }
                 },
             };
             outcomes.push(OutcomeEvent::Message(Outcome {

@@ -16,8 +16,8 @@
 use crate::SharedStore;
 use pipeline::{topics, Emitter, Input, Offset, Partition, Stage, StageError, TopicBackend};
 use schemas::*;
-use std::result::Result;
 use std::collections::{HashMap, VecDeque};
+use std::result::Result;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::Notify;
@@ -118,7 +118,12 @@ impl FairGate {
         {
             let mut state = self.lock();
             // A tenant that was idle joins at the current virtual time: no banked credit.
-            let floor = state.tenants.values().filter(|t| t.waiting > 0 || t.in_flight > 0).map(|t| t.vtime).fold(f64::INFINITY, f64::min);
+            let floor = state
+                .tenants
+                .values()
+                .filter(|t| t.waiting > 0 || t.in_flight > 0)
+                .map(|t| t.vtime)
+                .fold(f64::INFINITY, f64::min);
             let share = state.tenants.entry(tenant).or_default();
             if share.waiting == 0 && share.in_flight == 0 && floor.is_finite() {
                 share.vtime = share.vtime.max(floor);
@@ -133,7 +138,8 @@ impl FairGate {
                 let mut state = self.lock();
                 let global = state.in_flight;
                 let fits = |s: &TenantShare| {
-                    (global == 0 || global + n <= self.max_in_flight) && (s.in_flight == 0 || s.in_flight + n <= self.max_per_tenant)
+                    (global == 0 || global + n <= self.max_in_flight)
+                        && (s.in_flight == 0 || s.in_flight + n <= self.max_per_tenant)
                 };
                 let best = state
                     .tenants
@@ -182,6 +188,9 @@ struct Limits {
     loaded: Instant,
 }
 
+/// Released records not yet consumed by deliver: partition → (offset, tenant, messages).
+type Outstanding = HashMap<Partition, VecDeque<(Offset, TenantId, u64)>>;
+
 /// The throttle stage.
 pub struct Throttle {
     store: SharedStore,
@@ -190,13 +199,17 @@ pub struct Throttle {
     gate: Arc<FairGate>,
     limits: Mutex<HashMap<(TenantId, CampaignId), Arc<Limits>>>,
     tenant_buckets: Mutex<HashMap<TenantId, Arc<tokio::sync::Mutex<TokenBucket>>>>,
-    /// Released records not yet consumed by deliver: partition → (offset, tenant, messages).
-    outstanding: Arc<Mutex<HashMap<Partition, VecDeque<(Offset, TenantId, u64)>>>>,
+    outstanding: Arc<Mutex<Outstanding>>,
 }
 
 impl Throttle {
     /// Creates the stage and its budget-return poller (which stops with `shutdown`).
-    pub fn new(store: SharedStore, topics: Arc<dyn TopicBackend>, config: ThrottleConfig, shutdown: pipeline::Shutdown) -> Arc<Self> {
+    pub fn new(
+        store: SharedStore,
+        topics: Arc<dyn TopicBackend>,
+        config: ThrottleConfig,
+        shutdown: pipeline::Shutdown,
+    ) -> Arc<Self> {
         let gate = Arc::new(FairGate::new(config.max_in_flight, config.max_in_flight_per_tenant));
         let this = Arc::new(Self {
             store,
@@ -227,7 +240,9 @@ impl Throttle {
             outstanding.iter().filter(|(_, q)| !q.is_empty()).map(|(p, _)| *p).collect()
         };
         for p in partitions {
-            let Ok(done) = self.topics.committed(topics::READY.name(), self.config.deliver_group, p).await else { continue };
+            let Ok(done) = self.topics.committed(topics::READY.name(), self.config.deliver_group, p).await else {
+                continue;
+            };
             let mut released = Vec::new();
             {
                 let mut outstanding = self.outstanding.lock().unwrap_or_else(|p| p.into_inner());
@@ -257,12 +272,18 @@ impl Throttle {
             let mut buckets = self.tenant_buckets.lock().unwrap_or_else(|p| p.into_inner());
             buckets.entry(tenant).or_insert_with(|| bucket(rate)).clone()
         });
-        let old_campaign_bucket =
-            self.limits.lock().unwrap_or_else(|p| p.into_inner()).get(&(tenant, campaign)).and_then(|l| l.campaign.clone());
+        let old_campaign_bucket = self
+            .limits
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&(tenant, campaign))
+            .and_then(|l| l.campaign.clone());
         let limits = Arc::new(Limits {
             weight: t.as_ref().map(|t| t.weight).unwrap_or(1),
             tenant: tenant_bucket,
-            campaign: c.and_then(|c| c.rate_limit_per_s).map(|rate| old_campaign_bucket.unwrap_or_else(|| bucket(rate))),
+            campaign: c
+                .and_then(|c| c.rate_limit_per_s)
+                .map(|rate| old_campaign_bucket.unwrap_or_else(|| bucket(rate))),
             loaded: now,
         });
         let mut cache = self.limits.lock().unwrap_or_else(|p| p.into_inner());

@@ -43,7 +43,12 @@ pub struct DeliverConfig {
 
 impl Default for DeliverConfig {
     fn default() -> Self {
-        Self { concurrency: 256, max_attempts: 6, backoff_base: Duration::from_millis(250), backoff_max: Duration::from_secs(60) }
+        Self {
+            concurrency: 256,
+            max_attempts: 6,
+            backoff_base: Duration::from_millis(250),
+            backoff_max: Duration::from_secs(60),
+        }
     }
 }
 
@@ -94,23 +99,26 @@ impl Deliver {
             let attempt = message.attempt + 1;
             plans.push(match claim {
                 None => Plan::Send(message),
-                Some(Claim::Done { outcome, attempt: done_at }) => {
-                    Plan::Emit(outcome_of(&message, outcome, done_at))
-                }
+                Some(Claim::Done { outcome, attempt: done_at }) => Plan::Emit(outcome_of(&message, outcome, done_at)),
                 Some(Claim::Retrying { attempt: a }) if a == attempt => Plan::Retry(message),
                 Some(Claim::Retrying { attempt: a }) if a < attempt => Plan::Send(message),
                 Some(Claim::InFlight { attempt: a, .. }) if a == attempt => {
                     match sender.provider.lookup(&sender.id, &message).await {
                         Lookup::NotReceived => Plan::Send(message),
                         Lookup::Accepted { provider_message_id } => {
-                            let kind = OutcomeKind::Accepted { provider: sender.provider.name().to_string(), provider_message_id };
+                            let kind = OutcomeKind::Accepted {
+                                provider: sender.provider.name().to_string(),
+                                provider_message_id,
+                            };
                             Plan::Emit(outcome_of(&message, kind, attempt))
                         }
                         Lookup::Unknown => Plan::Emit(outcome_of(
                             &message,
                             OutcomeKind::Failed {
                                 code: "outcome_unknown".into(),
-                                reason: "the process stopped during the provider call; not re-sent to avoid a duplicate".into(),
+                                reason:
+                                    "the process stopped during the provider call; not re-sent to avoid a duplicate"
+                                        .into(),
                             },
                             attempt,
                         )),
@@ -125,7 +133,12 @@ impl Deliver {
     }
 
     /// Delivers messages of one tenant; everything decided is emitted on `out`.
-    pub async fn deliver(&self, tenant: TenantId, messages: Vec<RenderedMessage>, out: &mut Emitter) -> Result<(), StageError> {
+    pub async fn deliver(
+        &self,
+        tenant: TenantId,
+        messages: Vec<RenderedMessage>,
+        out: &mut Emitter,
+    ) -> Result<(), StageError> {
         let sender = self.senders.for_tenant(tenant).await?;
         let plans = self.plan(&sender, messages).await?;
         let mut outcomes = Vec::new();
@@ -142,7 +155,8 @@ impl Deliver {
 
         // The claim is durable before the provider hears of the message.
         let now = now_ms();
-        let claims: Vec<_> = to_send.iter().map(|m| (m.key.id, Claim::InFlight { attempt: m.attempt + 1, at_ms: now })).collect();
+        let claims: Vec<_> =
+            to_send.iter().map(|m| (m.key.id, Claim::InFlight { attempt: m.attempt + 1, at_ms: now })).collect();
         self.store.put_claims(&claims).await.map_err(crate::Error::from)?;
 
         let results: Vec<Done> = stream::iter(to_send)
@@ -164,11 +178,13 @@ impl Deliver {
         for Done { mut message, attempt, result } in results {
             let (claim, kind) = match result {
                 SendResult::Accepted { provider_message_id } => {
-                    let kind = OutcomeKind::Accepted { provider: sender.provider.name().to_string(), provider_message_id };
+                    let kind =
+                        OutcomeKind::Accepted { provider: sender.provider.name().to_string(), provider_message_id };
                     (Claim::Done { attempt, outcome: kind.clone() }, Some(kind))
                 }
-                SendResult::Failed(e) if matches!(e.class, FailureClass::Retry | FailureClass::Pace | FailureClass::RecipientBackoff)
-                    && attempt < self.config.max_attempts =>
+                SendResult::Failed(e)
+                    if matches!(e.class, FailureClass::Retry | FailureClass::Pace | FailureClass::RecipientBackoff)
+                        && attempt < self.config.max_attempts =>
                 {
                     let wait = e.retry_after.unwrap_or_else(|| self.backoff(attempt, e.class));
                     not_before = not_before.max(now_ms() + wait.as_millis() as u64);
@@ -182,7 +198,9 @@ impl Deliver {
                     let exhausted = !matches!(e.class, FailureClass::Permanent | FailureClass::StopSender);
                     let reason = format!("{}: {}", e.code, e.message);
                     let kind = if exhausted {
-                        OutcomeKind::DeadLettered { reason: format!("gave up after {attempt} attempts; last error {reason}") }
+                        OutcomeKind::DeadLettered {
+                            reason: format!("gave up after {attempt} attempts; last error {reason}"),
+                        }
                     } else {
                         OutcomeKind::Failed { code: e.code.clone(), reason: reason.clone() }
                     };
@@ -203,7 +221,8 @@ impl Deliver {
         }
         if !retries.is_empty() {
             let not_before = not_before.max(now_ms() + self.config.backoff_base.as_millis() as u64);
-            out.emit(&topics::RETRY, tenant, &RetryBatch { tenant, not_before_ms: not_before, messages: retries }).map_err(emit)?;
+            out.emit(&topics::RETRY, tenant, &RetryBatch { tenant, not_before_ms: not_before, messages: retries })
+                .map_err(emit)?;
         }
         if !letters.is_empty() {
             out.emit(&topics::DLQ, tenant, &DeadLetterBatch { tenant, letters }).map_err(emit)?;

@@ -98,7 +98,11 @@ impl TenantCalls {
     /// Accepted calls per second between the first and the last call.
     pub fn achieved_rate(&self) -> f64 {
         let span = self.last_ms.saturating_sub(self.first_ms) as f64 / 1000.0;
-        if span <= 0.0 { self.accepts as f64 } else { self.accepts.saturating_sub(1) as f64 / span }
+        if span <= 0.0 {
+            self.accepts as f64
+        } else {
+            self.accepts.saturating_sub(1) as f64 / span
+        }
     }
 }
 
@@ -121,7 +125,8 @@ impl Ledger {
             calls: 0,
             accepts: 0,
             duplicate_accepts: 0,
-            latency_ms: hdrhistogram::Histogram::new_with_bounds(1, 24 * 3_600_000, 2).expect("static histogram bounds"),
+            latency_ms: hdrhistogram::Histogram::new_with_bounds(1, 24 * 3_600_000, 2)
+                .expect("static histogram bounds"),
         }
     }
 
@@ -180,7 +185,11 @@ fn pmid(key: &MessageKey) -> String {
 
 impl Simulator {
     /// Starts the simulator; receipts are produced on `receipts.inbound` through `topics`.
-    pub fn start(config: SimulatorConfig, topics: Arc<dyn TopicBackend>, shutdown: pipeline::Shutdown) -> std::io::Result<Arc<Self>> {
+    pub fn start(
+        config: SimulatorConfig,
+        topics: Arc<dyn TopicBackend>,
+        shutdown: pipeline::Shutdown,
+    ) -> std::io::Result<Arc<Self>> {
         let mut ledger = Ledger::new();
         let mut replay = Vec::new();
         let log = match &config.calls_log {
@@ -238,7 +247,14 @@ impl Simulator {
             }
         };
         let due = now_ms() + self.config.receipt_delay.as_millis() as u64;
-        let receipt = Receipt { provider: "simulator".into(), provider_message_id: pmid(key), key: Some(*key), status: final_status, at_ms: due, error };
+        let receipt = Receipt {
+            provider: "simulator".into(),
+            provider_message_id: pmid(key),
+            key: Some(*key),
+            status: final_status,
+            at_ms: due,
+            error,
+        };
         let _ = self.receipts.send((due, receipt)).await;
     }
 
@@ -256,7 +272,11 @@ impl Simulator {
 }
 
 /// Posts due receipts in batches (receipts become due in FIFO order: the delay is constant).
-async fn post_receipts(mut rx: mpsc::Receiver<(u64, Receipt)>, topics: Arc<dyn TopicBackend>, shutdown: pipeline::Shutdown) {
+async fn post_receipts(
+    mut rx: mpsc::Receiver<(u64, Receipt)>,
+    topics: Arc<dyn TopicBackend>,
+    shutdown: pipeline::Shutdown,
+) {
     let mut out = Emitter::new(topics);
     let mut pending: VecDeque<(u64, Receipt)> = VecDeque::new();
     loop {
@@ -273,10 +293,12 @@ async fn post_receipts(mut rx: mpsc::Receiver<(u64, Receipt)>, topics: Arc<dyn T
             }
         }
         let now = now_ms();
-        let due: Vec<Receipt> = std::iter::from_fn(|| pending.front().is_some_and(|(at, _)| *at <= now).then(|| pending.pop_front()).flatten())
-            .map(|(_, r)| r)
-            .take(4_096)
-            .collect();
+        let due: Vec<Receipt> = std::iter::from_fn(|| {
+            pending.front().is_some_and(|(at, _)| *at <= now).then(|| pending.pop_front()).flatten()
+        })
+        .map(|(_, r)| r)
+        .take(4_096)
+        .collect();
         if due.is_empty() {
             if let Some((at, _)) = pending.front() {
                 tokio::time::sleep(Duration::from_millis(at.saturating_sub(now).min(50))).await;
@@ -329,11 +351,26 @@ impl Provider for Simulator {
             let in_window = ledger.count_call(key.tenant, arrived);
             let over_rate = self.config.enforce_rate.is_some_and(|(rate, burst)| in_window > u64::from(rate + burst));
             if over_rate {
-                Some(ProviderError { class: FailureClass::Pace, code: "130429".into(), message: "Rate limit hit".into(), retry_after: None })
+                Some(ProviderError {
+                    class: FailureClass::Pace,
+                    code: "130429".into(),
+                    message: "Rate limit hit".into(),
+                    retry_after: None,
+                })
             } else if roll < self.config.transient_failure_rate {
-                Some(ProviderError { class: FailureClass::Retry, code: "503".into(), message: "Service unavailable".into(), retry_after: None })
+                Some(ProviderError {
+                    class: FailureClass::Retry,
+                    code: "503".into(),
+                    message: "Service unavailable".into(),
+                    retry_after: None,
+                })
             } else if roll < self.config.transient_failure_rate + self.config.permanent_failure_rate {
-                Some(ProviderError { class: FailureClass::Permanent, code: "131026".into(), message: "Message undeliverable".into(), retry_after: None })
+                Some(ProviderError {
+                    class: FailureClass::Permanent,
+                    code: "131026".into(),
+                    message: "Message undeliverable".into(),
+                    retry_after: None,
+                })
             } else {
                 if !ledger.mark_accepted(&key, message.recipient) {
                     ledger.duplicate_accepts += 1;

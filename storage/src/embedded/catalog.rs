@@ -139,10 +139,7 @@ impl CatalogStore for EmbeddedStore {
         if self.suppressions.prefix(&prefix).next().is_none() {
             return Ok(vec![false; addresses.len()]);
         }
-        addresses
-            .iter()
-            .map(|a| Ok(self.suppressions.contains_key(Key::new().u64(tenant.0).str(a).build())?))
-            .collect()
+        addresses.iter().map(|a| Ok(self.suppressions.contains_key(Key::new().u64(tenant.0).str(a).build())?)).collect()
     }
 
     async fn put_campaign(&self, campaign: &Campaign) -> Result<()> {

@@ -79,9 +79,7 @@ impl EmbeddedStore {
     /// Opens (or creates) the store in `dir`.
     pub fn open(dir: &Path, config: EmbeddedStoreConfig) -> Result<Self> {
         std::fs::create_dir_all(dir)?;
-        let db = Database::builder(dir)
-            .cache_size(config.cache_bytes)
-            .open()?;
+        let db = Database::builder(dir).cache_size(config.cache_bytes).open()?;
         let memtable = config.memtable_bytes;
         let ks = |name: &str| db.keyspace(name, || KeyspaceCreateOptions::default().max_memtable_size(memtable));
         Ok(Self {

@@ -79,7 +79,10 @@ fn claims_and_counters_survive_reopen() {
         let store = open(dir.path());
         store.put_claims(&[(id, Claim::InFlight { attempt: 1, at_ms: 5 })]).await.unwrap();
         let counters = CampaignCounters { total: Some(3), delivered: 2, ..Default::default() };
-        store.apply(LogBatch { counters: vec![(TenantId(1), CampaignId(1), counters)], ..Default::default() }).await.unwrap();
+        store
+            .apply(LogBatch { counters: vec![(TenantId(1), CampaignId(1), counters)], ..Default::default() })
+            .await
+            .unwrap();
     });
     rt().block_on(async {
         let store = open(dir.path());
