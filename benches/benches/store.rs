@@ -1,1 +1,72 @@
-fn main() {}
+//! Embedded store: a reconcile-sized batch of 1,000 message-log rows committed atomically, and
+//! 500 send claims (the write in front of every provider batch).
+use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
+use schemas::*;
+use storage::*;
+
+fn rows(start: u64) -> LogBatch {
+    LogBatch {
+        writes: (start..start + 1000)
+            .map(|i| LogWrite {
+                key: MessageKey {
+                    tenant: TenantId(1),
+                    campaign: CampaignId(1),
+                    bucket: (i / BUCKET_SIZE) as u32,
+                    id: MessageId::derive(TenantId(1), CampaignId(1), RecipientId(i), Channel::Sms),
+                },
+                record: MessageRecord {
+                    recipient: RecipientId(i),
+                    address: format!("+1555{i:07}"),
+                    status: MessageStatus::Delivered,
+                    attempts: 1,
+                    provider_message_id: Some(format!("sim.{i}")),
+                    error: None,
+                    trigger_ms: 0,
+                    history: vec![(MessageStatus::Sent, 1), (MessageStatus::Delivered, 2)],
+                },
+                index: None,
+            })
+            .collect(),
+        ..Default::default()
+    }
+}
+
+fn bench(c: &mut Criterion) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = EmbeddedStore::open(dir.path(), EmbeddedStoreConfig::default()).unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    let mut g = c.benchmark_group("store");
+    g.throughput(Throughput::Elements(1000));
+    let mut next = 0u64;
+    g.bench_function("message_log_apply_1000", |b| {
+        b.iter_batched(
+            || {
+                next += 1000;
+                rows(next)
+            },
+            |batch| rt.block_on(store.apply(batch)).unwrap(),
+            BatchSize::SmallInput,
+        )
+    });
+    g.throughput(Throughput::Elements(500));
+    let mut n = 0u64;
+    g.bench_function("claims_put_500", |b| {
+        b.iter_batched(
+            || {
+                n += 500;
+                (n..n + 500)
+                    .map(|i| {
+                        let id = MessageId::derive(TenantId(2), CampaignId(1), RecipientId(i), Channel::Sms);
+                        (id, Claim::InFlight { attempt: 1, at_ms: i })
+                    })
+                    .collect::<Vec<_>>()
+            },
+            |claims| rt.block_on(store.put_claims(&claims)).unwrap(),
+            BatchSize::SmallInput,
+        )
+    });
+    g.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);
