@@ -27,14 +27,9 @@ pub struct DemoArgs {
 pub struct DemoSummary {
     pub tenant: u64,
     pub campaign: u64,
-    pub total: u64,
-    pub sent: u64,
-    pub delivered: u64,
-    pub read: u64,
-    pub failed: u64,
-    pub suppressed: u64,
-    pub cancelled: u64,
-    pub dead_lettered: u64,
+    /// The campaign's counters (`total`, `sent`, `delivered`, ... as the store has them).
+    #[serde(flatten)]
+    pub counters: CampaignCounters,
     pub completed: bool,
     pub elapsed_s: f64,
     pub provider_calls_this_run: u64,
@@ -85,7 +80,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<DemoSummary> {
     let engine = Engine::start(config).await?;
     let calls_before = engine.simulator.ledger().calls;
 
-    let (tenant, campaign, total) = match unfinished(&engine).await? {
+    let (tenant, campaign, audience_size) = match unfinished(&engine).await? {
         Some((t, c)) => {
             let campaign = engine.store.get_campaign(t, c).await?.context("campaign vanished")?;
             let total = engine.store.get_audience(t, campaign.audience).await?.map(|a| a.recipient_count).unwrap_or(0);
@@ -111,7 +106,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<DemoSummary> {
         }
     };
 
-    let bar = if args.json { ProgressBar::hidden() } else { ProgressBar::new(total) };
+    let bar = if args.json { ProgressBar::hidden() } else { ProgressBar::new(audience_size) };
     bar.set_style(
         ProgressStyle::with_template(
             "{spinner} [{elapsed_precise}] {wide_bar} {pos}/{len} terminal ({per_sec}, eta {eta}) {msg}",
@@ -144,15 +139,8 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<DemoSummary> {
     Ok(DemoSummary {
         tenant: tenant.0,
         campaign: campaign.0,
-        total: counters.total.unwrap_or(total),
-        sent: counters.sent,
-        delivered: counters.delivered,
-        read: counters.read,
-        failed: counters.failed,
-        suppressed: counters.suppressed,
-        cancelled: counters.cancelled,
-        dead_lettered: counters.dead_lettered,
         completed: counters.completed_ms.is_some(),
+        counters: CampaignCounters { total: counters.total.or(Some(audience_size)), ..counters },
         elapsed_s,
         provider_calls_this_run,
         calls_log: calls_log.display().to_string(),

@@ -72,12 +72,12 @@ fn main() -> anyhow::Result<()> {
                         "Campaign {} {}: {} messages — {} delivered, {} read, {} failed, {} suppressed, {} dead-lettered in {:.1} s.",
                         summary.campaign,
                         if summary.completed { "completed" } else { "interrupted (run again to resume)" },
-                        summary.total,
-                        summary.delivered,
-                        summary.read,
-                        summary.failed,
-                        summary.suppressed,
-                        summary.dead_lettered,
+                        summary.counters.total.unwrap_or(0),
+                        summary.counters.delivered,
+                        summary.counters.read,
+                        summary.counters.failed,
+                        summary.counters.suppressed,
+                        summary.counters.dead_lettered,
                         summary.elapsed_s
                     );
                     println!("The simulated provider's own record of calls: {}", summary.calls_log);

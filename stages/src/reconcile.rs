@@ -96,9 +96,20 @@ impl MessageEvent {
     }
 }
 
-/// Applies `event` to a message row. Returns the previous status when the status changed
-/// (`Some(None)`: the row is new), `None` when only details (or nothing) changed.
-pub fn apply_event(row: &mut Option<MessageRecord>, event: &MessageEvent) -> Option<Option<MessageStatus>> {
+/// What applying one event did to a row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Applied {
+    /// The previous status when the status changed (`Some(None)`: the row is new).
+    pub transition: Option<Option<MessageStatus>>,
+    /// Whether anything in the row changed (it must be written).
+    pub changed: bool,
+    /// Whether the row learned its provider message id (the index needs an entry).
+    pub learned_provider_id: bool,
+}
+
+/// Applies `event` to a message row (see the module docs for the merge rule).
+pub fn apply_event(row: &mut Option<MessageRecord>, event: &MessageEvent) -> Applied {
+    let mut applied = Applied { changed: row.is_none(), ..Applied::default() };
     let record = row.get_or_insert_with(|| MessageRecord {
         recipient: event.recipient.unwrap_or(RecipientId(0)),
         address: event.address.clone().unwrap_or_default(),
@@ -110,23 +121,29 @@ pub fn apply_event(row: &mut Option<MessageRecord>, event: &MessageEvent) -> Opt
         history: Vec::new(),
     });
     let was_new = record.history.is_empty() && record.status == MessageStatus::Queued;
-    if let Some(recipient) = event.recipient {
+    if let Some(recipient) = event.recipient.filter(|r| *r != record.recipient) {
         record.recipient = recipient;
+        applied.changed = true;
     }
-    if let Some(address) = &event.address {
-        if record.address.is_empty() {
-            record.address = address.clone();
-        }
+    if let Some(address) = event.address.as_ref().filter(|_| record.address.is_empty()) {
+        record.address = address.clone();
+        applied.changed = true;
     }
-    if record.trigger_ms == 0 {
+    if record.trigger_ms == 0 && event.trigger_ms != 0 {
         record.trigger_ms = event.trigger_ms;
+        applied.changed = true;
     }
-    record.attempts = record.attempts.max(event.attempts);
-    if record.provider_message_id.is_none() {
-        record.provider_message_id = event.provider_message_id.as_ref().map(|(_, id)| id.clone());
+    if event.attempts > record.attempts {
+        record.attempts = event.attempts;
+        applied.changed = true;
+    }
+    if let (None, Some((_, id))) = (&record.provider_message_id, &event.provider_message_id) {
+        record.provider_message_id = Some(id.clone());
+        applied.changed = true;
+        applied.learned_provider_id = true;
     }
     if rank(event.status) <= rank(record.status) {
-        return None;
+        return applied;
     }
     let previous = record.status;
     record.status = event.status;
@@ -134,7 +151,9 @@ pub fn apply_event(row: &mut Option<MessageRecord>, event: &MessageEvent) -> Opt
         record.error = event.error.clone().or(record.error.take());
     }
     record.history.push((event.status, event.at_ms));
-    Some(if was_new { None } else { Some(previous) })
+    applied.changed = true;
+    applied.transition = Some(if was_new { None } else { Some(previous) });
+    applied
 }
 
 /// Counters of what reconcile saw (for metrics and reports).
@@ -202,15 +221,13 @@ impl Reconciler {
                         slot.insert(c);
                     }
                     let Some(PendingRow { row, dirty, index }) = rows.get_mut(&key) else { continue };
-                    let had_pmid = row.as_ref().is_some_and(|r| r.provider_message_id.is_some());
-                    let before = row.clone();
-                    let transition = apply_event(row, &event);
-                    if !had_pmid && row.as_ref().is_some_and(|r| r.provider_message_id.is_some()) {
+                    let applied = apply_event(row, &event);
+                    if applied.learned_provider_id {
                         *index = event.provider_message_id.clone();
                     }
-                    *dirty |= *row != before;
+                    *dirty |= applied.changed;
                     if let (Some(previous), Some(counters), Some(row)) =
-                        (transition, touched.get_mut(&campaign), row.as_ref())
+                        (applied.transition, touched.get_mut(&campaign), row.as_ref())
                     {
                         self.metrics.transitions.fetch_add(1, Ordering::Relaxed);
                         if let Some(slot) = previous.and_then(|p| counters.slot(p)) {

@@ -19,7 +19,7 @@ fn run(events: &[MessageEvent]) -> (Option<MessageStatus>, CampaignCounters) {
     let mut row = None;
     let mut counters = CampaignCounters::default();
     for e in events {
-        if let Some(previous) = apply_event(&mut row, e) {
+        if let Some(previous) = apply_event(&mut row, e).transition {
             if let Some(slot) = previous.and_then(|p| counters.slot(p)) {
                 *slot -= 1;
             }
@@ -40,6 +40,16 @@ fn receipts_out_of_order_reach_the_same_state() {
     assert_eq!(in_order.0, Some(Read));
     assert_eq!(in_order.1.read, 1);
     assert_eq!(in_order.1.known(), 1);
+}
+
+#[test]
+fn replaying_an_event_changes_nothing() {
+    let mut row = None;
+    let first = apply_event(&mut row, &ev(MessageStatus::Sent, 1));
+    assert_eq!(first, Applied { transition: Some(None), changed: true, learned_provider_id: true });
+    let snapshot = row.clone();
+    assert_eq!(apply_event(&mut row, &ev(MessageStatus::Sent, 1)), Applied::default());
+    assert_eq!(row, snapshot);
 }
 
 #[test]
