@@ -11,6 +11,7 @@
 use crate::topic::{partition_for, ConsumerRecord, Offset, Partition, ProducerRecord, TopicBackend, TopicSpec};
 use crate::{Error, Result};
 use async_trait::async_trait;
+use fjall::config::PinningPolicy;
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
 use schemas::{codec, envelope::Headers};
 use std::collections::HashMap;
@@ -79,7 +80,14 @@ impl EmbeddedTopics {
         std::fs::create_dir_all(dir)?;
         let db = Database::builder(dir).cache_size(config.cache_bytes).open()?;
         let memtable = config.memtable_bytes;
-        let records = db.keyspace("records", || KeyspaceCreateOptions::default().max_memtable_size(memtable))?;
+        let records = db.keyspace("records", || {
+            KeyspaceCreateOptions::default()
+                .max_memtable_size(memtable)
+                // Index and filter blocks beyond L0 go through the bounded block cache instead of
+                // being pinned: pinned blocks grow with the data, the cache does not.
+                .index_block_pinning_policy(PinningPolicy::new([true, false]))
+                .filter_block_pinning_policy(PinningPolicy::all(false))
+        })?;
         let offsets = db.keyspace("offsets", KeyspaceCreateOptions::default)?;
         let mut topics = HashMap::new();
         for spec in specs {

@@ -12,6 +12,7 @@ mod keys;
 mod log;
 
 use crate::Result;
+use fjall::config::PinningPolicy;
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
 use schemas::codec;
 use serde::{de::DeserializeOwned, Serialize};
@@ -81,7 +82,16 @@ impl EmbeddedStore {
         std::fs::create_dir_all(dir)?;
         let db = Database::builder(dir).cache_size(config.cache_bytes).open()?;
         let memtable = config.memtable_bytes;
-        let ks = |name: &str| db.keyspace(name, || KeyspaceCreateOptions::default().max_memtable_size(memtable));
+        let ks = |name: &str| {
+            db.keyspace(name, || {
+                KeyspaceCreateOptions::default()
+                    .max_memtable_size(memtable)
+                    // Index and filter blocks beyond L0 go through the bounded block cache instead of
+                    // being pinned: pinned blocks grow with the data, the cache does not.
+                    .index_block_pinning_policy(PinningPolicy::new([true, false]))
+                    .filter_block_pinning_policy(PinningPolicy::all(false))
+            })
+        };
         Ok(Self {
             meta: ks("meta")?,
             tenants: ks("tenants")?,
