@@ -15,12 +15,17 @@ pub trait CatalogStore: Send + Sync {
     async fn put_tenant(&self, tenant: &Tenant) -> Result<()>;
     async fn get_tenant(&self, id: TenantId) -> Result<Option<Tenant>>;
     async fn list_tenants(&self) -> Result<Vec<Tenant>>;
+    /// Removes the tenant row (its objects become unreachable: every lookup is by tenant).
+    async fn delete_tenant(&self, id: TenantId) -> Result<bool>;
 
     async fn put_template(&self, template: &Template) -> Result<()>;
     async fn get_template(&self, tenant: TenantId, id: TemplateId) -> Result<Option<Template>>;
+    async fn list_templates(&self, tenant: TenantId) -> Result<Vec<Template>>;
+    async fn delete_template(&self, tenant: TenantId, id: TemplateId) -> Result<bool>;
 
     async fn put_audience(&self, audience: &Audience) -> Result<()>;
     async fn get_audience(&self, tenant: TenantId, id: AudienceId) -> Result<Option<Audience>>;
+    async fn list_audiences(&self, tenant: TenantId) -> Result<Vec<Audience>>;
     /// Appends recipients (ids assigned densely, duplicates by address skipped and counted).
     async fn add_recipients(
         &self,
@@ -41,6 +46,11 @@ pub trait CatalogStore: Send + Sync {
     async fn remove_suppression(&self, tenant: TenantId, address: &str) -> Result<bool>;
     /// For each address, whether it is suppressed for the tenant.
     async fn suppressed(&self, tenant: TenantId, addresses: &[&str]) -> Result<Vec<bool>>;
+    /// Up to `limit` suppressed addresses after `after` (exclusive), in address order.
+    async fn list_suppressions(&self, tenant: TenantId, after: Option<&str>, limit: usize) -> Result<Vec<String>>;
+
+    async fn get_idempotency(&self, scope: &str, key: &str) -> Result<Option<IdempotencyRecord>>;
+    async fn put_idempotency(&self, scope: &str, key: &str, record: &IdempotencyRecord) -> Result<()>;
 
     async fn put_campaign(&self, campaign: &Campaign) -> Result<()>;
     async fn get_campaign(&self, tenant: TenantId, id: CampaignId) -> Result<Option<Campaign>>;

@@ -44,6 +44,10 @@ impl CatalogStore for EmbeddedStore {
         Ok(scan(&self.tenants, &[], Vec::new(), usize::MAX)?.into_iter().map(|(_, t)| t).collect())
     }
 
+    async fn delete_tenant(&self, id: TenantId) -> Result<bool> {
+        remove(self, &self.tenants, tenant_key(id))
+    }
+
     async fn put_template(&self, template: &Template) -> Result<()> {
         let mut batch = self.batch();
         put(&mut batch, &self.templates, child_key(template.tenant, template.id.0), template)?;
@@ -54,6 +58,15 @@ impl CatalogStore for EmbeddedStore {
         get(&self.templates, &child_key(tenant, id.0))
     }
 
+    async fn list_templates(&self, tenant: TenantId) -> Result<Vec<Template>> {
+        let prefix = tenant_key(tenant);
+        Ok(scan(&self.templates, &prefix, prefix.clone(), usize::MAX)?.into_iter().map(|(_, t)| t).collect())
+    }
+
+    async fn delete_template(&self, tenant: TenantId, id: TemplateId) -> Result<bool> {
+        remove(self, &self.templates, child_key(tenant, id.0))
+    }
+
     async fn put_audience(&self, audience: &Audience) -> Result<()> {
         let mut batch = self.batch();
         put(&mut batch, &self.audiences, child_key(audience.tenant, audience.id.0), audience)?;
@@ -62,6 +75,11 @@ impl CatalogStore for EmbeddedStore {
 
     async fn get_audience(&self, tenant: TenantId, id: AudienceId) -> Result<Option<Audience>> {
         get(&self.audiences, &child_key(tenant, id.0))
+    }
+
+    async fn list_audiences(&self, tenant: TenantId) -> Result<Vec<Audience>> {
+        let prefix = tenant_key(tenant);
+        Ok(scan(&self.audiences, &prefix, prefix.clone(), usize::MAX)?.into_iter().map(|(_, a)| a).collect())
     }
 
     async fn add_recipients(
@@ -142,6 +160,40 @@ impl CatalogStore for EmbeddedStore {
         addresses.iter().map(|a| Ok(self.suppressions.contains_key(Key::new().u64(tenant.0).str(a).build())?)).collect()
     }
 
+    async fn list_suppressions(&self, tenant: TenantId, after: Option<&str>, limit: usize) -> Result<Vec<String>> {
+        let prefix = tenant_key(tenant);
+        let start = match after {
+            Some(a) => {
+                let mut k = Key::new().u64(tenant.0).str(a).build();
+                k.push(0);
+                k
+            }
+            None => prefix.clone(),
+        };
+        let end = super::keys::prefix_end(&prefix);
+        let iter = match end {
+            Some(end) => self.suppressions.range(start..end),
+            None => self.suppressions.range(start..),
+        };
+        let mut out = Vec::new();
+        for guard in iter.take(limit) {
+            let key = guard.key()?;
+            // key = tenant (8 bytes) + address + 0 terminator
+            out.push(String::from_utf8_lossy(&key[8..key.len().saturating_sub(1)]).into_owned());
+        }
+        Ok(out)
+    }
+
+    async fn get_idempotency(&self, scope: &str, key: &str) -> Result<Option<IdempotencyRecord>> {
+        get(&self.meta, &Key::new().str("idem").str(scope).str(key).build())
+    }
+
+    async fn put_idempotency(&self, scope: &str, key: &str, record: &IdempotencyRecord) -> Result<()> {
+        let mut batch = self.batch();
+        put(&mut batch, &self.meta, Key::new().str("idem").str(scope).str(key).build(), record)?;
+        Ok(batch.commit()?)
+    }
+
     async fn put_campaign(&self, campaign: &Campaign) -> Result<()> {
         let mut batch = self.batch();
         put(&mut batch, &self.campaigns, child_key(campaign.tenant, campaign.id.0), campaign)?;
@@ -166,4 +218,13 @@ impl CatalogStore for EmbeddedStore {
         put(&mut batch, &self.checkpoints, child_key(tenant, campaign.0), &checkpoint)?;
         Ok(batch.commit()?)
     }
+}
+
+/// Removes a key; whether it existed.
+fn remove(store: &EmbeddedStore, ks: &fjall::Keyspace, key: Vec<u8>) -> Result<bool> {
+    let existed = ks.contains_key(&key)?;
+    let mut batch = store.batch();
+    batch.remove(ks, key);
+    batch.commit()?;
+    Ok(existed)
 }
