@@ -6,6 +6,7 @@ use pipeline::{
 };
 use schemas::{now_ms, CampaignId, SendRequest, TenantId};
 use stages::chunk::{Chunk, ChunkConfig};
+use stages::control::CampaignControl;
 use stages::deliver::pacing::Senders;
 use stages::deliver::simulator::{Simulator, SimulatorConfig};
 use stages::deliver::{Deliver, DeliverConfig, Redeliver};
@@ -74,11 +75,13 @@ impl Engine {
         let mut tasks = JoinSet::new();
         let mut stage_metrics = Vec::new();
         let run = RunnerConfig::default();
+        let control = Arc::new(CampaignControl::new(shared.clone(), std::time::Duration::from_millis(200)));
         let chunk = Chunk::new(shared.clone(), backend.clone(), config.chunk.clone(), shutdown.clone());
-        let render = Arc::new(Render::new(shared.clone()));
-        let throttle = Throttle::new(shared.clone(), backend.clone(), config.throttle.clone(), shutdown.clone());
+        let render = Arc::new(Render::new(shared.clone(), control.clone()));
+        let throttle =
+            Throttle::new(shared.clone(), control.clone(), backend.clone(), config.throttle.clone(), shutdown.clone());
         let senders = Arc::new(Senders::new(shared.clone(), simulator.clone()));
-        let deliver = Deliver::new(shared.clone(), senders, config.deliver.clone());
+        let deliver = Deliver::new(shared.clone(), senders, control.clone(), config.deliver.clone());
         let redeliver = Arc::new(Redeliver::new(deliver.clone(), shutdown.clone()));
         let reconciler = Reconciler::new(shared.clone());
 

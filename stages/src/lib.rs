@@ -12,6 +12,7 @@
 //! It is not: the composition root (the `herald` crate wires stages, backends and config).
 
 pub mod chunk;
+pub mod control;
 pub mod deliver;
 pub mod error;
 pub mod reconcile;

@@ -10,6 +10,7 @@
 //!
 //! It is not: a throttle or a sender; it never calls a provider.
 
+use crate::control::CampaignControl;
 use crate::template::{MissingVariable, Template as Compiled};
 use crate::SharedStore;
 use pipeline::{topics, Emitter, Input, Stage, StageError};
@@ -105,13 +106,14 @@ type CompiledOrReason = Arc<Result<CompiledTemplate, String>>;
 /// The render stage.
 pub struct Render {
     store: SharedStore,
+    control: Arc<CampaignControl>,
     /// Compiled templates per campaign (`Err`: why the campaign cannot render).
     cache: Mutex<HashMap<(TenantId, CampaignId), CompiledOrReason>>,
 }
 
 impl Render {
-    pub fn new(store: SharedStore) -> Self {
-        Self { store, cache: Mutex::new(HashMap::new()) }
+    pub fn new(store: SharedStore, control: Arc<CampaignControl>) -> Self {
+        Self { store, control, cache: Mutex::new(HashMap::new()) }
     }
 
     async fn template(&self, tenant: TenantId, campaign: CampaignId) -> crate::Result<CompiledOrReason> {
@@ -140,6 +142,7 @@ impl Render {
         let template = self.template(tenant, campaign).await?;
         let addresses: Vec<&str> = chunk.recipients.iter().map(|r| r.address.as_str()).collect();
         let suppressed = self.store.suppressed(tenant, &addresses).await?;
+        let cancelled = self.control.status(tenant, campaign).await? == storage::CampaignStatus::Cancelled;
         let channel = template.as_ref().as_ref().map(CompiledTemplate::channel).unwrap_or(Channel::Sms);
         let now = now_ms();
         let mut messages = Vec::with_capacity(chunk.recipients.len());
@@ -153,6 +156,7 @@ impl Render {
             };
             let kind = match (suppressed, template.as_ref()) {
                 (true, _) => OutcomeKind::Suppressed,
+                (false, _) if cancelled => OutcomeKind::Cancelled,
                 (false, Err(reason)) => OutcomeKind::Failed { code: "template_invalid".into(), reason: reason.clone() },
                 (false, Ok(t)) => match t.render(&recipient) {
                     Ok(content) => {

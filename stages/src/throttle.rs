@@ -13,6 +13,7 @@
 //!
 //! It is not: the pacer of provider calls (see `deliver`), and it never drops a message.
 
+use crate::control::CampaignControl;
 use crate::SharedStore;
 use pipeline::{topics, Emitter, Input, Offset, Partition, Stage, StageError, TopicBackend};
 use schemas::*;
@@ -194,6 +195,7 @@ type Outstanding = HashMap<Partition, VecDeque<(Offset, TenantId, u64)>>;
 /// The throttle stage.
 pub struct Throttle {
     store: SharedStore,
+    control: Arc<CampaignControl>,
     topics: Arc<dyn TopicBackend>,
     config: ThrottleConfig,
     gate: Arc<FairGate>,
@@ -206,6 +208,7 @@ impl Throttle {
     /// Creates the stage and its budget-return poller (which stops with `shutdown`).
     pub fn new(
         store: SharedStore,
+        control: Arc<CampaignControl>,
         topics: Arc<dyn TopicBackend>,
         config: ThrottleConfig,
         shutdown: pipeline::Shutdown,
@@ -213,6 +216,7 @@ impl Throttle {
         let gate = Arc::new(FairGate::new(config.max_in_flight, config.max_in_flight_per_tenant));
         let this = Arc::new(Self {
             store,
+            control,
             topics,
             gate,
             config,
@@ -313,6 +317,26 @@ impl Stage for Throttle {
         for input in batch {
             let MessageBatch { tenant, campaign, mut messages } = input.value;
             let limits = self.limits(tenant, campaign).await?;
+            // A paused campaign holds here (and with it this partition) until resumed.
+            if self.control.wait_unless_paused(tenant, campaign).await? == storage::CampaignStatus::Cancelled {
+                let now = now_ms();
+                let events = messages
+                    .into_iter()
+                    .map(|m| {
+                        OutcomeEvent::Message(Outcome {
+                            key: m.key,
+                            recipient: m.recipient,
+                            address: m.address,
+                            kind: OutcomeKind::Cancelled,
+                            attempts: m.attempt,
+                            at_ms: now,
+                            trigger_ms: m.trigger_ms,
+                        })
+                    })
+                    .collect();
+                out.emit(&topics::OUTCOMES, tenant, &OutcomeBatch { tenant, events }).map_err(crate::Error::from)?;
+                continue;
+            }
             while !messages.is_empty() {
                 let rest = messages.split_off(messages.len().min(self.config.ready_batch));
                 let n = messages.len();

@@ -19,6 +19,7 @@ pub mod pacing;
 pub mod provider;
 pub mod simulator;
 
+use crate::control::CampaignControl;
 use crate::SharedStore;
 use futures::stream::{self, StreamExt};
 use pacing::{Sender, Senders};
@@ -29,7 +30,7 @@ use schemas::*;
 use std::result::Result;
 use std::sync::Arc;
 use std::time::Duration;
-use storage::Claim;
+use storage::{CampaignStatus, Claim};
 
 #[derive(Debug, Clone)]
 pub struct DeliverConfig {
@@ -56,6 +57,7 @@ impl Default for DeliverConfig {
 pub struct Deliver {
     store: SharedStore,
     senders: Arc<Senders>,
+    control: Arc<CampaignControl>,
     config: DeliverConfig,
 }
 
@@ -67,16 +69,28 @@ enum Plan {
     Skip,
 }
 
+/// What happened to one message's call slot.
+enum Attempt {
+    Called(SendResult),
+    /// Not called: the campaign was paused or cancelled by the time its slot came.
+    Held(CampaignStatus),
+}
+
 /// The result of one message's call, before it is written down.
 struct Done {
     message: RenderedMessage,
     attempt: u32,
-    result: SendResult,
+    result: Attempt,
 }
 
 impl Deliver {
-    pub fn new(store: SharedStore, senders: Arc<Senders>, config: DeliverConfig) -> Arc<Self> {
-        Arc::new(Self { store, senders, config })
+    pub fn new(
+        store: SharedStore,
+        senders: Arc<Senders>,
+        control: Arc<CampaignControl>,
+        config: DeliverConfig,
+    ) -> Arc<Self> {
+        Arc::new(Self { store, senders, control, config })
     }
 
     fn backoff(&self, attempt: u32, class: FailureClass) -> Duration {
@@ -164,7 +178,13 @@ impl Deliver {
                 let sender = sender.clone();
                 async move {
                     sender.pace().await;
-                    let result = sender.provider.send(&sender.id, &message).await;
+                    // Checked at the call slot, so a pause takes effect within the control TTL
+                    // even in the middle of a slowly paced batch.
+                    let status = self.control.status(message.key.tenant, message.key.campaign).await;
+                    let result = match status {
+                        Ok(s @ (CampaignStatus::Paused | CampaignStatus::Cancelled)) => Attempt::Held(s),
+                        _ => Attempt::Called(sender.provider.send(&sender.id, &message).await),
+                    };
                     Done { attempt: message.attempt + 1, message, result }
                 }
             })
@@ -176,6 +196,25 @@ impl Deliver {
         let mut letters = Vec::new();
         let mut not_before = 0u64;
         for Done { mut message, attempt, result } in results {
+            let result = match result {
+                Attempt::Called(result) => result,
+                Attempt::Held(status) => {
+                    // Never called: the claim goes back to the previous attempt.
+                    let previous = Claim::Retrying { attempt: attempt - 1 };
+                    if status == CampaignStatus::Cancelled {
+                        settled.push((
+                            message.key.id,
+                            Claim::Done { attempt: attempt - 1, outcome: OutcomeKind::Cancelled },
+                        ));
+                        outcomes.push(OutcomeEvent::Message(outcome_of(&message, OutcomeKind::Cancelled, attempt - 1)));
+                    } else {
+                        settled.push((message.key.id, previous));
+                        not_before = not_before.max(now_ms() + 500);
+                        retries.push(message);
+                    }
+                    continue;
+                }
+            };
             let (claim, kind) = match result {
                 SendResult::Accepted { provider_message_id } => {
                     let kind =
