@@ -6,6 +6,8 @@
 //! - [`engine`]: opens the embedded store and topics, starts every stage, triggers sends,
 //!   drains on shutdown.
 //! - [`seed`]: creates synthetic tenants, templates, audiences and campaigns.
+//! - [`config`]: defaults < `herald.toml` < `HERALD_*` env, validated before anything opens.
+//! - [`serve`]: `herald serve` — the API plus the pipeline, graceful drain on SIGTERM.
 //! - [`demo`]: `herald demo` — one campaign end to end with a live progress bar; resumable.
 //! - [`bench`]: `herald bench` — many tenants through the whole pipeline, measured at the
 //!   simulated provider.
@@ -13,9 +15,11 @@
 //! It is not: a library for other programs; the stable surfaces are the CLI and the API.
 
 pub mod bench;
+pub mod config;
 pub mod demo;
 pub mod engine;
 pub mod seed;
+pub mod serve;
 
 /// Peak resident set size of this process in bytes (Linux `VmHWM`), 0 where unknown.
 pub fn peak_rss_bytes() -> u64 {

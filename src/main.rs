@@ -2,7 +2,8 @@
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use herald::{bench, demo};
+use herald::config::HeraldConfig;
+use herald::{bench, demo, serve};
 use std::path::PathBuf;
 
 /// mimalloc instead of glibc malloc: the pipeline allocates and frees many short-lived batch
@@ -19,6 +20,36 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run the API and the pipeline (embedded default; zero configuration needed).
+    Serve {
+        /// Listen address (default 127.0.0.1:8080).
+        #[arg(long)]
+        listen: Option<String>,
+        /// Data directory (default ./herald-data).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// Configuration file (default ./herald.toml when present).
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Print a bearer token signed with the configured key.
+    Token {
+        /// platform_admin, tenant_admin, operator or viewer.
+        #[arg(long)]
+        role: String,
+        /// The tenant the token acts in (required except for platform_admin).
+        #[arg(long)]
+        tenant: Option<u64>,
+        /// Lifetime, e.g. 30m, 1h, 7d.
+        #[arg(long, default_value = "1h")]
+        ttl: String,
+        #[arg(long, default_value = "herald-cli")]
+        sub: String,
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
     /// Run one campaign end to end on the embedded default, with a live progress bar.
     Demo {
         /// Synthetic recipients in the demo audience.
@@ -68,6 +99,30 @@ fn main() -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the runtime")?;
     runtime.block_on(async {
         match cli.command {
+            Command::Serve { listen, data_dir, config } => {
+                let mut cfg = HeraldConfig::load(config.as_deref())?;
+                if let Some(l) = listen {
+                    cfg.listen = l;
+                }
+                if let Some(d) = data_dir {
+                    cfg.data_dir = d;
+                }
+                cfg.validate()?;
+                serve::run(cfg).await?;
+            }
+            Command::Token { role, tenant, ttl, sub, data_dir, config } => {
+                let mut cfg = HeraldConfig::load(config.as_deref())?;
+                if let Some(d) = data_dir {
+                    cfg.data_dir = d;
+                }
+                let role: api::Role = role.parse().map_err(anyhow::Error::msg)?;
+                if role != api::Role::PlatformAdmin && tenant.is_none() {
+                    anyhow::bail!("--tenant is required for role {role:?}");
+                }
+                let exp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs() + parse_ttl(&ttl)?;
+                let claims = api::Claims { sub, tenant_id: tenant, role, exp };
+                println!("{}", cfg.auth()?.mint(&claims).map_err(anyhow::Error::msg)?);
+            }
             Command::Demo { recipients, data_dir, rate, json } => {
                 let summary = demo::run(demo::DemoArgs { recipients, data_dir, rate, json }).await?;
                 if json {
@@ -102,4 +157,18 @@ fn main() -> anyhow::Result<()> {
         }
         Ok(())
     })
+}
+
+/// Parses `30s`, `15m`, `1h`, `7d` into seconds.
+fn parse_ttl(raw: &str) -> anyhow::Result<u64> {
+    let (number, unit) = raw.split_at(raw.find(|c: char| !c.is_ascii_digit()).unwrap_or(raw.len()));
+    let n: u64 = number.parse().map_err(|_| anyhow::anyhow!("--ttl {raw:?}: expected e.g. 30m, 1h, 7d"))?;
+    let unit = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" | "" => 3600,
+        "d" => 86_400,
+        _ => anyhow::bail!("--ttl {raw:?}: unit must be s, m, h or d"),
+    };
+    Ok(n * unit)
 }

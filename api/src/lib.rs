@@ -1,7 +1,65 @@
-//! Herald's control plane (axum) — not built yet.
+//! Herald's control plane: a slim axum API over the same store and topics the pipeline uses.
 //!
-//! The control API (tenants, templates, audiences with CSV import, campaign lifecycle, message
-//! log, DLQ, receipt webhooks, JWT) is the next issue. Until then the engine is driven by
-//! `herald demo` and `herald bench`, which call the same store and topics the API will.
+//! # Layout
+//! - [`error`]: `ApiError` → `{"error": {"code", "message"}}` with stable codes.
+//! - [`auth`]: JWT bearer auth (`Caller` extractor, roles).
+//! - [`idempotency`]: `Idempotency-Key` replay for creates and sends.
+//! - [`routes`]: one `routes()` per resource, merged in [`router`].
+//! - [`metrics`]: Prometheus text exposition (HTTP, stages, reconcile).
 //!
-//! It is not: usable yet; this crate exists so the workspace layout matches the design.
+//! It is not: the pipeline. Sends become records on `campaign.sends`; pause/resume/cancel are
+//! status changes the stages observe (see `stages::control`).
+
+pub mod auth;
+pub mod error;
+pub mod idempotency;
+pub mod metrics;
+pub mod routes;
+pub mod validate;
+
+use pipeline::TopicBackend;
+use std::sync::Arc;
+use storage::Store;
+
+pub use auth::{Auth, Caller, Claims, Role};
+pub use error::{ApiError, ApiResult};
+
+/// Everything a handler may touch.
+pub struct AppState {
+    pub store: Arc<dyn Store>,
+    pub topics: Arc<dyn TopicBackend>,
+    pub auth: Auth,
+    pub metrics: metrics::Metrics,
+    pub progress: routes::campaigns::ProgressRates,
+}
+
+impl AppState {
+    pub fn new(
+        store: Arc<dyn Store>,
+        topics: Arc<dyn TopicBackend>,
+        auth: Auth,
+        metrics: metrics::Metrics,
+    ) -> Arc<Self> {
+        Arc::new(Self { store, topics, auth, metrics, progress: Default::default() })
+    }
+}
+
+/// JSON request bodies above this are refused with 413 (CSV import has its own limit).
+pub const JSON_BODY_LIMIT: usize = 1 << 20;
+
+/// The whole API.
+pub fn router(state: Arc<AppState>) -> axum::Router {
+    axum::Router::new()
+        .merge(routes::tenants::routes())
+        .merge(routes::templates::routes())
+        .merge(routes::audiences::routes())
+        .merge(routes::suppressions::routes())
+        .merge(routes::campaigns::routes())
+        .merge(routes::dlq::routes())
+        .merge(routes::webhooks::routes())
+        .merge(routes::ops::routes())
+        .fallback(|| async { ApiError::not_found("route") })
+        .layer(axum::extract::DefaultBodyLimit::max(JSON_BODY_LIMIT))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), metrics::track))
+        .with_state(state)
+}

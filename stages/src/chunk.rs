@@ -69,7 +69,11 @@ impl Chunk {
         for tenant in self.store.list_tenants().await? {
             for campaign in self.store.list_campaigns(tenant.id).await? {
                 let checkpoint = self.store.get_checkpoint(tenant.id, campaign.id).await?;
-                if campaign.status == CampaignStatus::Running && !checkpoint.done {
+                if matches!(
+                    campaign.status,
+                    CampaignStatus::Running | CampaignStatus::Paused | CampaignStatus::Cancelled
+                ) && !checkpoint.done
+                {
                     let trigger = campaign.triggered_ms.unwrap_or_else(now_ms);
                     self.start(SendRequest { tenant: tenant.id, campaign: campaign.id, requested_at_ms: trigger });
                     resumed += 1;

@@ -1,0 +1,117 @@
+//! Prometheus text exposition: HTTP request counts and latency, per-stage runner counters,
+//! reconcile counters, per-tenant campaign counters are read from the store on scrape.
+
+use crate::AppState;
+use axum::extract::{Request, State};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use pipeline::StageMetrics;
+use stages::reconcile::Reconciler;
+use std::fmt::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+/// Upper bounds (seconds) of the HTTP latency histogram buckets.
+const BUCKETS: [f64; 10] = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 2.5];
+
+#[derive(Default)]
+pub struct Metrics {
+    pub stages: Vec<(&'static str, Arc<StageMetrics>)>,
+    pub reconciler: Option<Arc<Reconciler>>,
+    http_by_class: [AtomicU64; 5],
+    http_buckets: [AtomicU64; BUCKETS.len()],
+    http_count: AtomicU64,
+    http_sum_us: AtomicU64,
+}
+
+impl Metrics {
+    pub fn new(stages: Vec<(&'static str, Arc<StageMetrics>)>, reconciler: Option<Arc<Reconciler>>) -> Self {
+        Self { stages, reconciler, ..Default::default() }
+    }
+
+    fn observe(&self, status: u16, seconds: f64) {
+        let class = (status / 100).clamp(1, 5) as usize - 1;
+        self.http_by_class[class].fetch_add(1, Ordering::Relaxed);
+        for (i, bound) in BUCKETS.iter().enumerate() {
+            if seconds <= *bound {
+                self.http_buckets[i].fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        self.http_count.fetch_add(1, Ordering::Relaxed);
+        self.http_sum_us.fetch_add((seconds * 1e6) as u64, Ordering::Relaxed);
+    }
+
+    /// Renders the exposition text.
+    pub fn render(&self) -> String {
+        let mut out = String::with_capacity(4096);
+        let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let _ = writeln!(out, "# TYPE herald_http_requests_total counter");
+        for (i, a) in self.http_by_class.iter().enumerate() {
+            let _ = writeln!(out, "herald_http_requests_total{{class=\"{}xx\"}} {}", i + 1, load(a));
+        }
+        let _ = writeln!(out, "# TYPE herald_http_request_duration_seconds histogram");
+        for (bound, a) in BUCKETS.iter().zip(&self.http_buckets) {
+            let _ = writeln!(out, "herald_http_request_duration_seconds_bucket{{le=\"{bound}\"}} {}", load(a));
+        }
+        let count = load(&self.http_count);
+        let _ = writeln!(out, "herald_http_request_duration_seconds_bucket{{le=\"+Inf\"}} {count}");
+        let _ = writeln!(out, "herald_http_request_duration_seconds_sum {}", load(&self.http_sum_us) as f64 / 1e6);
+        let _ = writeln!(out, "herald_http_request_duration_seconds_count {count}");
+        for (name, help, get) in [
+            (
+                "herald_stage_records_in_total",
+                "records consumed",
+                (|m: &StageMetrics| &m.records_in) as fn(&StageMetrics) -> &AtomicU64,
+            ),
+            ("herald_stage_records_out_total", "records produced", |m| &m.records_out),
+            ("herald_stage_batches_total", "batches processed", |m| &m.batches),
+            ("herald_stage_failures_total", "failed batch attempts", |m| &m.failures),
+            ("herald_stage_dead_records_total", "records dead-lettered", |m| &m.dead_records),
+            ("herald_stage_busy_microseconds_total", "time spent processing", |m| &m.busy_us),
+        ] {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+            for (stage, m) in &self.stages {
+                let _ = writeln!(out, "{name}{{stage=\"{stage}\"}} {}", load(get(m)));
+            }
+        }
+        if let Some(r) = &self.reconciler {
+            let m = &r.metrics;
+            let _ = writeln!(out, "# TYPE herald_reconcile_events_total counter");
+            let _ = writeln!(out, "herald_reconcile_events_total {}", load(&m.events));
+            let _ = writeln!(out, "herald_reconcile_transitions_total {}", load(&m.transitions));
+            let _ = writeln!(out, "herald_reconcile_unresolved_receipts_total {}", load(&m.unresolved_receipts));
+            let _ = writeln!(out, "herald_campaigns_completed_total {}", load(&m.completed_campaigns));
+        }
+        out
+    }
+}
+
+/// Middleware: counts requests and their latency, and gives framework rejections (405, 413,
+/// ...) the same JSON error body as every other error.
+pub async fn track(State(state): State<Arc<AppState>>, request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let mut response = next.run(request).await;
+    let status = response.status();
+    let is_json = response
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if status.as_u16() >= 400 && !is_json {
+        let code = match status.as_u16() {
+            400 => "bad_request",
+            404 => "not_found",
+            405 => "method_not_allowed",
+            413 => "payload_too_large",
+            415 => "unsupported_media_type",
+            422 => "unprocessable",
+            _ if status.is_server_error() => "internal",
+            _ => "request_rejected",
+        };
+        let message = status.canonical_reason().unwrap_or("request rejected");
+        response = crate::ApiError::new(status, code, message).into_response();
+    }
+    state.metrics.observe(status.as_u16(), started.elapsed().as_secs_f64());
+    response
+}

@@ -1,0 +1,70 @@
+//! `herald serve`: the API and the whole pipeline in one process on the embedded default.
+//! SIGTERM/Ctrl-C: stop accepting, drain the pipeline, flush the store, exit 0.
+
+use crate::config::HeraldConfig;
+use crate::engine::{Engine, EngineConfig};
+use anyhow::Context;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Builds the engine configuration for `config`.
+pub fn engine_config(config: &HeraldConfig) -> EngineConfig {
+    let mut engine = EngineConfig::new(&config.data_dir);
+    engine.simulator.latency = Duration::from_millis(config.simulator.latency_ms);
+    engine.simulator.jitter = Duration::from_millis(config.simulator.latency_ms / 2);
+    engine.simulator.receipt_delay = Duration::from_millis(config.simulator.receipt_delay_ms);
+    engine.simulator.transient_failure_rate = config.simulator.failure_rate;
+    engine.simulator.calls_log = Some(config.data_dir.join("provider-calls.jsonl"));
+    engine
+}
+
+/// A running server: the bound address and a handle to stop it (for tests and embedding).
+pub struct Server {
+    pub addr: std::net::SocketAddr,
+    pub engine: Arc<tokio::sync::Mutex<Option<Engine>>>,
+    stop: pipeline::Shutdown,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl Server {
+    /// Starts the engine and the API; returns once the listener is bound.
+    pub async fn start(config: &HeraldConfig) -> anyhow::Result<Self> {
+        let auth = config.auth()?;
+        let engine = Engine::start(engine_config(config)).await?;
+        let metrics = api::metrics::Metrics::new(engine.stage_metrics.clone(), Some(engine.reconciler.clone()));
+        let state = api::AppState::new(engine.store.clone(), engine.topics.clone(), auth, metrics);
+        let listener = tokio::net::TcpListener::bind(&config.listen)
+            .await
+            .with_context(|| format!("binding {}", config.listen))?;
+        let addr = listener.local_addr()?;
+        let stop = pipeline::Shutdown::new();
+        tokio::spawn(api::routes::campaigns::run_scheduler(state.clone(), Duration::from_secs(1), stop.clone()));
+        let app = api::router(state);
+        let (serve_stop, engine) = (stop.clone(), Arc::new(tokio::sync::Mutex::new(Some(engine))));
+        let engine_for_task = engine.clone();
+        let task = tokio::spawn(async move {
+            axum::serve(listener, app).with_graceful_shutdown(async move { serve_stop.wait().await }).await?;
+            if let Some(engine) = engine_for_task.lock().await.take() {
+                engine.stop().await?;
+            }
+            Ok(())
+        });
+        Ok(Self { addr, engine, stop, task })
+    }
+
+    /// Graceful stop: no new requests, in-flight ones finish, the pipeline drains, stores flush.
+    pub async fn stop(self) -> anyhow::Result<()> {
+        self.stop.trigger();
+        self.task.await.context("server task")?
+    }
+}
+
+pub async fn run(config: HeraldConfig) -> anyhow::Result<()> {
+    let server = Server::start(&config).await?;
+    eprintln!("herald: listening on http://{} (data in {})", server.addr, config.data_dir.display());
+    crate::wait_for_signal().await;
+    eprintln!("herald: draining...");
+    server.stop().await?;
+    eprintln!("herald: stopped cleanly");
+    Ok(())
+}
