@@ -12,7 +12,8 @@ use std::time::Duration;
 async fn import_send_complete_and_query() {
     let s = TestServer::start().await;
     let (_, op) = tenant(&s, "acme", None).await;
-    let t = s.ok("POST", "/v1/templates", &op, Some(json!({"name": "w", "channel": "sms", "body": "Hi {{ name }}"}))).await;
+    let t =
+        s.ok("POST", "/v1/templates", &op, Some(json!({"name": "w", "channel": "sms", "body": "Hi {{ name }}"}))).await;
     let a = s.ok("POST", "/v1/audiences", &op, Some(json!({"name": "big"}))).await;
     let aid = a["id"].as_u64().unwrap();
 
@@ -49,7 +50,9 @@ async fn import_send_complete_and_query() {
     let total = 100_000 - bad;
     assert_eq!(s.ok("GET", &format!("/v1/audiences/{aid}"), &op, None).await["recipient_count"], total);
 
-    let c = s.ok("POST", "/v1/campaigns", &op, Some(json!({"name": "launch", "template_id": t["id"], "audience_id": aid}))).await;
+    let c = s
+        .ok("POST", "/v1/campaigns", &op, Some(json!({"name": "launch", "template_id": t["id"], "audience_id": aid})))
+        .await;
     let cid = c["id"].as_u64().unwrap();
     let (status, _) = s.call("POST", &format!("/v1/campaigns/{cid}/send"), Some(&op), None).await;
     assert_eq!(status, 202);
@@ -147,7 +150,8 @@ impl WaitDone for TestServer {
             let p = self.ok("GET", &format!("/v1/campaigns/{cid}/progress"), op, None).await;
             if p["status"] == "cancelled" && p["pending"] == 0 && p["sent"] == 0 && p["total"].as_u64() > Some(0) {
                 let total = p["total"].as_u64().unwrap();
-                let terminal = p["delivered"].as_u64().unwrap() + p["cancelled"].as_u64().unwrap() + p["failed"].as_u64().unwrap();
+                let terminal =
+                    p["delivered"].as_u64().unwrap() + p["cancelled"].as_u64().unwrap() + p["failed"].as_u64().unwrap();
                 if terminal == total {
                     return p;
                 }

@@ -113,14 +113,22 @@ fn herald_api_claims(role: &str, tenant: Option<u64>, exp: u64) -> api::Claims {
 /// Creates a tenant (as platform admin) and returns (tenant id, operator token).
 pub async fn tenant(s: &TestServer, name: &str, rate: Option<u32>) -> (u64, String) {
     let admin = s.token("platform_admin", None);
-    let t = s.ok("POST", "/v1/tenants", &admin, Some(serde_json::json!({"name": name, "rate_limit_per_s": rate}))).await;
+    let t =
+        s.ok("POST", "/v1/tenants", &admin, Some(serde_json::json!({"name": name, "rate_limit_per_s": rate}))).await;
     let id = t["id"].as_u64().unwrap();
     (id, s.token("operator", Some(id)))
 }
 
 /// Creates an SMS template, an audience with `n` valid recipients and a draft campaign.
 pub async fn campaign(s: &TestServer, op: &str, n: usize, offset: usize) -> u64 {
-    let t = s.ok("POST", "/v1/templates", op, Some(serde_json::json!({"name": "t", "channel": "sms", "body": "Hi {{ name }}"}))).await;
+    let t = s
+        .ok(
+            "POST",
+            "/v1/templates",
+            op,
+            Some(serde_json::json!({"name": "t", "channel": "sms", "body": "Hi {{ name }}"})),
+        )
+        .await;
     let a = s.ok("POST", "/v1/audiences", op, Some(serde_json::json!({"name": "a"}))).await;
     let aid = a["id"].as_u64().unwrap();
     let mut csv = String::from("address,name\n");
@@ -138,7 +146,12 @@ pub async fn campaign(s: &TestServer, op: &str, n: usize, offset: usize) -> u64 
         .unwrap();
     assert_eq!(resp.status(), 200);
     let c = s
-        .ok("POST", "/v1/campaigns", op, Some(serde_json::json!({"name": "c", "template_id": t["id"], "audience_id": aid})))
+        .ok(
+            "POST",
+            "/v1/campaigns",
+            op,
+            Some(serde_json::json!({"name": "c", "template_id": t["id"], "audience_id": aid})),
+        )
         .await;
     c["id"].as_u64().unwrap()
 }
