@@ -22,9 +22,11 @@ pub const SECRET: &str = "test-secret-0123456789abcdef";
 impl TestServer {
     pub async fn start() -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let mut config = HeraldConfig::default();
-        config.listen = "127.0.0.1:0".into();
-        config.data_dir = dir.path().to_path_buf();
+        let mut config = HeraldConfig {
+            listen: "127.0.0.1:0".into(),
+            data_dir: dir.path().to_path_buf(),
+            ..HeraldConfig::default()
+        };
         config.jwt.secret = Some(SECRET.into());
         config.simulator.latency_ms = 1;
         config.simulator.receipt_delay_ms = 50;
