@@ -39,6 +39,8 @@ pub struct SimulatorSettings {
     pub receipt_delay_ms: u64,
     /// Share of calls failing transiently (0..1).
     pub failure_rate: f64,
+    /// Share of calls failing permanently (0..1): failed, kept in the DLQ for redrive.
+    pub permanent_failure_rate: f64,
 }
 
 impl Default for HeraldConfig {
@@ -60,7 +62,7 @@ impl Default for JwtConfig {
 
 impl Default for SimulatorSettings {
     fn default() -> Self {
-        Self { latency_ms: 5, receipt_delay_ms: 500, failure_rate: 0.0 }
+        Self { latency_ms: 5, receipt_delay_ms: 500, failure_rate: 0.0, permanent_failure_rate: 0.0 }
     }
 }
 
@@ -121,8 +123,13 @@ impl HeraldConfig {
             "RS256" | "EdDSA" => {}
             other => bail!("jwt.algorithm {other:?} is not supported (HS256, RS256, EdDSA)"),
         }
-        if !(0.0..=1.0).contains(&self.simulator.failure_rate) {
-            bail!("simulator.failure_rate must be between 0 and 1");
+        for (name, rate) in [
+            ("failure_rate", self.simulator.failure_rate),
+            ("permanent_failure_rate", self.simulator.permanent_failure_rate),
+        ] {
+            if !(0.0..=1.0).contains(&rate) {
+                bail!("simulator.{name} must be between 0 and 1");
+            }
         }
         Ok(())
     }

@@ -14,6 +14,7 @@ pub fn engine_config(config: &HeraldConfig) -> EngineConfig {
     engine.simulator.jitter = Duration::from_millis(config.simulator.latency_ms / 2);
     engine.simulator.receipt_delay = Duration::from_millis(config.simulator.receipt_delay_ms);
     engine.simulator.transient_failure_rate = config.simulator.failure_rate;
+    engine.simulator.permanent_failure_rate = config.simulator.permanent_failure_rate;
     engine.simulator.calls_log = Some(config.data_dir.join("provider-calls.jsonl"));
     engine
 }

@@ -161,3 +161,48 @@ impl WaitDone for TestServer {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_letters_are_listed_and_redriven_once() {
+    let s = TestServer::start_with(|c| c.simulator.permanent_failure_rate = 0.5).await;
+    let (_, op) = tenant(&s, "flaky", None).await;
+    let cid = campaign(&s, &op, 400, 0).await;
+    s.ok("POST", &format!("/v1/campaigns/{cid}/send"), &op, None).await;
+    let before = s.wait_status(&op, cid, "completed", Duration::from_secs(60)).await;
+    let failed = before["failed"].as_u64().unwrap();
+    assert!(failed > 100 && failed < 300, "about half fail permanently: {before}");
+
+    let mut listed = 0;
+    let mut cursor = String::new();
+    loop {
+        let page = s.ok("GET", &format!("/v1/dlq?campaign_id={cid}&limit=50{cursor}"), &op, None).await;
+        for item in page["items"].as_array().unwrap() {
+            assert!(item["reason"].as_str().unwrap().starts_with("131026"), "{item}");
+        }
+        listed += page["items"].as_array().unwrap().len() as u64;
+        match page["next_cursor"].as_str() {
+            Some(c) => cursor = format!("&cursor={c}"),
+            None => break,
+        }
+    }
+    assert_eq!(listed, failed, "every permanent failure is in the DLQ with its reason");
+
+    let (status, body) = s.call("POST", "/v1/dlq/redrive", Some(&op), Some(json!({"campaign_id": cid}))).await;
+    assert_eq!((status, body["redriven"].as_u64()), (202, Some(failed)));
+    // The redriven messages are sent again; about half of them fail again.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let after = loop {
+        let p = s.ok("GET", &format!("/v1/campaigns/{cid}/progress"), &op, None).await;
+        let left = s.ok("GET", &format!("/v1/dlq?campaign_id={cid}&limit=1000"), &op, None).await;
+        let dlq = left["items"].as_array().unwrap().len() as u64;
+        if p["status"] == "completed" && p["failed"].as_u64() == Some(dlq) && dlq < failed {
+            break p;
+        }
+        assert!(std::time::Instant::now() < deadline, "redrive did not settle: {p}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(after["failed"].as_u64().unwrap() + after["delivered"].as_u64().unwrap(), 400, "{after}");
+    assert!(after["delivered"].as_u64() > before["delivered"].as_u64());
+    assert!(s.accepted_per_message().values().all(|n| *n == 1), "no message accepted twice");
+    s.stop().await;
+}

@@ -7,7 +7,9 @@
 //! final state as once in order. The rank encodes the provider facts: `failed` after `sent`
 //! wins (the message failed after acceptance), `delivered` after `failed` wins ("failed is
 //! terminal unless a later delivered proves otherwise"), and an accept that races a cancel wins
-//! (the message really went out).
+//! (the message really went out). One rule orders by attempt instead of rank: an acceptance from
+//! a later attempt supersedes an earlier attempt's failure (a DLQ redrive re-sends), and an
+//! earlier attempt's failure is ignored once a later attempt is known.
 //!
 //! **Exact counters.** Counters count messages per current status; they change only on a
 //! transition and are written in the same atomic store write as the rows they count. Reconcile
@@ -133,6 +135,7 @@ pub fn apply_event(row: &mut Option<MessageRecord>, event: &MessageEvent) -> App
         record.trigger_ms = event.trigger_ms;
         applied.changed = true;
     }
+    let previous_attempts = record.attempts;
     if event.attempts > record.attempts {
         record.attempts = event.attempts;
         applied.changed = true;
@@ -142,7 +145,14 @@ pub fn apply_event(row: &mut Option<MessageRecord>, event: &MessageEvent) -> App
         applied.changed = true;
         applied.learned_provider_id = true;
     }
-    if rank(event.status) <= rank(record.status) {
+    let failure = |s: MessageStatus| matches!(s, MessageStatus::Failed | MessageStatus::DeadLettered);
+    // Attempts order what Herald itself decided (receipts carry no attempt): a later attempt's
+    // acceptance supersedes an earlier attempt's failure (a DLQ redrive), and an earlier
+    // attempt's failure never overrides a later attempt.
+    let supersedes =
+        event.status == MessageStatus::Sent && failure(record.status) && event.attempts > previous_attempts;
+    let stale = failure(event.status) && event.attempts > 0 && event.attempts < previous_attempts;
+    if stale || (!supersedes && rank(event.status) <= rank(record.status)) {
         return applied;
     }
     let previous = record.status;
@@ -251,6 +261,10 @@ impl Reconciler {
 
         let now = now_ms();
         for ((tenant, campaign), counters) in touched.iter_mut() {
+            // A redrive can reopen a completed campaign.
+            if counters.completed_ms.is_some() && counters.total.is_some_and(|t| counters.terminal() < t) {
+                counters.completed_ms = None;
+            }
             if counters.completed_ms.is_none() && counters.total.is_some_and(|t| counters.terminal() == t) {
                 counters.completed_ms = Some(now);
                 self.metrics.completed_campaigns.fetch_add(1, Ordering::Relaxed);

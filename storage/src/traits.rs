@@ -78,6 +78,8 @@ pub trait MessageLog: Send + Sync {
         after: Option<(u32, MessageId)>,
         limit: usize,
     ) -> Result<Vec<(MessageKey, MessageRecord)>>;
+    /// Removes DLQ entries (after a redrive).
+    async fn remove_dead_letters(&self, keys: &[MessageKey]) -> Result<()>;
     /// Up to `limit` DLQ entries of a campaign after `after` (exclusive).
     async fn scan_dlq(
         &self,

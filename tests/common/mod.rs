@@ -21,6 +21,10 @@ pub const SECRET: &str = "test-secret-0123456789abcdef";
 
 impl TestServer {
     pub async fn start() -> Self {
+        Self::start_with(|_| {}).await
+    }
+
+    pub async fn start_with(adjust: impl FnOnce(&mut HeraldConfig)) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let mut config = HeraldConfig {
             listen: "127.0.0.1:0".into(),
@@ -30,6 +34,7 @@ impl TestServer {
         config.jwt.secret = Some(SECRET.into());
         config.simulator.latency_ms = 1;
         config.simulator.receipt_delay_ms = 50;
+        adjust(&mut config);
         let server = Server::start(&config).await.unwrap();
         let base = format!("http://{}", server.addr);
         Self { server: Some(server), base, config, dir, http: reqwest::Client::new() }

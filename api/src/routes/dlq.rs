@@ -1,15 +1,21 @@
-//! `/v1/dlq`: dead-lettered messages with their reasons.
+//! `/v1/dlq`: dead-lettered messages with their reasons, and redrive.
 
 use super::Page;
-use crate::error::{ApiError, ApiResult};
-use crate::{AppState, Caller};
+use crate::error::{parse_json, ApiError, ApiResult};
+use crate::{idempotency, AppState, Caller, Role};
+use axum::body::Bytes;
 use axum::extract::{Query, State};
-use axum::routing::get;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
+use axum::routing::{get, post};
 use axum::{Json, Router};
-use schemas::{CampaignId, MessageId};
+use pipeline::{topics, Emitter};
+use schemas::{CampaignId, MessageId, RenderedMessage, RetryBatch};
 use serde::Deserialize;
 use serde_json::{json, Value};
+use std::collections::HashSet;
 use std::sync::Arc;
+use storage::Claim;
 
 #[derive(Deserialize)]
 struct DlqQuery {
@@ -62,6 +68,85 @@ async fn list(
     Ok(Json(Page { items, next_cursor: None }))
 }
 
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Redrive {
+    campaign_id: Option<u64>,
+    message_ids: Option<Vec<String>>,
+}
+
+/// At most this many messages per redrive call.
+const REDRIVE_LIMIT: usize = 10_000;
+
+/// Sends dead-lettered messages again: the claim moves past the failed attempt, the message
+/// goes back on `delivery.retry`, and its DLQ entry is removed. Reconcile lets the new
+/// attempt's outcome supersede the dead letter.
+async fn redrive(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult<Response> {
+    caller.require(Role::Operator)?;
+    let tenant = caller.tenant()?;
+    let req: Redrive = parse_json(&body)?;
+    if req.campaign_id.is_none() && req.message_ids.is_none() {
+        return Err(ApiError::unprocessable("nothing_selected", "give campaign_id, message_ids or both"));
+    }
+    let wanted: Option<HashSet<MessageId>> = req
+        .message_ids
+        .as_ref()
+        .map(|ids| {
+            ids.iter()
+                .map(|id| {
+                    id.parse().map_err(|_| {
+                        ApiError::unprocessable("invalid_message_id", format!("{id:?} is not a message id"))
+                    })
+                })
+                .collect()
+        })
+        .transpose()?;
+    let campaigns: Vec<CampaignId> = match req.campaign_id {
+        Some(c) => {
+            state.store.get_campaign(tenant, CampaignId(c)).await?.ok_or_else(|| ApiError::not_found("campaign"))?;
+            vec![CampaignId(c)]
+        }
+        None => state.store.list_campaigns(tenant).await?.into_iter().map(|c| c.id).collect(),
+    };
+    idempotency::once(&state, &caller, &headers, "POST /v1/dlq/redrive", &body, || async {
+        let mut selected = Vec::new();
+        for campaign in campaigns {
+            let mut after = None;
+            loop {
+                let page = state.store.scan_dlq(tenant, campaign, after, 1000).await?;
+                let Some(last) = page.last() else { break };
+                after = Some(last.key.id);
+                selected.extend(page.into_iter().filter(|e| wanted.as_ref().is_none_or(|w| w.contains(&e.key.id))));
+                if selected.len() >= REDRIVE_LIMIT {
+                    break;
+                }
+            }
+        }
+        selected.truncate(REDRIVE_LIMIT);
+        let claims: Vec<_> =
+            selected.iter().map(|e| (e.key.id, Claim::Retrying { attempt: e.letter.attempts })).collect();
+        state.store.put_claims(&claims).await?;
+        let mut out = Emitter::new(state.topics.clone());
+        for chunk in selected.chunks(500) {
+            let messages = chunk
+                .iter()
+                .map(|e| RenderedMessage { attempt: e.letter.attempts, ..e.letter.message.clone() })
+                .collect();
+            out.emit(&topics::RETRY, tenant, &RetryBatch { tenant, not_before_ms: schemas::now_ms(), messages })?;
+        }
+        out.flush().await?;
+        let keys: Vec<_> = selected.iter().map(|e| e.key).collect();
+        state.store.remove_dead_letters(&keys).await?;
+        Ok((StatusCode::ACCEPTED, json!({"redriven": keys.len()})))
+    })
+    .await
+}
+
 pub fn routes() -> Router<Arc<AppState>> {
-    Router::new().route("/v1/dlq", get(list))
+    Router::new().route("/v1/dlq", get(list)).route("/v1/dlq/redrive", post(redrive))
 }

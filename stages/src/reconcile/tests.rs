@@ -81,3 +81,20 @@ proptest! {
         prop_assert_eq!(replayed.1.known(), 1);
     }
 }
+
+#[test]
+fn a_redriven_attempt_supersedes_the_dead_letter_in_any_order() {
+    use MessageStatus::*;
+    let at = |status, attempts| MessageEvent { attempts, ..ev(status, attempts as u64) };
+    let dead = at(DeadLettered, 6);
+    let resent = at(Sent, 7);
+    let delivered = MessageEvent { attempts: 0, ..ev(Delivered, 9) };
+    for order in [[&dead, &resent, &delivered], [&resent, &dead, &delivered], [&delivered, &dead, &resent]] {
+        let events: Vec<_> = order.iter().map(|e| (*e).clone()).collect();
+        let (status, counters) = run(&events);
+        assert_eq!(status, Some(Delivered), "{order:?}");
+        assert_eq!((counters.delivered, counters.known()), (1, 1));
+    }
+    // Without a later attempt, the dead letter stands against an older accept.
+    assert_eq!(run(&[at(Sent, 1), at(DeadLettered, 6)]).0, Some(DeadLettered));
+}

@@ -75,6 +75,14 @@ impl MessageLog for EmbeddedStore {
             .collect())
     }
 
+    async fn remove_dead_letters(&self, keys: &[MessageKey]) -> Result<()> {
+        let mut batch = self.batch();
+        for k in keys {
+            batch.remove(&self.dlq, Key::new().u64(k.tenant.0).u64(k.campaign.0).u128(k.id.0).build());
+        }
+        Ok(batch.commit()?)
+    }
+
     async fn scan_dlq(
         &self,
         tenant: TenantId,
