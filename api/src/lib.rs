@@ -6,6 +6,7 @@
 //! - [`idempotency`]: `Idempotency-Key` replay for creates and sends.
 //! - [`routes`]: one `routes()` per resource, merged in [`router`].
 //! - [`metrics`]: Prometheus text exposition (HTTP, stages, reconcile).
+//! - [`openapi`]: the OpenAPI document (utoipa) at `/openapi.json`, Swagger UI at `/docs`.
 //!
 //! It is not: the pipeline. Sends become records on `campaign.sends`; pause/resume/cancel are
 //! status changes the stages observe (see `stages::control`).
@@ -14,6 +15,7 @@ pub mod auth;
 pub mod error;
 pub mod idempotency;
 pub mod metrics;
+pub mod openapi;
 pub mod routes;
 pub mod validate;
 
@@ -58,6 +60,7 @@ pub fn router(state: Arc<AppState>) -> axum::Router {
         .merge(routes::dlq::routes())
         .merge(routes::webhooks::routes())
         .merge(routes::ops::routes())
+        .merge(openapi::routes())
         .fallback(|| async { ApiError::not_found("route") })
         .layer(axum::extract::DefaultBodyLimit::max(JSON_BODY_LIMIT))
         .layer(axum::middleware::from_fn_with_state(state.clone(), metrics::track))

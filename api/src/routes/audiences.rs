@@ -18,9 +18,9 @@ use storage::{Audience, NewRecipient};
 /// The largest CSV body accepted by the import endpoint.
 pub const CSV_BODY_LIMIT: usize = 2 << 30;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct CreateAudience {
+pub(crate) struct CreateAudience {
     name: String,
 }
 
@@ -28,7 +28,8 @@ fn view(a: &Audience) -> Value {
     json!({"id": a.id.0, "name": a.name, "recipient_count": a.recipient_count, "created_ms": a.created_ms})
 }
 
-async fn create(
+#[utoipa::path(post, path = "/v1/audiences", tag = "audiences", request_body = CreateAudience, responses((status = 201, description = "Audience created"), (status = 400, description = "Malformed request"), (status = 401, description = "Missing or invalid token"), (status = 403, description = "Role too low"), (status = 404, description = "Not found (or another tenant's)")), security(("bearer" = [])))]
+pub(crate) async fn create(
     State(state): State<Arc<AppState>>,
     caller: Caller,
     headers: HeaderMap,
@@ -50,7 +51,8 @@ async fn create(
     .await
 }
 
-async fn list(State(state): State<Arc<AppState>>, caller: Caller) -> ApiResult<Json<Value>> {
+#[utoipa::path(get, path = "/v1/audiences", tag = "audiences", responses((status = 200, description = "Audiences of the tenant"), (status = 400, description = "Malformed request"), (status = 401, description = "Missing or invalid token"), (status = 403, description = "Role too low"), (status = 404, description = "Not found (or another tenant's)")), security(("bearer" = [])))]
+pub(crate) async fn list(State(state): State<Arc<AppState>>, caller: Caller) -> ApiResult<Json<Value>> {
     let audiences = state.store.list_audiences(caller.tenant()?).await?;
     Ok(Json(json!({"items": audiences.iter().map(view).collect::<Vec<_>>()})))
 }
@@ -61,7 +63,12 @@ pub async fn owned(state: &AppState, caller: &Caller, raw: &str) -> ApiResult<Au
     state.store.get_audience(caller.tenant()?, id).await?.ok_or_else(|| ApiError::not_found("audience"))
 }
 
-async fn show(State(state): State<Arc<AppState>>, caller: Caller, Path(id): Path<String>) -> ApiResult<Json<Value>> {
+#[utoipa::path(get, path = "/v1/audiences/{id}", tag = "audiences", responses((status = 200, description = "The audience with its recipient count"), (status = 400, description = "Malformed request"), (status = 401, description = "Missing or invalid token"), (status = 403, description = "Role too low"), (status = 404, description = "Not found (or another tenant's)")), security(("bearer" = [])))]
+pub(crate) async fn show(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Value>> {
     Ok(Json(view(&owned(&state, &caller, &id).await?)))
 }
 
@@ -87,7 +94,8 @@ fn recipient(value: Value) -> Result<NewRecipient, String> {
     Ok(NewRecipient { address: address.ok_or("missing \"address\"")?, attrs })
 }
 
-async fn add_recipients(
+#[utoipa::path(post, path = "/v1/audiences/{id}/recipients", tag = "audiences", request_body = Vec<serde_json::Value>, responses((status = 200, description = "{imported, rejected, duplicates, errors}"), (status = 400, description = "Malformed request"), (status = 401, description = "Missing or invalid token"), (status = 403, description = "Role too low"), (status = 404, description = "Not found (or another tenant's)")), security(("bearer" = [])))]
+pub(crate) async fn add_recipients(
     State(state): State<Arc<AppState>>,
     caller: Caller,
     Path(id): Path<String>,
@@ -116,7 +124,8 @@ async fn add_recipients(
     Ok(Json(json!({"imported": added.added, "rejected": rejected, "duplicates": added.duplicates, "errors": errors})))
 }
 
-async fn import_csv(
+#[utoipa::path(post, path = "/v1/audiences/{id}/import", tag = "audiences", request_body(content = String, content_type = "text/csv"), responses((status = 200, description = "{imported, rejected, duplicates, errors: [{line, reason}]}"), (status = 413, description = "Body too large"), (status = 415, description = "Not text/csv"), (status = 400, description = "Malformed request"), (status = 401, description = "Missing or invalid token"), (status = 403, description = "Role too low"), (status = 404, description = "Not found (or another tenant's)")), security(("bearer" = [])))]
+pub(crate) async fn import_csv(
     State(state): State<Arc<AppState>>,
     caller: Caller,
     Path(id): Path<String>,

@@ -19,9 +19,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 use storage::{Campaign, CampaignCounters, CampaignStatus, MessageStatus};
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct CreateCampaign {
+pub(crate) struct CreateCampaign {
     name: String,
     template_id: u64,
     audience_id: u64,
@@ -80,7 +80,8 @@ async fn counters(state: &AppState, c: &Campaign) -> ApiResult<CampaignCounters>
     Ok(state.store.get_counters(c.tenant, c.id).await?.unwrap_or_default())
 }
 
-async fn create(
+#[utoipa::path(post, path = "/v1/campaigns", tag = "campaigns", request_body = CreateCampaign, responses((status = 201, description = "Campaign created"), (status = 422, description = "Unknown template or audience"), (status = 400, description = "Malformed request"), (status = 401, description = "Missing or invalid token"), (status = 403, description = "Role too low"), (status = 404, description = "Not found (or another tenant's)")), security(("bearer" = [])))]
+pub(crate) async fn create(
     State(state): State<Arc<AppState>>,
     caller: Caller,
     headers: HeaderMap,
@@ -116,7 +117,8 @@ async fn create(
     .await
 }
 
-async fn list(State(state): State<Arc<AppState>>, caller: Caller) -> ApiResult<Json<Value>> {
+#[utoipa::path(get, path = "/v1/campaigns", tag = "campaigns", responses((status = 200, description = "Campaigns of the tenant"), (status = 400, description = "Malformed request"), (status = 401, description = "Missing or invalid token"), (status = 403, description = "Role too low"), (status = 404, description = "Not found (or another tenant's)")), security(("bearer" = [])))]
+pub(crate) async fn list(State(state): State<Arc<AppState>>, caller: Caller) -> ApiResult<Json<Value>> {
     let mut items = Vec::new();
     for c in state.store.list_campaigns(caller.tenant()?).await? {
         items.push(view(&c, &counters(&state, &c).await?));
@@ -124,7 +126,12 @@ async fn list(State(state): State<Arc<AppState>>, caller: Caller) -> ApiResult<J
     Ok(Json(json!({"items": items})))
 }
 
-async fn show(State(state): State<Arc<AppState>>, caller: Caller, Path(id): Path<String>) -> ApiResult<Json<Value>> {
+#[utoipa::path(get, path = "/v1/campaigns/{id}", tag = "campaigns", responses((status = 200, description = "The campaign"), (status = 400, description = "Malformed request"), (status = 401, description = "Missing or invalid token"), (status = 403, description = "Role too low"), (status = 404, description = "Not found (or another tenant's)")), security(("bearer" = [])))]
+pub(crate) async fn show(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Value>> {
     let c = owned(&state, &caller, &id).await?;
     Ok(Json(view(&c, &counters(&state, &c).await?)))
 }
@@ -212,14 +219,20 @@ async fn action(
 
 macro_rules! lifecycle {
     ($($name:ident),*) => {$(
-        async fn $name(State(state): State<Arc<AppState>>, caller: Caller, headers: HeaderMap, Path(id): Path<String>, body: Bytes) -> ApiResult<Response> {
+        #[utoipa::path(post, path = concat!("/v1/campaigns/{id}/", stringify!($name)), tag = "campaigns",
+            responses((status = 202, description = "Accepted"), (status = 409, description = "Illegal transition"),
+                (status = 401, description = "Missing or invalid token"), (status = 403, description = "Role too low"),
+                (status = 404, description = "Not found")),
+            security(("bearer" = [])))]
+        pub(crate) async fn $name(State(state): State<Arc<AppState>>, caller: Caller, headers: HeaderMap, Path(id): Path<String>, body: Bytes) -> ApiResult<Response> {
             action(state, caller, headers, id, body, stringify!($name)).await
         }
     )*};
 }
 lifecycle!(send, pause, resume, cancel);
 
-async fn progress(
+#[utoipa::path(get, path = "/v1/campaigns/{id}/progress", tag = "campaigns", responses((status = 200, description = "{status, total, pending, sent, delivered, read, failed, suppressed, cancelled, dead_lettered, rate_per_s, eta_s}"), (status = 400, description = "Malformed request"), (status = 401, description = "Missing or invalid token"), (status = 403, description = "Role too low"), (status = 404, description = "Not found (or another tenant's)")), security(("bearer" = [])))]
+pub(crate) async fn progress(
     State(state): State<Arc<AppState>>,
     caller: Caller,
     Path(id): Path<String>,
@@ -249,7 +262,7 @@ async fn progress(
 }
 
 #[derive(Deserialize)]
-struct MessagesQuery {
+pub(crate) struct MessagesQuery {
     status: Option<String>,
     address: Option<String>,
     limit: Option<usize>,
@@ -262,7 +275,8 @@ fn parse_cursor(raw: &str) -> ApiResult<(u32, MessageId)> {
     Ok((bucket.parse().map_err(|_| bad())?, id.parse().map_err(|_| bad())?))
 }
 
-async fn messages(
+#[utoipa::path(get, path = "/v1/campaigns/{id}/messages", tag = "campaigns", responses((status = 200, description = "{items, next_cursor}; filters: status, address, limit, cursor"), (status = 400, description = "Malformed request"), (status = 401, description = "Missing or invalid token"), (status = 403, description = "Role too low"), (status = 404, description = "Not found (or another tenant's)")), security(("bearer" = [])))]
+pub(crate) async fn messages(
     State(state): State<Arc<AppState>>,
     caller: Caller,
     Path(id): Path<String>,

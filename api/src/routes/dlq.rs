@@ -18,13 +18,14 @@ use std::sync::Arc;
 use storage::Claim;
 
 #[derive(Deserialize)]
-struct DlqQuery {
+pub(crate) struct DlqQuery {
     campaign_id: Option<u64>,
     cursor: Option<String>,
     limit: Option<usize>,
 }
 
-async fn list(
+#[utoipa::path(get, path = "/v1/dlq", tag = "dlq", responses((status = 200, description = "Dead letters with reasons, paged"), (status = 400, description = "Malformed request"), (status = 401, description = "Missing or invalid token"), (status = 403, description = "Role too low"), (status = 404, description = "Not found (or another tenant's)")), security(("bearer" = [])))]
+pub(crate) async fn list(
     State(state): State<Arc<AppState>>,
     caller: Caller,
     query: Result<Query<DlqQuery>, axum::extract::rejection::QueryRejection>,
@@ -68,9 +69,9 @@ async fn list(
     Ok(Json(Page { items, next_cursor: None }))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct Redrive {
+pub(crate) struct Redrive {
     campaign_id: Option<u64>,
     message_ids: Option<Vec<String>>,
 }
@@ -81,7 +82,8 @@ const REDRIVE_LIMIT: usize = 10_000;
 /// Sends dead-lettered messages again: the claim moves past the failed attempt, the message
 /// goes back on `delivery.retry`, and its DLQ entry is removed. Reconcile lets the new
 /// attempt's outcome supersede the dead letter.
-async fn redrive(
+#[utoipa::path(post, path = "/v1/dlq/redrive", tag = "dlq", request_body = Redrive, responses((status = 202, description = "{redriven}"), (status = 400, description = "Malformed request"), (status = 401, description = "Missing or invalid token"), (status = 403, description = "Role too low"), (status = 404, description = "Not found (or another tenant's)")), security(("bearer" = [])))]
+pub(crate) async fn redrive(
     State(state): State<Arc<AppState>>,
     caller: Caller,
     headers: HeaderMap,

@@ -12,19 +12,24 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use std::sync::Arc;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct Suppress {
+pub(crate) struct Suppress {
     address: String,
 }
 
 #[derive(Deserialize)]
-struct ListQuery {
+pub(crate) struct ListQuery {
     cursor: Option<String>,
     limit: Option<usize>,
 }
 
-async fn add(State(state): State<Arc<AppState>>, caller: Caller, body: Bytes) -> ApiResult<(StatusCode, Json<Value>)> {
+#[utoipa::path(post, path = "/v1/suppressions", tag = "suppressions", request_body = Suppress, responses((status = 201, description = "Suppressed"), (status = 400, description = "Malformed request"), (status = 401, description = "Missing or invalid token"), (status = 403, description = "Role too low"), (status = 404, description = "Not found (or another tenant's)")), security(("bearer" = [])))]
+pub(crate) async fn add(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    body: Bytes,
+) -> ApiResult<(StatusCode, Json<Value>)> {
     caller.require(Role::Operator)?;
     let req: Suppress = parse_json(&body)?;
     let address = validate::address(&req.address).map_err(|e| ApiError::unprocessable("invalid_address", e))?;
@@ -32,7 +37,8 @@ async fn add(State(state): State<Arc<AppState>>, caller: Caller, body: Bytes) ->
     Ok((StatusCode::CREATED, Json(json!({"address": address}))))
 }
 
-async fn list(
+#[utoipa::path(get, path = "/v1/suppressions", tag = "suppressions", responses((status = 200, description = "Suppressed addresses, paged"), (status = 400, description = "Malformed request"), (status = 401, description = "Missing or invalid token"), (status = 403, description = "Role too low"), (status = 404, description = "Not found (or another tenant's)")), security(("bearer" = [])))]
+pub(crate) async fn list(
     State(state): State<Arc<AppState>>,
     caller: Caller,
     query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
@@ -44,7 +50,8 @@ async fn list(
     Ok(Json(Page { items, next_cursor }))
 }
 
-async fn remove(
+#[utoipa::path(delete, path = "/v1/suppressions/{address}", tag = "suppressions", responses((status = 204, description = "Removed"), (status = 400, description = "Malformed request"), (status = 401, description = "Missing or invalid token"), (status = 403, description = "Role too low"), (status = 404, description = "Not found (or another tenant's)")), security(("bearer" = [])))]
+pub(crate) async fn remove(
     State(state): State<Arc<AppState>>,
     caller: Caller,
     Path(address): Path<String>,

@@ -15,18 +15,18 @@ use stages::render::CompiledTemplate;
 use std::sync::Arc;
 use storage::{Template, WhatsAppComponent, WhatsAppTemplate};
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct WhatsAppBody {
+pub(crate) struct WhatsAppBody {
     template_name: String,
     language: String,
     #[serde(default)]
     components: Vec<ComponentBody>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct ComponentBody {
+pub(crate) struct ComponentBody {
     #[serde(rename = "type")]
     kind: String,
     #[serde(default)]
@@ -37,17 +37,17 @@ struct ComponentBody {
     parameters: Vec<ParameterBody>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct ParameterBody {
+pub(crate) struct ParameterBody {
     #[serde(rename = "type")]
     kind: String,
     text: String,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct TemplateBody {
+pub(crate) struct TemplateBody {
     name: String,
     channel: String,
     body: Option<String>,
@@ -109,7 +109,8 @@ fn view(t: &Template) -> Value {
     })
 }
 
-async fn create(
+#[utoipa::path(post, path = "/v1/templates", tag = "templates", request_body = TemplateBody, responses((status = 201, description = "Template created"), (status = 422, description = "Syntax error or unknown channel"), (status = 400, description = "Malformed request"), (status = 401, description = "Missing or invalid token"), (status = 403, description = "Role too low"), (status = 404, description = "Not found (or another tenant's)")), security(("bearer" = [])))]
+pub(crate) async fn create(
     State(state): State<Arc<AppState>>,
     caller: Caller,
     headers: HeaderMap,
@@ -128,18 +129,25 @@ async fn create(
     .await
 }
 
-async fn list(State(state): State<Arc<AppState>>, caller: Caller) -> ApiResult<Json<Value>> {
+#[utoipa::path(get, path = "/v1/templates", tag = "templates", responses((status = 200, description = "Templates of the tenant"), (status = 400, description = "Malformed request"), (status = 401, description = "Missing or invalid token"), (status = 403, description = "Role too low"), (status = 404, description = "Not found (or another tenant's)")), security(("bearer" = [])))]
+pub(crate) async fn list(State(state): State<Arc<AppState>>, caller: Caller) -> ApiResult<Json<Value>> {
     let templates = state.store.list_templates(caller.tenant()?).await?;
     Ok(Json(json!({"items": templates.iter().map(view).collect::<Vec<_>>()})))
 }
 
-async fn show(State(state): State<Arc<AppState>>, caller: Caller, Path(id): Path<String>) -> ApiResult<Json<Value>> {
+#[utoipa::path(get, path = "/v1/templates/{id}", tag = "templates", responses((status = 200, description = "The template"), (status = 400, description = "Malformed request"), (status = 401, description = "Missing or invalid token"), (status = 403, description = "Role too low"), (status = 404, description = "Not found (or another tenant's)")), security(("bearer" = [])))]
+pub(crate) async fn show(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Value>> {
     let id = TemplateId(parse_id(&id, "template")?);
     let t = state.store.get_template(caller.tenant()?, id).await?.ok_or_else(|| ApiError::not_found("template"))?;
     Ok(Json(view(&t)))
 }
 
-async fn replace(
+#[utoipa::path(put, path = "/v1/templates/{id}", tag = "templates", request_body = TemplateBody, responses((status = 200, description = "Replaced"), (status = 422, description = "Invalid template"), (status = 400, description = "Malformed request"), (status = 401, description = "Missing or invalid token"), (status = 403, description = "Role too low"), (status = 404, description = "Not found (or another tenant's)")), security(("bearer" = [])))]
+pub(crate) async fn replace(
     State(state): State<Arc<AppState>>,
     caller: Caller,
     Path(id): Path<String>,
@@ -154,7 +162,12 @@ async fn replace(
     Ok(Json(view(&template)))
 }
 
-async fn delete(State(state): State<Arc<AppState>>, caller: Caller, Path(id): Path<String>) -> ApiResult<StatusCode> {
+#[utoipa::path(delete, path = "/v1/templates/{id}", tag = "templates", responses((status = 204, description = "Deleted"), (status = 400, description = "Malformed request"), (status = 401, description = "Missing or invalid token"), (status = 403, description = "Role too low"), (status = 404, description = "Not found (or another tenant's)")), security(("bearer" = [])))]
+pub(crate) async fn delete(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<StatusCode> {
     caller.require(Role::Operator)?;
     let id = TemplateId(parse_id(&id, "template")?);
     if state.store.delete_template(caller.tenant()?, id).await? {

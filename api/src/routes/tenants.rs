@@ -14,23 +14,25 @@ use serde_json::{json, Value};
 use std::sync::Arc;
 use storage::{Tenant, WhatsAppWebhook};
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct CreateTenant {
+pub(crate) struct CreateTenant {
     name: String,
     rate_limit_per_s: Option<u32>,
     burst: Option<u32>,
     weight: Option<u32>,
+    #[schema(value_type = Option<Object>)]
     whatsapp: Option<WhatsAppWebhook>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct PatchTenant {
+pub(crate) struct PatchTenant {
     name: Option<String>,
     rate_limit_per_s: Option<Option<u32>>,
     burst: Option<u32>,
     weight: Option<u32>,
+    #[schema(value_type = Option<Object>)]
     whatsapp: Option<Option<WhatsAppWebhook>>,
 }
 
@@ -53,7 +55,8 @@ fn check(name: &str, weight: u32) -> ApiResult<()> {
     Ok(())
 }
 
-async fn create(
+#[utoipa::path(post, path = "/v1/tenants", tag = "tenants", request_body = CreateTenant, responses((status = 201, description = "Tenant created"), (status = 422, description = "Invalid tenant"), (status = 400, description = "Malformed request"), (status = 401, description = "Missing or invalid token"), (status = 403, description = "Role too low"), (status = 404, description = "Not found (or another tenant's)")), security(("bearer" = [])))]
+pub(crate) async fn create(
     State(state): State<Arc<AppState>>,
     caller: Caller,
     headers: HeaderMap,
@@ -80,7 +83,8 @@ async fn create(
     .await
 }
 
-async fn list(State(state): State<Arc<AppState>>, caller: Caller) -> ApiResult<Json<Value>> {
+#[utoipa::path(get, path = "/v1/tenants", tag = "tenants", responses((status = 200, description = "All tenants"), (status = 400, description = "Malformed request"), (status = 401, description = "Missing or invalid token"), (status = 403, description = "Role too low"), (status = 404, description = "Not found (or another tenant's)")), security(("bearer" = [])))]
+pub(crate) async fn list(State(state): State<Arc<AppState>>, caller: Caller) -> ApiResult<Json<Value>> {
     caller.require(Role::PlatformAdmin)?;
     let tenants = state.store.list_tenants().await?;
     Ok(Json(json!({"items": tenants.iter().map(view).collect::<Vec<_>>()})))
@@ -95,11 +99,17 @@ async fn visible(state: &AppState, caller: &Caller, raw: &str) -> ApiResult<Tena
     state.store.get_tenant(id).await?.ok_or_else(|| ApiError::not_found("tenant"))
 }
 
-async fn show(State(state): State<Arc<AppState>>, caller: Caller, Path(id): Path<String>) -> ApiResult<Json<Value>> {
+#[utoipa::path(get, path = "/v1/tenants/{id}", tag = "tenants", responses((status = 200, description = "The tenant"), (status = 400, description = "Malformed request"), (status = 401, description = "Missing or invalid token"), (status = 403, description = "Role too low"), (status = 404, description = "Not found (or another tenant's)")), security(("bearer" = [])))]
+pub(crate) async fn show(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Value>> {
     Ok(Json(view(&visible(&state, &caller, &id).await?)))
 }
 
-async fn patch(
+#[utoipa::path(patch, path = "/v1/tenants/{id}", tag = "tenants", request_body = PatchTenant, responses((status = 200, description = "Updated tenant"), (status = 400, description = "Malformed request"), (status = 401, description = "Missing or invalid token"), (status = 403, description = "Role too low"), (status = 404, description = "Not found (or another tenant's)")), security(("bearer" = [])))]
+pub(crate) async fn patch(
     State(state): State<Arc<AppState>>,
     caller: Caller,
     Path(id): Path<String>,
@@ -128,7 +138,12 @@ async fn patch(
     Ok(Json(view(&tenant)))
 }
 
-async fn delete(State(state): State<Arc<AppState>>, caller: Caller, Path(id): Path<String>) -> ApiResult<StatusCode> {
+#[utoipa::path(delete, path = "/v1/tenants/{id}", tag = "tenants", responses((status = 204, description = "Deleted"), (status = 400, description = "Malformed request"), (status = 401, description = "Missing or invalid token"), (status = 403, description = "Role too low"), (status = 404, description = "Not found (or another tenant's)")), security(("bearer" = [])))]
+pub(crate) async fn delete(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<StatusCode> {
     caller.require(Role::PlatformAdmin)?;
     let id = TenantId(parse_id(&id, "tenant")?);
     if state.store.delete_tenant(id).await? {

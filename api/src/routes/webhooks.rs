@@ -20,7 +20,7 @@ use std::sync::Arc;
 use storage::Tenant;
 
 #[derive(Deserialize)]
-struct Verify {
+pub(crate) struct Verify {
     #[serde(rename = "hub.mode")]
     mode: Option<String>,
     #[serde(rename = "hub.challenge")]
@@ -29,7 +29,8 @@ struct Verify {
     verify_token: Option<String>,
 }
 
-async fn verify(
+#[utoipa::path(get, path = "/webhooks/whatsapp", tag = "webhooks", responses((status = 200, description = "The challenge"), (status = 403, description = "Verify token mismatch")))]
+pub(crate) async fn verify(
     State(state): State<Arc<AppState>>,
     Query(q): Query<HashMap<String, String>>,
 ) -> ApiResult<(StatusCode, String)> {
@@ -116,7 +117,12 @@ struct InboundText {
     body: String,
 }
 
-async fn receive(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Bytes) -> ApiResult<StatusCode> {
+#[utoipa::path(post, path = "/webhooks/whatsapp", tag = "webhooks", request_body = serde_json::Value, responses((status = 200, description = "Accepted"), (status = 401, description = "Bad signature")))]
+pub(crate) async fn receive(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult<StatusCode> {
     let signature = headers
         .get("x-hub-signature-256")
         .and_then(|v| v.to_str().ok())
