@@ -20,11 +20,17 @@ pub fn engine_config(config: &HeraldConfig) -> EngineConfig {
 }
 
 /// A running server: the bound address and a handle to stop it (for tests and embedding).
+///
+/// The API runs on its own runtime thread, apart from the pipeline's workers: stage work
+/// (including blocking store calls) can then never queue a request behind it, and the OS
+/// scheduler wakes the mostly idle API thread promptly (measured: progress p99 16.5 ms on the
+/// shared runtime under a 1M-recipient send, see the issue note).
 pub struct Server {
     pub addr: std::net::SocketAddr,
     pub engine: Arc<tokio::sync::Mutex<Option<Engine>>>,
     stop: pipeline::Shutdown,
     task: tokio::task::JoinHandle<anyhow::Result<()>>,
+    api_runtime: Option<tokio::runtime::Runtime>,
 }
 
 impl Server {
@@ -34,29 +40,53 @@ impl Server {
         let engine = Engine::start(engine_config(config)).await?;
         let metrics = api::metrics::Metrics::new(engine.stage_metrics.clone(), Some(engine.reconciler.clone()));
         let state = api::AppState::new(engine.store.clone(), engine.topics.clone(), auth, metrics);
-        let listener = tokio::net::TcpListener::bind(&config.listen)
-            .await
-            .with_context(|| format!("binding {}", config.listen))?;
+        let listener =
+            std::net::TcpListener::bind(&config.listen).with_context(|| format!("binding {}", config.listen))?;
+        listener.set_nonblocking(true)?;
         let addr = listener.local_addr()?;
+        let api_runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("herald-api")
+            .enable_all()
+            .build()
+            .context("starting the API runtime")?;
         let stop = pipeline::Shutdown::new();
         tokio::spawn(api::routes::campaigns::run_scheduler(state.clone(), Duration::from_secs(1), stop.clone()));
         let app = api::router(state);
-        let (serve_stop, engine) = (stop.clone(), Arc::new(tokio::sync::Mutex::new(Some(engine))));
+        let serve_stop = stop.clone();
+        let served = api_runtime.spawn(async move {
+            let listener = tokio::net::TcpListener::from_std(listener)?;
+            axum::serve(listener, app).with_graceful_shutdown(async move { serve_stop.wait().await }).await
+        });
+        let engine = Arc::new(tokio::sync::Mutex::new(Some(engine)));
         let engine_for_task = engine.clone();
         let task = tokio::spawn(async move {
-            axum::serve(listener, app).with_graceful_shutdown(async move { serve_stop.wait().await }).await?;
+            served.await.context("API task")??;
             if let Some(engine) = engine_for_task.lock().await.take() {
                 engine.stop().await?;
             }
             Ok(())
         });
-        Ok(Self { addr, engine, stop, task })
+        Ok(Self { addr, engine, stop, task, api_runtime: Some(api_runtime) })
     }
 
     /// Graceful stop: no new requests, in-flight ones finish, the pipeline drains, stores flush.
-    pub async fn stop(self) -> anyhow::Result<()> {
+    pub async fn stop(mut self) -> anyhow::Result<()> {
         self.stop.trigger();
-        self.task.await.context("server task")?
+        let result = (&mut self.task).await.context("server task")?;
+        if let Some(rt) = self.api_runtime.take() {
+            rt.shutdown_background();
+        }
+        result
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        // A runtime may not be dropped from async code; let its thread wind down on its own.
+        if let Some(rt) = self.api_runtime.take() {
+            rt.shutdown_background();
+        }
     }
 }
 

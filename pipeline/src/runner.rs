@@ -3,7 +3,9 @@
 //! Per loop: fetch up to `max_batch` records from the committed offset → decode (undecodable
 //! records go to `pipeline.dead`) → `process` → produce what was emitted → commit. A failing
 //! batch is retried with its hint up to `max_attempts`, then dead-lettered with the error. On
-//! shutdown a loop finishes and commits the batch in hand, then exits (graceful drain).
+//! shutdown a loop finishes and commits the batch in hand, then exits (graceful drain); a batch
+//! still unfinished after the drain grace (e.g. blocked on a full topic whose consumer already
+//! stopped) is abandoned uncommitted and redone after restart.
 
 use crate::stage::{Emitter, Input, RetryHint, Stage};
 use crate::topic::{Partition, ProducerRecord, Topic, TopicBackend};
@@ -103,15 +105,30 @@ async fn consume<S: Stage>(
         while !batch.is_empty() {
             attempt += 1;
             let before = out.emitted();
-            match stage.process(std::mem::take(&mut batch), &mut out).await {
+            let processed = tokio::select! {
+                r = async {
+                    let r = stage.process(std::mem::take(&mut batch), &mut out).await;
+                    if r.is_ok() {
+                        out.flush().await?;
+                    }
+                    Ok::<_, crate::Error>(r)
+                } => r?,
+                // Past the drain grace: abandon the batch uncommitted; it is redone after restart.
+                _ = shutdown.expired() => return Ok(()),
+            };
+            match processed {
                 Ok(()) => {
-                    out.flush().await?;
                     metrics.records_out.fetch_add(out.emitted() - before, Ordering::Relaxed);
                     break;
                 }
                 Err(e) => {
                     out.discard();
                     metrics.failures.fetch_add(1, Ordering::Relaxed);
+                    if shutdown.is_triggered() {
+                        // Failing while shutting down (e.g. a retry not yet due): leave the
+                        // batch uncommitted for the next run instead of retrying or dead-lettering.
+                        return Ok(());
+                    }
                     match e.hint {
                         RetryHint::RetryAfter(delay) if attempt < config.max_attempts => {
                             tracing::warn!(stage = stage.name(), partition, attempt, error = %e, "batch failed; retrying");

@@ -1,7 +1,11 @@
 //! A cloneable shutdown signal: triggered once (SIGTERM, Ctrl-C, end of a run), observed by
 //! every consumer loop between batches so in-flight work finishes and commits before exit.
 
+use std::time::Duration;
 use tokio::sync::watch;
+
+/// How long in-flight batches may take to finish after shutdown is triggered.
+pub const DRAIN_GRACE: Duration = Duration::from_secs(5);
 
 #[derive(Clone)]
 pub struct Shutdown {
@@ -33,5 +37,13 @@ impl Shutdown {
     pub async fn wait(&self) {
         let mut rx = self.rx.clone();
         let _ = rx.wait_for(|v| *v).await;
+    }
+
+    /// Resolves `grace` after the trigger: how long in-flight work may take to finish before it
+    /// is abandoned (uncommitted, so it is redone after restart). Without this bound a drain
+    /// could wait forever on a consumer that already stopped (a full topic, a throttle budget).
+    pub async fn expired(&self) {
+        self.wait().await;
+        tokio::time::sleep(DRAIN_GRACE).await;
     }
 }

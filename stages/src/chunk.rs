@@ -97,7 +97,13 @@ impl Chunk {
             tokio::spawn(async move {
                 let mut attempt = 0u32;
                 while !this.shutdown.is_triggered() {
-                    match this.run(&request).await {
+                    let result = tokio::select! {
+                        r = this.run(&request) => r,
+                        // Blocked past the drain grace (its consumer stopped): the checkpoint
+                        // resumes it after restart.
+                        _ = this.shutdown.expired() => return,
+                    };
+                    match result {
                         Ok(()) => return,
                         Err(e) => {
                             attempt += 1;
