@@ -1,0 +1,124 @@
+//! `herald serve` as a real child process: SIGTERM in the middle of a campaign stops accepting,
+//! drains and exits 0 within the drain grace; a restart on the same data dir resumes the campaign
+//! and completes it with every recipient accepted exactly once by the provider.
+
+use serde_json::{json, Value};
+use std::collections::HashMap;
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const RECIPIENTS: usize = 5_000;
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn serve(dir: &Path, port: u16) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_herald"))
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
+        .arg(dir)
+        .env("HERALD_JWT_SECRET", "sigterm-test-secret-0123456789")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+fn token(dir: &Path, role: &str, tenant: Option<u64>) -> String {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_herald"));
+    cmd.args(["token", "--role", role, "--data-dir"]).arg(dir).env("HERALD_JWT_SECRET", "sigterm-test-secret-0123456789");
+    if let Some(t) = tenant {
+        cmd.args(["--tenant", &t.to_string()]);
+    }
+    String::from_utf8(cmd.output().unwrap().stdout).unwrap().trim().to_string()
+}
+
+async fn call(http: &reqwest::Client, base: &str, method: &str, path: &str, token: &str, body: Option<Value>) -> Value {
+    let mut req = http.request(method.parse().unwrap(), format!("{base}{path}")).bearer_auth(token);
+    if let Some(b) = body {
+        req = req.json(&b);
+    }
+    let resp = req.send().await.unwrap();
+    assert!(resp.status().is_success(), "{method} {path}: {}", resp.status());
+    resp.json().await.unwrap()
+}
+
+async fn wait_ready(http: &reqwest::Client, base: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while http.get(format!("{base}/readyz")).send().await.map(|r| r.status().is_success()).ok() != Some(true) {
+        assert!(Instant::now() < deadline, "server did not become ready");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn accepted(dir: &Path) -> HashMap<String, u32> {
+    let mut out = HashMap::new();
+    for line in std::fs::read_to_string(dir.join("provider-calls.jsonl")).unwrap_or_default().lines() {
+        let v: Value = serde_json::from_str(line).unwrap();
+        if v.get("provider_message_id").is_some() {
+            *out.entry(v["message_id"].as_str().unwrap().to_string()).or_default() += 1;
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_drains_exits_zero_and_restart_completes_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let http = reqwest::Client::new();
+    let mut child = serve(dir.path(), port);
+    wait_ready(&http, &base).await;
+
+    let admin = token(dir.path(), "platform_admin", None);
+    let t = call(&http, &base, "POST", "/v1/tenants", &admin, Some(json!({"name": "t", "rate_limit_per_s": 1000}))).await;
+    let op = token(dir.path(), "operator", t["id"].as_u64());
+    let tpl = call(&http, &base, "POST", "/v1/templates", &op, Some(json!({"name": "t", "channel": "sms", "body": "Hi {{ name }}"}))).await;
+    let a = call(&http, &base, "POST", "/v1/audiences", &op, Some(json!({"name": "a"}))).await;
+    let rows: Vec<Value> = (0..RECIPIENTS).map(|i| json!({"address": format!("+1202{:07}", 5_550_000 + i), "name": i})).collect();
+    call(&http, &base, "POST", &format!("/v1/audiences/{}/recipients", a["id"]), &op, Some(Value::Array(rows))).await;
+    let c = call(&http, &base, "POST", "/v1/campaigns", &op, Some(json!({"name": "c", "template_id": tpl["id"], "audience_id": a["id"]}))).await;
+    let cid = c["id"].as_u64().unwrap();
+    call(&http, &base, "POST", &format!("/v1/campaigns/{cid}/send"), &op, None).await;
+
+    // SIGTERM once the provider has seen a fifth of the campaign (1,000 msg/s: ~5 s in all).
+    while accepted(dir.path()).len() < RECIPIENTS / 5 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let pid = child.id() as i32;
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+    let stopped_at = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(stopped_at.elapsed() < Duration::from_secs(20), "serve did not exit after SIGTERM");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(status.success(), "SIGTERM must exit 0, got {status}");
+    let sent_before_restart = accepted(dir.path()).len();
+    assert!(sent_before_restart < RECIPIENTS, "the campaign was interrupted mid-way");
+
+    // Restart: the campaign resumes and completes; nobody skipped, nobody sent twice.
+    let mut child = serve(dir.path(), port);
+    wait_ready(&http, &base).await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let p = call(&http, &base, "GET", &format!("/v1/campaigns/{cid}/progress"), &op, None).await;
+        if p["status"] == "completed" {
+            assert_eq!(p["delivered"], RECIPIENTS as u64, "{p}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "campaign did not complete after restart: {p}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let calls = accepted(dir.path());
+    assert_eq!(calls.len(), RECIPIENTS);
+    assert!(calls.values().all(|n| *n == 1), "a recipient was accepted twice");
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    assert!(child.wait().unwrap().success());
+}
