@@ -29,7 +29,9 @@ fn serve(dir: &Path, port: u16) -> Child {
 
 fn token(dir: &Path, role: &str, tenant: Option<u64>) -> String {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_herald"));
-    cmd.args(["token", "--role", role, "--data-dir"]).arg(dir).env("HERALD_JWT_SECRET", "sigterm-test-secret-0123456789");
+    cmd.args(["token", "--role", role, "--data-dir"])
+        .arg(dir)
+        .env("HERALD_JWT_SECRET", "sigterm-test-secret-0123456789");
     if let Some(t) = tenant {
         cmd.args(["--tenant", &t.to_string()]);
     }
@@ -75,13 +77,31 @@ async fn sigterm_drains_exits_zero_and_restart_completes_once() {
     wait_ready(&http, &base).await;
 
     let admin = token(dir.path(), "platform_admin", None);
-    let t = call(&http, &base, "POST", "/v1/tenants", &admin, Some(json!({"name": "t", "rate_limit_per_s": 1000}))).await;
+    let t =
+        call(&http, &base, "POST", "/v1/tenants", &admin, Some(json!({"name": "t", "rate_limit_per_s": 1000}))).await;
     let op = token(dir.path(), "operator", t["id"].as_u64());
-    let tpl = call(&http, &base, "POST", "/v1/templates", &op, Some(json!({"name": "t", "channel": "sms", "body": "Hi {{ name }}"}))).await;
+    let tpl = call(
+        &http,
+        &base,
+        "POST",
+        "/v1/templates",
+        &op,
+        Some(json!({"name": "t", "channel": "sms", "body": "Hi {{ name }}"})),
+    )
+    .await;
     let a = call(&http, &base, "POST", "/v1/audiences", &op, Some(json!({"name": "a"}))).await;
-    let rows: Vec<Value> = (0..RECIPIENTS).map(|i| json!({"address": format!("+1202{:07}", 5_550_000 + i), "name": i})).collect();
+    let rows: Vec<Value> =
+        (0..RECIPIENTS).map(|i| json!({"address": format!("+1202{:07}", 5_550_000 + i), "name": i})).collect();
     call(&http, &base, "POST", &format!("/v1/audiences/{}/recipients", a["id"]), &op, Some(Value::Array(rows))).await;
-    let c = call(&http, &base, "POST", "/v1/campaigns", &op, Some(json!({"name": "c", "template_id": tpl["id"], "audience_id": a["id"]}))).await;
+    let c = call(
+        &http,
+        &base,
+        "POST",
+        "/v1/campaigns",
+        &op,
+        Some(json!({"name": "c", "template_id": tpl["id"], "audience_id": a["id"]})),
+    )
+    .await;
     let cid = c["id"].as_u64().unwrap();
     call(&http, &base, "POST", &format!("/v1/campaigns/{cid}/send"), &op, None).await;
 
