@@ -89,6 +89,17 @@ async fn import_send_complete_and_query() {
     let one = s.ok("GET", &format!("/v1/campaigns/{cid}/messages?address=%2B12025000000"), &op, None).await;
     assert_eq!(one["items"].as_array().unwrap().len(), 1);
 
+    let metrics = s.http.get(format!("{}/metrics", s.base)).send().await.unwrap().text().await.unwrap();
+    assert!(
+        metrics.contains(&format!("herald_tenant_messages{{tenant=\"1\",status=\"delivered\"}} {total}")),
+        "{metrics}"
+    );
+    assert!(metrics.contains("herald_stage_lag_records{stage=\"deliver\"} 0"), "{metrics}");
+    assert!(metrics.contains("herald_http_request_duration_seconds_count"));
+    assert!(metrics
+        .lines()
+        .any(|l| l.starts_with("herald_stage_records_in_total{stage=\"deliver\"}") && !l.ends_with(" 0")));
+
     let accepted = s.accepted_per_message();
     assert_eq!(accepted.len() as u64, total, "every recipient reached the provider");
     assert!(accepted.values().all(|n| *n == 1), "no duplicate provider accepts");

@@ -27,7 +27,7 @@ pub(crate) async fn readyz(State(state): State<Arc<AppState>>) -> (StatusCode, J
 
 #[utoipa::path(get, path = "/metrics", tag = "ops", responses((status = 200, description = "Prometheus text")))]
 pub(crate) async fn metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], state.metrics.render())
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], crate::metrics::render_live(&state).await)
 }
 
 pub fn routes() -> Router<Arc<AppState>> {
