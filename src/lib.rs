@@ -7,6 +7,7 @@
 //!   drains on shutdown.
 //! - [`seed`]: creates synthetic tenants, templates, audiences and campaigns.
 //! - [`config`]: defaults < `herald.toml` < `HERALD_*` env, validated before anything opens.
+//! - [`telemetry`]: logs, and OTLP trace export when `OTEL_EXPORTER_OTLP_ENDPOINT` is set.
 //! - [`serve`]: `herald serve` — the API plus the pipeline, graceful drain on SIGTERM.
 //! - [`demo`]: `herald demo` — one campaign end to end with a live progress bar; resumable.
 //! - [`bench`]: `herald bench` — many tenants through the whole pipeline, measured at the
@@ -20,6 +21,7 @@ pub mod demo;
 pub mod engine;
 pub mod seed;
 pub mod serve;
+pub mod telemetry;
 
 /// Peak resident set size of this process in bytes (Linux `VmHWM`), 0 where unknown.
 pub fn peak_rss_bytes() -> u64 {

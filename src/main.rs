@@ -92,12 +92,9 @@ enum Command {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("HERALD_LOG").unwrap_or_else(|_| "warn".into()))
-        .with_writer(std::io::stderr)
-        .init();
+    let telemetry = herald::telemetry::Telemetry::init()?;
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the runtime")?;
-    runtime.block_on(async {
+    let result = runtime.block_on(async {
         match cli.command {
             Command::Serve { listen, data_dir, config } => {
                 let mut cfg = HeraldConfig::load(config.as_deref())?;
@@ -156,7 +153,9 @@ fn main() -> anyhow::Result<()> {
             }
         }
         Ok(())
-    })
+    });
+    telemetry.shutdown();
+    result
 }
 
 /// Parses `30s`, `15m`, `1h`, `7d` into seconds.

@@ -217,3 +217,24 @@ async fn dead_letters_are_listed_and_redriven_once() {
     assert!(s.accepted_per_message().values().all(|n| *n == 1), "no message accepted twice");
     s.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scheduled_send_waits_for_its_time() {
+    let s = TestServer::start().await;
+    let (_, op) = tenant(&s, "sched", None).await;
+    let draft = campaign(&s, &op, 50, 0).await;
+    let c = s.ok("GET", &format!("/v1/campaigns/{draft}"), &op, None).await;
+    let at = schemas::now_ms() + 2_000;
+    let body =
+        json!({"name": "later", "template_id": c["template_id"], "audience_id": c["audience_id"], "scheduled_at": at});
+    let scheduled = s.ok("POST", "/v1/campaigns", &op, Some(body)).await;
+    let sid = scheduled["id"].as_u64().unwrap();
+    assert_eq!(scheduled["status"], "draft", "nothing is sent before /send");
+    let sent = s.ok("POST", &format!("/v1/campaigns/{sid}/send"), &op, None).await;
+    assert_eq!(sent["status"], "scheduled");
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert!(s.accepted_times(sid).is_empty(), "sent before its time");
+    s.wait_status(&op, sid, "completed", Duration::from_secs(30)).await;
+    assert!(s.accepted_times(sid).iter().all(|t| *t >= at), "every call after scheduled_at");
+    s.stop().await;
+}

@@ -142,3 +142,60 @@ async fn sigterm_drains_exits_zero_and_restart_completes_once() {
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     assert!(child.wait().unwrap().success());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn traces_are_exported_over_otlp_when_configured() {
+    use std::sync::{Arc, Mutex};
+    // A stand-in OTLP/HTTP collector: records every POST /v1/traces body.
+    let received: Arc<Mutex<Vec<Vec<u8>>>> = Arc::default();
+    let sink = received.clone();
+    let app = axum::Router::new().route(
+        "/v1/traces",
+        axum::routing::post(move |body: axum::body::Bytes| {
+            let sink = sink.clone();
+            async move {
+                sink.lock().unwrap().push(body.to_vec());
+                ""
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let collector = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_herald"))
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
+        .arg(dir.path())
+        .env("HERALD_JWT_SECRET", "sigterm-test-secret-0123456789")
+        .env("OTEL_EXPORTER_OTLP_ENDPOINT", format!("http://{collector}"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let http = reqwest::Client::new();
+    wait_ready(&http, &base).await;
+    let admin = token(dir.path(), "platform_admin", None);
+    let traced = http
+        .post(format!("{base}/v1/tenants"))
+        .bearer_auth(&admin)
+        .header("traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
+        .json(&json!({"name": "traced"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(traced.status(), 201);
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    assert!(child.wait().unwrap().success());
+    let bodies = received.lock().unwrap().clone();
+    assert!(!bodies.is_empty(), "no spans reached the OTLP endpoint");
+    // The protobuf export carries the incoming trace id (continued from the traceparent) and
+    // the route-named span.
+    let all: Vec<u8> = bodies.concat();
+    let trace_id = [0x4b, 0xf9, 0x2f, 0x35, 0x77, 0xb3, 0x4d, 0xa6, 0xa3, 0xce, 0x92, 0x9d, 0x0e, 0x0e, 0x47, 0x36];
+    assert!(all.windows(16).any(|w| w == trace_id), "the request span did not continue the caller's trace");
+    assert!(all.windows(15).any(|w| w == b"POST /v1/tenant"), "span named by route");
+}

@@ -160,4 +160,21 @@ mod tests {
         assert!(auth.verify(&format!("{none_header}.{}.", parts[1])).is_err());
         assert!(auth.verify("garbage").is_err());
     }
+
+    /// A throwaway Ed25519 pair generated for this test only (`openssl genpkey -algorithm ed25519`).
+    const ED_PRIVATE: &str = "-----BEGIN PRIVATE KEY-----\nMC4CAQAwBQYDK2VwBCIEIGaYZoebknPVz857tJDquLiBY+DVZ8LvjAuutx2vcdnj\n-----END PRIVATE KEY-----\n";
+    const ED_PUBLIC: &str = "-----BEGIN PUBLIC KEY-----\nMCowBQYDK2VwAyEAnFZlbpC58FqC7i9fav5x/qX6ZEVdIqZF29Z8BFGKKag=\n-----END PUBLIC KEY-----\n";
+
+    #[test]
+    fn eddsa_public_key_verifies_and_refuses_hs256() {
+        let verifier = Auth::public_key("EdDSA", ED_PUBLIC.as_bytes()).unwrap();
+        let key = EncodingKey::from_ed_pem(ED_PRIVATE.as_bytes()).unwrap();
+        let token = encode(&Header::new(Algorithm::EdDSA), &claims(60), &key).unwrap();
+        assert_eq!(verifier.verify(&token).unwrap().sub, "u");
+        assert!(verifier.mint(&claims(60)).is_err(), "a public key cannot mint");
+        // An HS256 token (e.g. signed with the public key bytes as a secret) is refused.
+        let forged = Auth::hs256(ED_PUBLIC.as_bytes()).mint(&claims(60)).unwrap();
+        assert!(verifier.verify(&forged).is_err());
+        assert!(Auth::public_key("none", ED_PUBLIC.as_bytes()).is_err());
+    }
 }

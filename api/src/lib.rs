@@ -6,6 +6,7 @@
 //! - [`idempotency`]: `Idempotency-Key` replay for creates and sends.
 //! - [`routes`]: one `routes()` per resource, merged in [`router`].
 //! - [`metrics`]: Prometheus text exposition (HTTP, stages, reconcile).
+//! - [`trace`]: HTTP spans and `traceparent` injection into produced records.
 //! - [`openapi`]: the OpenAPI document (utoipa) at `/openapi.json`, Swagger UI at `/docs`.
 //!
 //! It is not: the pipeline. Sends become records on `campaign.sends`; pause/resume/cancel are
@@ -17,6 +18,7 @@ pub mod idempotency;
 pub mod metrics;
 pub mod openapi;
 pub mod routes;
+pub mod trace;
 pub mod validate;
 
 use pipeline::TopicBackend;
@@ -64,5 +66,6 @@ pub fn router(state: Arc<AppState>) -> axum::Router {
         .fallback(|| async { ApiError::not_found("route") })
         .layer(axum::extract::DefaultBodyLimit::max(JSON_BODY_LIMIT))
         .layer(axum::middleware::from_fn_with_state(state.clone(), metrics::track))
+        .layer(axum::middleware::from_fn(trace::span))
         .with_state(state)
 }

@@ -59,7 +59,8 @@ impl Emitter {
         Self { backend, pending: Vec::new(), headers: Headers::default(), emitted: 0 }
     }
 
-    pub(crate) fn set_headers(&mut self, headers: Headers) {
+    /// Headers (trace context) put on every record emitted from now on.
+    pub fn set_headers(&mut self, headers: Headers) {
         self.headers = headers;
     }
 

@@ -107,7 +107,8 @@ pub(crate) async fn create(
             template: TemplateId(req.template_id),
             audience: AudienceId(req.audience_id),
             rate_limit_per_s: req.rate_limit_per_s.filter(|r| *r > 0),
-            status: if req.scheduled_at.is_some() { CampaignStatus::Scheduled } else { CampaignStatus::Draft },
+            // A draft either way: `send` starts it, or schedules it when `scheduled_at` is ahead.
+            status: CampaignStatus::Draft,
             created_ms: now_ms(),
             triggered_ms: req.scheduled_at,
         };
@@ -143,6 +144,7 @@ pub async fn start(state: &AppState, mut campaign: Campaign) -> ApiResult<Campai
     campaign.triggered_ms = Some(now_ms());
     state.store.put_campaign(&campaign).await?;
     let mut out = Emitter::new(state.topics.clone());
+    out.set_headers(crate::trace::current_headers());
     let request = SendRequest { tenant: campaign.tenant, campaign: campaign.id, requested_at_ms: now_ms() };
     out.emit(&topics::SENDS, campaign.tenant, &request)?;
     out.flush().await?;
@@ -181,6 +183,7 @@ async fn transition(state: &AppState, mut c: Campaign, action: &str) -> ApiResul
             if !was_started {
                 // Never sent: chunk it anyway so every recipient gets a `cancelled` outcome.
                 let mut out = Emitter::new(state.topics.clone());
+                out.set_headers(crate::trace::current_headers());
                 out.emit(
                     &topics::SENDS,
                     c.tenant,

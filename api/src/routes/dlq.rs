@@ -134,6 +134,7 @@ pub(crate) async fn redrive(
             selected.iter().map(|e| (e.key.id, Claim::Retrying { attempt: e.letter.attempts })).collect();
         state.store.put_claims(&claims).await?;
         let mut out = Emitter::new(state.topics.clone());
+        out.set_headers(crate::trace::current_headers());
         for chunk in selected.chunks(500) {
             let messages = chunk
                 .iter()

@@ -192,6 +192,7 @@ pub(crate) async fn receive(
     }
     if !receipts.is_empty() {
         let mut out = Emitter::new(state.topics.clone());
+        out.set_headers(crate::trace::current_headers());
         out.emit(&topics::RECEIPTS, tenant_id, &ReceiptBatch { receipts })?;
         out.flush().await?;
     }
