@@ -8,6 +8,7 @@ use std::path::PathBuf;
 
 /// mimalloc instead of glibc malloc: the pipeline allocates and frees many short-lived batch
 /// buffers across threads, where glibc spent ~20% of CPU (profile in the issue note).
+#[cfg(feature = "mimalloc")]
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

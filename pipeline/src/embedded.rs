@@ -29,11 +29,21 @@ pub struct EmbeddedTopicsConfig {
     /// fsync every produce/commit (survives power loss) instead of flushing to the OS only
     /// (survives a process kill).
     pub sync: bool,
+    /// Memtable bytes above which producers wait for flushes (bounds write-buffer memory).
+    pub write_budget_bytes: u64,
+    /// fjall background threads (see `storage::EmbeddedStoreConfig::worker_threads`).
+    pub worker_threads: usize,
 }
 
 impl Default for EmbeddedTopicsConfig {
     fn default() -> Self {
-        Self { memtable_bytes: 32 << 20, cache_bytes: 16 << 20, sync: false }
+        Self {
+            memtable_bytes: 32 << 20,
+            cache_bytes: 16 << 20,
+            sync: false,
+            write_budget_bytes: 128 << 20,
+            worker_threads: 2,
+        }
     }
 }
 
@@ -59,6 +69,7 @@ pub struct EmbeddedTopics {
     topics: HashMap<&'static str, TopicState>,
     write_lock: Mutex<()>,
     mode: PersistMode,
+    write_budget: u64,
 }
 
 fn record_key(topic: &str, partition: Partition, offset: Offset) -> Vec<u8> {
@@ -78,7 +89,7 @@ impl EmbeddedTopics {
     /// Opens the topics in `dir`, recovering end offsets and group offsets.
     pub fn open(dir: &Path, specs: &[TopicSpec], config: EmbeddedTopicsConfig) -> Result<Arc<Self>> {
         std::fs::create_dir_all(dir)?;
-        let db = Database::builder(dir).cache_size(config.cache_bytes).open()?;
+        let db = Database::builder(dir).cache_size(config.cache_bytes).worker_threads(config.worker_threads).open()?;
         let memtable = config.memtable_bytes;
         let records = db.keyspace("records", || {
             KeyspaceCreateOptions::default()
@@ -127,7 +138,15 @@ impl EmbeddedTopics {
             topics.insert(spec.name, TopicState { spec: *spec, partitions });
         }
         let mode = if config.sync { PersistMode::SyncData } else { PersistMode::Buffer };
-        Ok(Arc::new(Self { db, records, offsets, topics, write_lock: Mutex::new(()), mode }))
+        Ok(Arc::new(Self {
+            db,
+            records,
+            offsets,
+            topics,
+            write_lock: Mutex::new(()),
+            mode,
+            write_budget: config.write_budget_bytes,
+        }))
     }
 
     fn topic(&self, name: &str) -> Result<&TopicState> {
@@ -178,6 +197,13 @@ impl TopicBackend for EmbeddedTopics {
             let p = partition_for(r.key, topic.spec.partitions);
             self.wait_for_room(topic, p).await;
             targets.push(p);
+        }
+        // Bounded write-buffer memory: wait (bounded) while flushes catch up.
+        for _ in 0..5_000 {
+            if self.db.write_buffer_size() <= self.write_budget {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
         }
         let _guard = self.write_lock.lock().unwrap_or_else(|p| p.into_inner());
         let mut next: HashMap<(&str, Partition), Offset> = HashMap::new();

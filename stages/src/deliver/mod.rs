@@ -173,14 +173,24 @@ impl Deliver {
             to_send.iter().map(|m| (m.key.id, Claim::InFlight { attempt: m.attempt + 1, at_ms: now })).collect();
         self.store.put_claims(&claims).await.map_err(crate::Error::from)?;
 
+        // The campaign's status is checked at each call slot when calls are paced (a paced batch
+        // can take seconds, and a pause must stop calls within the control TTL); an unpaced batch
+        // finishes in milliseconds, so one check before it is enough.
+        let per_call = sender.is_paced();
+        let batch_status = match to_send.first() {
+            Some(m) if !per_call => Some(self.control.status(m.key.tenant, m.key.campaign).await),
+            _ => None,
+        };
         let results: Vec<Done> = stream::iter(to_send)
             .map(|message| {
                 let sender = sender.clone();
+                let batch_status = batch_status.as_ref().map(|s| s.as_ref().map(|s| *s).map_err(|_| ()));
                 async move {
                     sender.pace().await;
-                    // Checked at the call slot, so a pause takes effect within the control TTL
-                    // even in the middle of a slowly paced batch.
-                    let status = self.control.status(message.key.tenant, message.key.campaign).await;
+                    let status = match batch_status {
+                        Some(s) => s,
+                        None => self.control.status(message.key.tenant, message.key.campaign).await.map_err(|_| ()),
+                    };
                     let result = match status {
                         Ok(s @ (CampaignStatus::Paused | CampaignStatus::Cancelled)) => Attempt::Held(s),
                         _ => Attempt::Called(sender.provider.send(&sender.id, &message).await),

@@ -33,6 +33,11 @@ impl Sender {
         Self { id: id.into(), provider, rate_per_s, burst, limiter }
     }
 
+    /// Whether calls wait for pacing (a paced batch can take seconds; an unpaced one does not).
+    pub fn is_paced(&self) -> bool {
+        self.limiter.is_some()
+    }
+
     /// Waits for this sender's next call slot.
     pub async fn pace(&self) {
         if let Some(limiter) = &self.limiter {

@@ -88,6 +88,7 @@ impl CatalogStore for EmbeddedStore {
         audience: AudienceId,
         recipients: Vec<NewRecipient>,
     ) -> Result<AddedRecipients> {
+        self.within_budget().await;
         let _guard = self.sequence_lock.lock().unwrap_or_else(|p| p.into_inner());
         let audience_key = child_key(tenant, audience.0);
         let mut row: Audience = get(&self.audiences, &audience_key)?

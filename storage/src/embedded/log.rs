@@ -32,6 +32,7 @@ impl MessageLog for EmbeddedStore {
     }
 
     async fn apply(&self, batch: LogBatch) -> Result<()> {
+        self.within_budget().await;
         let mut wb = self.batch();
         for w in &batch.writes {
             put(&mut wb, &self.messages, message_key(&w.key), &w.record)?;
@@ -110,6 +111,7 @@ impl ClaimStore for EmbeddedStore {
     }
 
     async fn put_claims(&self, claims: &[(MessageId, Claim)]) -> Result<()> {
+        self.within_budget().await;
         let mut batch = self.batch();
         for (id, claim) in claims {
             put(&mut batch, &self.claims, id.to_bytes().to_vec(), claim)?;

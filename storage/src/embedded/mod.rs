@@ -46,11 +46,28 @@ pub struct EmbeddedStoreConfig {
     /// Memtable size per table in bytes (a table's memtable is flushed to disk past this).
     pub memtable_bytes: u64,
     pub durability: Durability,
+    /// Memtable bytes (active + sealed, all tables) above which writers wait for flushes: the
+    /// configured bound on write-buffer memory (fjall alone allows up to 5 memtables per table,
+    /// and its own global write-buffer limit is not enforced in 3.1). Set above what the 1M/5M
+    /// benchmarks reach (their peaks are the same with and without it), so it caps pathological
+    /// backlog only.
+    pub write_budget_bytes: u64,
+    /// fjall background threads (flush + compaction). Measured trade-off on 2 cores: with 2,
+    /// fjall 3.1's worker 0 re-queues compaction requests to itself and spins while the other
+    /// compacts (worker_pool.rs `WorkerMessage::Compact`, ~8% CPU); with 1, compaction falls
+    /// behind on large runs and memory grows (5M recipients: +86 MiB vs +36 MiB). Default 2.
+    pub worker_threads: usize,
 }
 
 impl Default for EmbeddedStoreConfig {
     fn default() -> Self {
-        Self { cache_bytes: 32 << 20, memtable_bytes: 16 << 20, durability: Durability::Process }
+        Self {
+            cache_bytes: 32 << 20,
+            memtable_bytes: 16 << 20,
+            durability: Durability::Process,
+            write_budget_bytes: 256 << 20,
+            worker_threads: 2,
+        }
     }
 }
 
@@ -58,6 +75,7 @@ impl Default for EmbeddedStoreConfig {
 pub struct EmbeddedStore {
     db: Database,
     durability: Durability,
+    write_budget: u64,
     meta: Keyspace,
     tenants: Keyspace,
     templates: Keyspace,
@@ -80,7 +98,7 @@ impl EmbeddedStore {
     /// Opens (or creates) the store in `dir`.
     pub fn open(dir: &Path, config: EmbeddedStoreConfig) -> Result<Self> {
         std::fs::create_dir_all(dir)?;
-        let db = Database::builder(dir).cache_size(config.cache_bytes).open()?;
+        let db = Database::builder(dir).cache_size(config.cache_bytes).worker_threads(config.worker_threads).open()?;
         let memtable = config.memtable_bytes;
         let ks = |name: &str| {
             db.keyspace(name, || {
@@ -108,6 +126,7 @@ impl EmbeddedStore {
             claims: ks("claims")?,
             dlq: ks("dlq")?,
             durability: config.durability,
+            write_budget: config.write_budget_bytes,
             sequence_lock: Mutex::new(()),
             db,
         })
@@ -115,6 +134,17 @@ impl EmbeddedStore {
 
     fn batch(&self) -> fjall::OwnedWriteBatch {
         self.db.batch().durability(Some(self.durability.mode()))
+    }
+
+    /// Waits (asynchronously, bounded) while memtables exceed the write budget, so heavy writers
+    /// slow down to the flush rate instead of growing memory.
+    async fn within_budget(&self) {
+        for _ in 0..5_000 {
+            if self.db.write_buffer_size() <= self.write_budget {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+        }
     }
 
     /// Flushes everything written so far to the OS and syncs it (used on graceful shutdown).
