@@ -1,5 +1,13 @@
 //! Address validation: E.164 phone numbers (libphonenumber metadata) and email addresses.
 
+/// A display name: 1-200 characters, not blank.
+pub fn name(name: &str) -> crate::ApiResult<()> {
+    if name.trim().is_empty() || name.len() > 200 {
+        return Err(crate::ApiError::unprocessable("invalid_name", "name must be 1-200 characters"));
+    }
+    Ok(())
+}
+
 /// Normalises and validates an address; returns the canonical form or why it is invalid.
 pub fn address(raw: &str) -> Result<String, String> {
     let raw = raw.trim();

@@ -38,9 +38,7 @@ pub(crate) async fn create(
     caller.require(Role::Operator)?;
     let tenant = caller.tenant()?;
     let req: CreateAudience = parse_json(&body)?;
-    if req.name.trim().is_empty() || req.name.len() > 200 {
-        return Err(ApiError::unprocessable("invalid_name", "name must be 1-200 characters"));
-    }
+    crate::validate::name(&req.name)?;
     idempotency::once(&state, &caller, &headers, "POST /v1/audiences", &body, || async {
         let id = AudienceId(state.store.next_id("audience").await?);
         let audience =

@@ -90,9 +90,7 @@ pub(crate) async fn create(
     caller.require(Role::Operator)?;
     let tenant = caller.tenant()?;
     let req: CreateCampaign = parse_json(&body)?;
-    if req.name.trim().is_empty() || req.name.len() > 200 {
-        return Err(ApiError::unprocessable("invalid_name", "name must be 1-200 characters"));
-    }
+    crate::validate::name(&req.name)?;
     if state.store.get_template(tenant, TemplateId(req.template_id)).await?.is_none() {
         return Err(ApiError::unprocessable("unknown_template", format!("template {} not found", req.template_id)));
     }

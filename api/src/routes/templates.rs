@@ -58,9 +58,7 @@ pub(crate) struct TemplateBody {
 
 fn build(tenant: TenantId, id: TemplateId, req: TemplateBody) -> ApiResult<Template> {
     let channel: Channel = req.channel.parse().map_err(|e: String| ApiError::unprocessable("unknown_channel", e))?;
-    if req.name.trim().is_empty() || req.name.len() > 200 {
-        return Err(ApiError::unprocessable("invalid_name", "name must be 1-200 characters"));
-    }
+    crate::validate::name(&req.name)?;
     let whatsapp = req
         .whatsapp
         .map(|w| -> ApiResult<WhatsAppTemplate> {

@@ -46,9 +46,7 @@ pub fn view(t: &Tenant) -> Value {
 }
 
 fn check(name: &str, weight: u32) -> ApiResult<()> {
-    if name.trim().is_empty() || name.len() > 200 {
-        return Err(ApiError::unprocessable("invalid_name", "name must be 1-200 characters"));
-    }
+    crate::validate::name(&name)?;
     if weight == 0 || weight > 1000 {
         return Err(ApiError::unprocessable("invalid_weight", "weight must be 1-1000"));
     }
