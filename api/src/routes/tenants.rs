@@ -46,7 +46,7 @@ pub fn view(t: &Tenant) -> Value {
 }
 
 fn check(name: &str, weight: u32) -> ApiResult<()> {
-    crate::validate::name(&name)?;
+    crate::validate::name(name)?;
     if weight == 0 || weight > 1000 {
         return Err(ApiError::unprocessable("invalid_weight", "weight must be 1-1000"));
     }
