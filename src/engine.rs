@@ -7,7 +7,7 @@ use pipeline::{
 use schemas::{now_ms, CampaignId, SendRequest, TenantId};
 use stages::chunk::{Chunk, ChunkConfig};
 use stages::control::CampaignControl;
-use stages::deliver::pacing::Senders;
+use stages::deliver::senders::Senders;
 use stages::deliver::simulator::{Simulator, SimulatorConfig};
 use stages::deliver::{Deliver, DeliverConfig, Redeliver};
 use stages::reconcile::{ReconcileDeadLetters, ReconcileOutcomes, ReconcileReceipts, Reconciler};
@@ -80,7 +80,7 @@ impl Engine {
         let render = Arc::new(Render::new(shared.clone(), control.clone()));
         let throttle =
             Throttle::new(shared.clone(), control.clone(), backend.clone(), config.throttle.clone(), shutdown.clone());
-        let senders = Arc::new(Senders::new(shared.clone(), simulator.clone()));
+        let senders = Arc::new(Senders::new(shared.clone(), simulator.clone(), config.secrets.clone()));
         let deliver = Deliver::new(shared.clone(), senders, control.clone(), config.deliver.clone());
         let redeliver = Arc::new(Redeliver::new(deliver.clone(), shutdown.clone()));
         let reconciler = Reconciler::new(shared.clone());

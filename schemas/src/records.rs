@@ -181,6 +181,8 @@ pub struct DeadLetter {
     pub reason: String,
     pub attempts: u32,
     pub at_ms: u64,
+    /// Not to be redriven before this time (e.g. WhatsApp 131049: the per-user marketing cap).
+    pub not_before_ms: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -67,12 +67,36 @@ impl TokenBucket {
         Self { rate_per_s: f64::from(rate_per_s.max(1)), burst, tokens: burst, last: now }
     }
 
-    /// Takes `n` tokens, or says how long until they are available (taking nothing).
-    /// Requests above the burst are allowed once the bucket is full, going into debt.
-    pub fn take(&mut self, n: u32, now: Instant) -> Result<(), Duration> {
+    fn refill(&mut self, now: Instant) {
         let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
         self.tokens = (self.tokens + elapsed * self.rate_per_s).min(self.burst);
         self.last = now;
+    }
+
+    /// How long until one token is available (zero: now), taking nothing.
+    pub fn wait(&mut self, now: Instant) -> Duration {
+        self.refill(now);
+        if self.tokens >= 1.0 {
+            Duration::ZERO
+        } else {
+            Duration::from_secs_f64((1.0 - self.tokens) / self.rate_per_s)
+        }
+    }
+
+    /// Changes the refill rate from now on (tokens accrued so far are kept).
+    pub fn set_rate(&mut self, rate_per_s: f64, now: Instant) {
+        self.refill(now);
+        self.rate_per_s = rate_per_s.max(0.1);
+    }
+
+    pub fn rate(&self) -> f64 {
+        self.rate_per_s
+    }
+
+    /// Takes `n` tokens, or says how long until they are available (taking nothing).
+    /// Requests above the burst are allowed once the bucket is full, going into debt.
+    pub fn take(&mut self, n: u32, now: Instant) -> Result<(), Duration> {
+        self.refill(now);
         let need = f64::from(n).min(self.burst);
         if self.tokens >= need {
             self.tokens -= f64::from(n);

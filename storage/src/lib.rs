@@ -10,6 +10,7 @@
 //!
 //! # Layout
 //! - [`model`]: stored types (tenants, templates, audiences, campaigns, message records, ...).
+//! - [`secrets`]: AES-256-GCM sealing of provider secrets at rest.
 //! - [`traits`]: `CatalogStore`, `MessageLog`, `ClaimStore`.
 //! - [`embedded`]: the fjall implementation with batched, crash-safe commits.
 //!
@@ -19,6 +20,7 @@
 pub mod embedded;
 pub mod error;
 pub mod model;
+pub mod secrets;
 pub mod traits;
 
 pub use embedded::{Durability, EmbeddedStore, EmbeddedStoreConfig};

@@ -278,3 +278,144 @@ pub struct LogBatch {
     pub counters: Vec<(TenantId, CampaignId, CampaignCounters)>,
     pub dead_letters: Vec<DlqEntry>,
 }
+
+/// The providers a tenant can configure (`PUT /v1/tenants/{id}/providers/{name}`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum ProviderKind {
+    WhatsApp,
+    Sms,
+    Email,
+    Webhook,
+}
+
+impl ProviderKind {
+    pub const ALL: [ProviderKind; 4] =
+        [ProviderKind::WhatsApp, ProviderKind::Sms, ProviderKind::Email, ProviderKind::Webhook];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProviderKind::WhatsApp => "whatsapp",
+            ProviderKind::Sms => "sms",
+            ProviderKind::Email => "email",
+            ProviderKind::Webhook => "webhook",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|k| k.as_str() == name)
+    }
+}
+
+/// One sending identity of a provider: a WhatsApp phone number id, an SMS from-number, an
+/// email from-address, a webhook. Paced on its own at call time.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SenderSettings {
+    pub id: String,
+    /// Calls per second (None: unpaced).
+    pub rate_limit_per_s: Option<u32>,
+    /// Calls above the rate allowed in any 1 s window.
+    pub burst: u32,
+}
+
+/// How the SMTP connection is secured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SmtpTls {
+    /// Plain SMTP (local relays and tests only).
+    None,
+    /// Plain connect, then STARTTLS (required).
+    StartTls,
+    /// TLS from the first byte (SMTPS, usually port 465).
+    Tls,
+}
+
+/// A tenant's non-secret settings for one provider. Secrets live sealed in [`ProviderConfig`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ProviderSettings {
+    /// WhatsApp Cloud API; secrets `access_token`, `app_secret`, `verify_token`.
+    WhatsApp {
+        base_url: String,
+        api_version: String,
+        senders: Vec<SenderSettings>,
+        /// Messaging tier: unique users per rolling 24 h (None: unlimited).
+        daily_unique_limit: Option<u64>,
+    },
+    /// Twilio-shaped SMS API; secret `auth_token`.
+    Sms { base_url: String, account_sid: String, status_callback_url: Option<String>, senders: Vec<SenderSettings> },
+    /// SMTP; secret `password` (optional).
+    Email {
+        host: String,
+        port: u16,
+        tls: SmtpTls,
+        username: Option<String>,
+        /// `List-Unsubscribe` target; `{{ address }}` is replaced by the recipient's address.
+        list_unsubscribe: String,
+        senders: Vec<SenderSettings>,
+    },
+    /// POST JSON to a tenant URL, signed with secret `signing_secret`.
+    Webhook { url: String, senders: Vec<SenderSettings> },
+}
+
+impl ProviderSettings {
+    pub fn kind(&self) -> ProviderKind {
+        match self {
+            ProviderSettings::WhatsApp { .. } => ProviderKind::WhatsApp,
+            ProviderSettings::Sms { .. } => ProviderKind::Sms,
+            ProviderSettings::Email { .. } => ProviderKind::Email,
+            ProviderSettings::Webhook { .. } => ProviderKind::Webhook,
+        }
+    }
+
+    pub fn senders(&self) -> &[SenderSettings] {
+        match self {
+            ProviderSettings::WhatsApp { senders, .. }
+            | ProviderSettings::Sms { senders, .. }
+            | ProviderSettings::Email { senders, .. }
+            | ProviderSettings::Webhook { senders, .. } => senders,
+        }
+    }
+}
+
+/// A tenant's provider configuration as stored: settings in the clear, secrets sealed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProviderConfig {
+    pub tenant: TenantId,
+    pub settings: ProviderSettings,
+    pub secrets: crate::secrets::Sealed,
+    pub updated_ms: u64,
+}
+
+/// Messages released per time slot over a rolling window (the WhatsApp messaging tier).
+/// Every message counts as a unique user, which never undercounts (no overshoot).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QuotaLedger {
+    /// `(slot start ms, messages)`, oldest first.
+    pub slots: Vec<(u64, u64)>,
+}
+
+/// What a quota reservation granted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QuotaGrant {
+    pub granted: u64,
+    /// When more budget frees up, if not everything was granted.
+    pub resume_at_ms: Option<u64>,
+}
+
+impl QuotaLedger {
+    /// Reserves up to `want` of `limit` per `window_ms` at `now_ms`.
+    pub fn reserve(&mut self, limit: u64, window_ms: u64, want: u64, now_ms: u64) -> QuotaGrant {
+        let slot_ms = (window_ms / 1_000).max(1);
+        self.slots.retain(|(start, _)| start + slot_ms + window_ms > now_ms);
+        let used: u64 = self.slots.iter().map(|(_, n)| n).sum();
+        let granted = want.min(limit.saturating_sub(used));
+        if granted > 0 {
+            let slot = now_ms - now_ms % slot_ms;
+            match self.slots.last_mut() {
+                Some((start, n)) if *start == slot => *n += granted,
+                _ => self.slots.push((slot, granted)),
+            }
+        }
+        let resume_at_ms = (granted < want)
+            .then(|| self.slots.first().map(|(start, _)| start + slot_ms + window_ms).unwrap_or(now_ms));
+        QuotaGrant { granted, resume_at_ms }
+    }
+}

@@ -98,6 +98,32 @@ pub trait ClaimStore: Send + Sync {
     async fn put_claims(&self, claims: &[(MessageId, Claim)]) -> Result<()>;
 }
 
+/// Tenant provider settings (secrets sealed by the caller), the sender → tenant index used to
+/// route provider webhooks, and the messaging-tier quota.
+#[async_trait]
+pub trait ProviderStore: Send + Sync {
+    /// Stores a tenant's provider settings and indexes its senders (replacing old entries).
+    async fn put_provider(&self, config: &ProviderConfig) -> Result<()>;
+    async fn get_provider(&self, tenant: TenantId, kind: ProviderKind) -> Result<Option<ProviderConfig>>;
+    async fn list_providers(&self, tenant: TenantId) -> Result<Vec<ProviderConfig>>;
+    async fn delete_provider(&self, tenant: TenantId, kind: ProviderKind) -> Result<bool>;
+    /// The tenant whose `kind` provider has a sender with this id.
+    async fn find_sender(&self, kind: ProviderKind, sender: &str) -> Result<Option<TenantId>>;
+
+    /// Atomically reserves up to `want` messages of the tenant's rolling-window budget.
+    async fn reserve_quota(
+        &self,
+        tenant: TenantId,
+        limit: u64,
+        window_ms: u64,
+        want: u64,
+        now_ms: u64,
+    ) -> Result<QuotaGrant>;
+    /// Records (Some) or clears (None) that a campaign waits for quota until a time.
+    async fn set_quota_wait(&self, tenant: TenantId, campaign: CampaignId, resume_at_ms: Option<u64>) -> Result<()>;
+    async fn get_quota_wait(&self, tenant: TenantId, campaign: CampaignId) -> Result<Option<u64>>;
+}
+
 /// Everything the embedded deployment keeps, behind one handle.
-pub trait Store: CatalogStore + MessageLog + ClaimStore {}
-impl<T: CatalogStore + MessageLog + ClaimStore> Store for T {}
+pub trait Store: CatalogStore + MessageLog + ClaimStore + ProviderStore {}
+impl<T: CatalogStore + MessageLog + ClaimStore + ProviderStore> Store for T {}

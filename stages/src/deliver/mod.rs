@@ -8,23 +8,36 @@
 //! again only if the provider says it never received it; if it cannot say, the message is
 //! marked failed with `outcome_unknown` and a later provider receipt can still upgrade it.
 //!
-//! **Pacing** per sender at call time (see [`pacing`]). **Classification**: accepted → outcome;
-//! retry / pace / recipient back-off → `delivery.retry` with exponential backoff + jitter, until
-//! `max_attempts`, then dead-lettered with the last error; permanent → failed with the reason,
-//! also kept in the DLQ for inspection and redrive. Nothing is dropped silently.
+//! **Pacing** per sender at call time (see [`pacing`]; routes per tenant and channel in
+//! [`senders`]). **Classification** of the provider's answer ([`provider::FailureClass`]):
+//! - accepted → outcome;
+//! - retry (5xx, timeouts) → `delivery.retry` with exponential backoff + jitter, at most
+//!   `max_attempts` and `max_age`, then dead-lettered with the last error;
+//! - pace / slow down → the sender's rate drops (AIMD) and the message retries; recipient
+//!   back-off → only that message waits (~4^n s); these are not the message's fault, so they
+//!   may take `4 × max_attempts`;
+//! - stop sender → the sender takes no more calls (alert); the message retries on another live
+//!   sender of the route, or fails when none is left;
+//! - retry later (WhatsApp 131049) → failed, in the DLQ, not redrivable before the time;
+//! - permanent → failed with the reason, also kept in the DLQ for inspection and redrive.
+//!
+//! Nothing is dropped silently.
 //!
 //! It is not: the throttle (who goes next) nor reconcile (what the log says).
 
 pub mod pacing;
 pub mod provider;
+pub mod providers;
+pub mod senders;
 pub mod simulator;
 
 use crate::control::CampaignControl;
 use crate::SharedStore;
 use futures::stream::{self, StreamExt};
-use pacing::{Sender, Senders};
+use pacing::{Route, Sender};
+use senders::Senders;
 use pipeline::{topics, Emitter, Input, Shutdown, Stage, StageError};
-use provider::{FailureClass, Lookup, SendResult};
+use provider::{FailureClass, Lookup, ProviderError, SendResult};
 use rand::Rng;
 use schemas::*;
 use std::result::Result;
@@ -36,8 +49,11 @@ use storage::{CampaignStatus, Claim};
 pub struct DeliverConfig {
     /// Concurrent provider calls per batch.
     pub concurrency: usize,
-    /// Attempts per message before it is dead-lettered.
+    /// Attempts per message on transient failures before it is dead-lettered (pace and
+    /// recipient back-off signals may take four times as many).
     pub max_attempts: u32,
+    /// A message still failing this long after its campaign was triggered is dead-lettered.
+    pub max_age: Duration,
     pub backoff_base: Duration,
     pub backoff_max: Duration,
 }
@@ -47,6 +63,7 @@ impl Default for DeliverConfig {
         Self {
             concurrency: 256,
             max_attempts: 6,
+            max_age: Duration::from_secs(24 * 3_600),
             backoff_base: Duration::from_millis(250),
             backoff_max: Duration::from_secs(60),
         }
@@ -71,9 +88,11 @@ enum Plan {
 
 /// What happened to one message's call slot.
 enum Attempt {
-    Called(SendResult),
+    Called(Arc<Sender>, SendResult),
     /// Not called: the campaign was paused or cancelled by the time its slot came.
     Held(CampaignStatus),
+    /// Not called: every sender of the route is stopped.
+    NoSender,
 }
 
 /// The result of one message's call, before it is written down.
@@ -81,6 +100,12 @@ struct Done {
     message: RenderedMessage,
     attempt: u32,
     result: Attempt,
+}
+
+/// What the classification of one answer decided.
+enum Verdict {
+    Outcome(OutcomeKind, Option<DeadLetter>),
+    Retry(Duration),
 }
 
 impl Deliver {
@@ -97,7 +122,7 @@ impl Deliver {
         let base = match class {
             // A recipient pair-rate limit backs off ~4^n seconds (WhatsApp 131056).
             FailureClass::RecipientBackoff => Duration::from_secs(4u64.saturating_pow(attempt.min(6))),
-            FailureClass::Pace => Duration::from_secs(1),
+            FailureClass::Pace | FailureClass::SlowDown => Duration::from_secs(1),
             _ => self.config.backoff_base.saturating_mul(1 << attempt.min(16)),
         };
         let jitter = rand::rng().random_range(0.0..0.25);
@@ -105,9 +130,10 @@ impl Deliver {
     }
 
     /// Decides per message from its claim; asks the provider about calls lost mid-flight.
-    async fn plan(&self, sender: &Sender, messages: Vec<RenderedMessage>) -> crate::Result<Vec<Plan>> {
+    async fn plan(&self, route: &Route, messages: Vec<RenderedMessage>) -> crate::Result<Vec<Plan>> {
         let ids: Vec<MessageId> = messages.iter().map(|m| m.key.id).collect();
         let claims = self.store.get_claims(&ids).await?;
+        let lookup_sender = route.senders.first().map(|s| s.id.as_str()).unwrap_or_default();
         let mut plans = Vec::with_capacity(messages.len());
         for (message, claim) in messages.into_iter().zip(claims) {
             let attempt = message.attempt + 1;
@@ -117,11 +143,11 @@ impl Deliver {
                 Some(Claim::Retrying { attempt: a }) if a == attempt => Plan::Retry(message),
                 Some(Claim::Retrying { attempt: a }) if a < attempt => Plan::Send(message),
                 Some(Claim::InFlight { attempt: a, .. }) if a == attempt => {
-                    match sender.provider.lookup(&sender.id, &message).await {
+                    match route.provider.lookup(lookup_sender, &message).await {
                         Lookup::NotReceived => Plan::Send(message),
                         Lookup::Accepted { provider_message_id } => {
                             let kind = OutcomeKind::Accepted {
-                                provider: sender.provider.name().to_string(),
+                                provider: route.provider.name().to_string(),
                                 provider_message_id,
                             };
                             Plan::Emit(outcome_of(&message, kind, attempt))
@@ -146,6 +172,54 @@ impl Deliver {
         Ok(plans)
     }
 
+    /// Classifies a failed call: adapts the sender, then retries or settles the message.
+    fn judge(&self, route: &Route, sender: &Sender, message: &RenderedMessage, attempt: u32, e: ProviderError) -> Verdict {
+        let tenant = message.key.tenant;
+        match e.class {
+            FailureClass::Pace | FailureClass::SlowDown => {
+                let sharp = e.class == FailureClass::SlowDown;
+                if let Some(rate) = sender.slow_down(if sharp { pacing::SHARP_DECREASE } else { pacing::DECREASE }) {
+                    tracing::warn!(%tenant, sender = %sender.id, code = %e.code, rate, "AIMD: sender slowed down");
+                }
+                if sharp {
+                    tracing::error!(%tenant, sender = %sender.id, code = %e.code, "ALERT: provider quality limit; sender slowed sharply");
+                }
+            }
+            FailureClass::StopSender => {
+                if sender.stop() {
+                    tracing::error!(%tenant, sender = %sender.id, code = %e.code, message = %e.message, "ALERT: sender stopped by the provider");
+                }
+            }
+            _ => {}
+        }
+        let age = Duration::from_millis(now_ms().saturating_sub(message.trigger_ms));
+        let within = |limit: u32| attempt < limit && age < self.config.max_age;
+        let retry = match e.class {
+            FailureClass::Retry => within(self.config.max_attempts),
+            FailureClass::Pace | FailureClass::SlowDown | FailureClass::RecipientBackoff => {
+                within(self.config.max_attempts.saturating_mul(4))
+            }
+            FailureClass::StopSender => route.has_other_live(sender) && within(self.config.max_attempts),
+            FailureClass::Permanent | FailureClass::RetryLater => false,
+        };
+        if retry {
+            return Verdict::Retry(e.retry_after.unwrap_or_else(|| self.backoff(attempt, e.class)));
+        }
+        let reason = format!("{}: {}", e.code, e.message);
+        let gave_up = matches!(e.class, FailureClass::Retry | FailureClass::Pace | FailureClass::SlowDown | FailureClass::RecipientBackoff);
+        let kind = if gave_up {
+            OutcomeKind::DeadLettered { reason: format!("gave up after {attempt} attempts; last error {reason}") }
+        } else {
+            OutcomeKind::Failed { code: e.code.clone(), reason: reason.clone() }
+        };
+        let not_before_ms = match e.class {
+            FailureClass::RetryLater => e.retry_after.map(|w| now_ms() + w.as_millis() as u64),
+            _ => None,
+        };
+        let letter = DeadLetter { message: message.clone(), reason, attempts: attempt, at_ms: now_ms(), not_before_ms };
+        Verdict::Outcome(kind, Some(letter))
+    }
+
     /// Delivers messages of one tenant; everything decided is emitted on `out`.
     pub async fn deliver(
         &self,
@@ -153,8 +227,9 @@ impl Deliver {
         messages: Vec<RenderedMessage>,
         out: &mut Emitter,
     ) -> Result<(), StageError> {
-        let sender = self.senders.for_tenant(tenant).await?;
-        let plans = self.plan(&sender, messages).await?;
+        let Some(channel) = messages.first().map(|m| m.content.channel()) else { return Ok(()) };
+        let route = self.senders.route(tenant, channel).await?;
+        let plans = self.plan(&route, messages).await?;
         let mut outcomes = Vec::new();
         let mut retries = Vec::new();
         let mut to_send = Vec::new();
@@ -176,26 +251,32 @@ impl Deliver {
         // The campaign's status is checked at each call slot when calls are paced (a paced batch
         // can take seconds, and a pause must stop calls within the control TTL); an unpaced batch
         // finishes in milliseconds, so one check before it is enough.
-        let per_call = sender.is_paced();
+        let per_call = route.is_paced();
         let batch_status = match to_send.first() {
             Some(m) if !per_call => Some(self.control.status(m.key.tenant, m.key.campaign).await),
             _ => None,
         };
         let results: Vec<Done> = stream::iter(to_send)
             .map(|message| {
-                let sender = sender.clone();
+                let route = route.clone();
                 let batch_status = batch_status.as_ref().map(|s| s.as_ref().map(|s| *s).map_err(|_| ()));
                 async move {
-                    sender.pace().await;
+                    let attempt = message.attempt + 1;
+                    let Some(sender) = route.acquire().await else {
+                        return Done { attempt, message, result: Attempt::NoSender };
+                    };
                     let status = match batch_status {
                         Some(s) => s,
                         None => self.control.status(message.key.tenant, message.key.campaign).await.map_err(|_| ()),
                     };
                     let result = match status {
                         Ok(s @ (CampaignStatus::Paused | CampaignStatus::Cancelled)) => Attempt::Held(s),
-                        _ => Attempt::Called(sender.provider.send(&sender.id, &message).await),
+                        _ => {
+                            let answer = route.provider.send(&sender.id, &message).await;
+                            Attempt::Called(sender, answer)
+                        }
                     };
-                    Done { attempt: message.attempt + 1, message, result }
+                    Done { attempt, message, result }
                 }
             })
             .buffer_unordered(self.config.concurrency.max(1))
@@ -206,11 +287,9 @@ impl Deliver {
         let mut letters = Vec::new();
         let mut not_before = 0u64;
         for Done { mut message, attempt, result } in results {
-            let result = match result {
-                Attempt::Called(result) => result,
+            let verdict = match result {
                 Attempt::Held(status) => {
                     // Never called: the claim goes back to the previous attempt.
-                    let previous = Claim::Retrying { attempt: attempt - 1 };
                     if status == CampaignStatus::Cancelled {
                         settled.push((
                             message.key.id,
@@ -218,48 +297,50 @@ impl Deliver {
                         ));
                         outcomes.push(OutcomeEvent::Message(outcome_of(&message, OutcomeKind::Cancelled, attempt - 1)));
                     } else {
-                        settled.push((message.key.id, previous));
+                        settled.push((message.key.id, Claim::Retrying { attempt: attempt - 1 }));
                         not_before = not_before.max(now_ms() + 500);
                         retries.push(message);
                     }
                     continue;
                 }
-            };
-            let (claim, kind) = match result {
-                SendResult::Accepted { provider_message_id } => {
-                    let kind =
-                        OutcomeKind::Accepted { provider: sender.provider.name().to_string(), provider_message_id };
-                    (Claim::Done { attempt, outcome: kind.clone() }, Some(kind))
+                Attempt::NoSender => {
+                    let e = ProviderError::new(
+                        FailureClass::Permanent,
+                        "sender_stopped",
+                        "every sender of this tenant for the channel was stopped by the provider",
+                    );
+                    Verdict::Outcome(
+                        OutcomeKind::Failed { code: e.code.clone(), reason: e.message.clone() },
+                        Some(DeadLetter {
+                            message: message.clone(),
+                            reason: format!("{}: {}", e.code, e.message),
+                            attempts: attempt,
+                            at_ms: now_ms(),
+                            not_before_ms: None,
+                        }),
+                    )
                 }
-                SendResult::Failed(e)
-                    if matches!(e.class, FailureClass::Retry | FailureClass::Pace | FailureClass::RecipientBackoff)
-                        && attempt < self.config.max_attempts =>
-                {
-                    let wait = e.retry_after.unwrap_or_else(|| self.backoff(attempt, e.class));
+                Attempt::Called(_, SendResult::Accepted { provider_message_id }) => Verdict::Outcome(
+                    OutcomeKind::Accepted { provider: route.provider.name().to_string(), provider_message_id },
+                    None,
+                ),
+                Attempt::Called(sender, SendResult::Failed(e)) => {
+                    tracing::debug!(message = %message.key.id, attempt, code = %e.code, "provider refused");
+                    self.judge(&route, &sender, &message, attempt, e)
+                }
+            };
+            match verdict {
+                Verdict::Retry(wait) => {
                     not_before = not_before.max(now_ms() + wait.as_millis() as u64);
-                    tracing::debug!(message = %message.key.id, attempt, code = %e.code, "retrying later");
                     settled.push((message.key.id, Claim::Retrying { attempt }));
                     message.attempt = attempt;
                     retries.push(message);
-                    continue;
                 }
-                SendResult::Failed(e) => {
-                    let exhausted = !matches!(e.class, FailureClass::Permanent | FailureClass::StopSender);
-                    let reason = format!("{}: {}", e.code, e.message);
-                    let kind = if exhausted {
-                        OutcomeKind::DeadLettered {
-                            reason: format!("gave up after {attempt} attempts; last error {reason}"),
-                        }
-                    } else {
-                        OutcomeKind::Failed { code: e.code.clone(), reason: reason.clone() }
-                    };
-                    letters.push(DeadLetter { message: message.clone(), reason, attempts: attempt, at_ms: now_ms() });
-                    (Claim::Done { attempt, outcome: kind.clone() }, Some(kind))
+                Verdict::Outcome(kind, letter) => {
+                    settled.push((message.key.id, Claim::Done { attempt, outcome: kind.clone() }));
+                    outcomes.push(OutcomeEvent::Message(outcome_of(&message, kind, attempt)));
+                    letters.extend(letter);
                 }
-            };
-            settled.push((message.key.id, claim));
-            if let Some(kind) = kind {
-                outcomes.push(OutcomeEvent::Message(outcome_of(&message, kind, attempt)));
             }
         }
         self.store.put_claims(&settled).await.map_err(crate::Error::from)?;

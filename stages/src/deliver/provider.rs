@@ -9,12 +9,17 @@ use std::time::Duration;
 pub enum FailureClass {
     /// Transient (5xx, timeout, upgrade in progress): retry with backoff.
     Retry,
-    /// The provider said "too fast" for this sender: slow the sender down, retry.
+    /// The provider said "too fast" for this sender: slow the sender down (AIMD), retry.
     Pace,
+    /// Quality / spam limit: slow the sender down sharply, alert, retry.
+    SlowDown,
     /// Too many messages to this recipient: back off only this recipient, retry.
     RecipientBackoff,
     /// Will never succeed (undeliverable, template mismatch): fail with the reason.
     Permanent,
+    /// Not now, and not soon (WhatsApp 131049, the per-user marketing cap): fail with the
+    /// reason, redrivable from the DLQ after `retry_after`.
+    RetryLater,
     /// The sender is blocked (policy): stop using it; fail what it would have sent.
     StopSender,
 }
@@ -28,6 +33,17 @@ pub struct ProviderError {
     pub message: String,
     /// A retry delay the provider asked for, if any.
     pub retry_after: Option<Duration>,
+}
+
+impl ProviderError {
+    pub fn new(class: FailureClass, code: impl Into<String>, message: impl Into<String>) -> Self {
+        Self { class, code: code.into(), message: message.into(), retry_after: None }
+    }
+
+    pub fn after(mut self, wait: Duration) -> Self {
+        self.retry_after = Some(wait);
+        self
+    }
 }
 
 /// The answer to one send.

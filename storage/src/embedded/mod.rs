@@ -10,6 +10,7 @@
 mod catalog;
 mod keys;
 mod log;
+mod providers;
 
 use crate::Result;
 use fjall::config::PinningPolicy;
@@ -90,6 +91,8 @@ pub struct EmbeddedStore {
     provider_ids: Keyspace,
     claims: Keyspace,
     dlq: Keyspace,
+    providers: Keyspace,
+    quota: Keyspace,
     /// Serializes read-modify-write of id sequences and audience rows (single writer).
     sequence_lock: Mutex<()>,
 }
@@ -125,6 +128,8 @@ impl EmbeddedStore {
             provider_ids: ks("provider_ids")?,
             claims: ks("claims")?,
             dlq: ks("dlq")?,
+            providers: ks("providers")?,
+            quota: ks("quota")?,
             durability: config.durability,
             write_budget: config.write_budget_bytes,
             sequence_lock: Mutex::new(()),

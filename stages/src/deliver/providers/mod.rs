@@ -1,0 +1,58 @@
+//! Real providers: network code that turns a rendered message into a provider call and the
+//! provider's answer into a [`SendResult`] with a [`FailureClass`].
+//!
+//! - [`whatsapp`]: WhatsApp Cloud API template messages (reqwest + rustls).
+//! - [`sms`]: a Twilio-shaped SMS API (form POST, basic auth, status callback URL).
+//! - [`email`]: SMTP through `lettre` (STARTTLS / TLS / plain, `List-Unsubscribe`).
+//! - [`webhook`]: JSON POST to a tenant URL with an HMAC-SHA256 signature header.
+//!
+//! It is not: pacing or retrying (see `deliver::pacing` and `deliver`); a provider makes one
+//! call and classifies its answer.
+
+pub mod email;
+pub mod sms;
+pub mod webhook;
+pub mod whatsapp;
+
+use super::provider::{FailureClass, ProviderError, SendResult};
+use std::time::Duration;
+
+/// How long one HTTP provider call may take before it counts as a transient failure.
+pub const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The HTTP client providers share (connection pooling, rustls).
+pub fn http_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(CALL_TIMEOUT)
+        .connect_timeout(Duration::from_secs(5))
+        .pool_max_idle_per_host(64)
+        .build()
+        .unwrap_or_else(|_| reqwest::Client::new())
+}
+
+/// A call that produced no HTTP answer: connection refused, reset, timeout. Transient.
+pub fn transport_failure(e: &reqwest::Error) -> SendResult {
+    let code = if e.is_timeout() {
+        "timeout"
+    } else if e.is_connect() {
+        "connect"
+    } else {
+        "transport"
+    };
+    SendResult::Failed(ProviderError::new(FailureClass::Retry, code, e.to_string()))
+}
+
+/// The class of an HTTP status when the body says nothing more specific.
+pub fn class_of_status(status: u16) -> FailureClass {
+    match status {
+        429 => FailureClass::Pace,
+        408 | 500..=599 => FailureClass::Retry,
+        _ => FailureClass::Permanent,
+    }
+}
+
+/// `Retry-After` in seconds, if the provider sent one.
+pub fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
+    let secs: u64 = headers.get(reqwest::header::RETRY_AFTER)?.to_str().ok()?.trim().parse().ok()?;
+    Some(Duration::from_secs(secs.min(3_600)))
+}

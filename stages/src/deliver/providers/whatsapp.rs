@@ -1,0 +1,140 @@
+//! WhatsApp Cloud API: template messages, `POST {base}/{version}/{phone_number_id}/messages`
+//! with a bearer token. `biz_opaque_callback_data` carries the message key so status webhooks
+//! reconcile without a lookup. Errors are classified by the error envelope's `code` (never the
+//! HTTP status or title), per the reference table (`shared/reference/whatsapp-cloud-api.md`).
+
+use super::{class_of_status, retry_after, transport_failure};
+use crate::deliver::provider::{FailureClass, Provider, ProviderError, SendResult};
+use async_trait::async_trait;
+use schemas::{Content, RenderedMessage};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use std::time::Duration;
+
+/// One tenant's WhatsApp Cloud API account.
+pub struct WhatsApp {
+    client: reqwest::Client,
+    base_url: String,
+    api_version: String,
+    access_token: String,
+}
+
+impl WhatsApp {
+    pub fn new(client: reqwest::Client, base_url: &str, api_version: &str, access_token: String) -> Self {
+        let version = api_version.trim_start_matches('v');
+        Self {
+            client,
+            base_url: base_url.trim_end_matches('/').to_string(),
+            api_version: format!("v{version}"),
+            access_token,
+        }
+    }
+}
+
+/// The request body for one template message.
+pub fn body(message: &RenderedMessage) -> Option<Value> {
+    let Content::WhatsApp { template_name, language, components } = &message.content else { return None };
+    let components: Vec<Value> = components
+        .iter()
+        .map(|(kind, params)| {
+            let parameters: Vec<Value> = params.iter().map(|p| json!({"type": "text", "text": p})).collect();
+            // Buttons are stored as "button:<sub_type>:<index>".
+            match kind.split(':').collect::<Vec<_>>().as_slice() {
+                ["button", sub_type, index] => {
+                    json!({"type": "button", "sub_type": sub_type, "index": index, "parameters": parameters})
+                }
+                _ => json!({"type": kind, "parameters": parameters}),
+            }
+        })
+        .collect();
+    Some(json!({
+        "messaging_product": "whatsapp",
+        "recipient_type": "individual",
+        "to": message.address.trim_start_matches('+'),
+        "type": "template",
+        "biz_opaque_callback_data": message.key.to_callback(),
+        "template": {"name": template_name, "language": {"code": language}, "components": components},
+    }))
+}
+
+/// What the engine does with a WhatsApp error `code` (the reference table).
+pub fn classify(code: i64, http_status: u16) -> (FailureClass, Option<Duration>) {
+    match code {
+        130429 | 80007 | 4 => (FailureClass::Pace, None),
+        131048 => (FailureClass::SlowDown, None),
+        131056 => (FailureClass::RecipientBackoff, None),
+        131049 => (FailureClass::RetryLater, Some(Duration::from_secs(24 * 3_600))),
+        131057 => (FailureClass::Retry, Some(Duration::from_secs(10))),
+        131026 | 132000 | 132001 => (FailureClass::Permanent, None),
+        368 => (FailureClass::StopSender, None),
+        // Expired or revoked access token: nothing sends until an operator fixes it, so retry
+        // (bounded) and dead-letter for redrive rather than failing the message for good.
+        190 => (FailureClass::Retry, None),
+        131000 | 1 | 2 => (FailureClass::Retry, None),
+        _ => (class_of_status(http_status), None),
+    }
+}
+
+#[derive(Deserialize)]
+struct Success {
+    #[serde(default)]
+    messages: Vec<SentMessage>,
+}
+#[derive(Deserialize)]
+struct SentMessage {
+    id: String,
+}
+#[derive(Deserialize)]
+struct ErrorEnvelope {
+    error: ErrorBody,
+}
+#[derive(Deserialize)]
+struct ErrorBody {
+    code: i64,
+    #[serde(default)]
+    message: String,
+}
+
+#[async_trait]
+impl Provider for WhatsApp {
+    fn name(&self) -> &str {
+        "whatsapp"
+    }
+
+    async fn send(&self, phone_number_id: &str, message: &RenderedMessage) -> SendResult {
+        let Some(body) = body(message) else {
+            return SendResult::Failed(ProviderError::new(
+                FailureClass::Permanent,
+                "wrong_channel",
+                format!("a {} message cannot go through WhatsApp", message.content.channel().as_str()),
+            ));
+        };
+        let url = format!("{}/{}/{}/messages", self.base_url, self.api_version, phone_number_id);
+        let response = match self.client.post(&url).bearer_auth(&self.access_token).json(&body).send().await {
+            Ok(r) => r,
+            Err(e) => return transport_failure(&e),
+        };
+        let status = response.status().as_u16();
+        let wait = retry_after(response.headers());
+        let bytes = match response.bytes().await {
+            Ok(b) => b,
+            Err(e) => return transport_failure(&e),
+        };
+        if (200..300).contains(&status) {
+            return match serde_json::from_slice::<Success>(&bytes).ok().and_then(|s| s.messages.into_iter().next()) {
+                Some(m) => SendResult::Accepted { provider_message_id: m.id },
+                // A 2xx without a message id is still accepted; receipts find it by callback data.
+                None => SendResult::Accepted { provider_message_id: message.key.to_callback() },
+            };
+        }
+        let (code, text) = match serde_json::from_slice::<ErrorEnvelope>(&bytes) {
+            Ok(e) => (e.error.code, e.error.message),
+            Err(_) => (0, String::from_utf8_lossy(&bytes).chars().take(200).collect()),
+        };
+        let (class, after) = classify(code, status);
+        let code = if code == 0 { format!("http_{status}") } else { code.to_string() };
+        let mut error = ProviderError::new(class, code, text);
+        error.retry_after = after.or(wait);
+        SendResult::Failed(error)
+    }
+}

@@ -1,0 +1,221 @@
+//! Which provider and senders a tenant's messages go through, built from the tenant's stored
+//! provider settings (secrets opened with the engine's [`SecretKey`]) and cached.
+//!
+//! A channel goes to the tenant's provider of that kind (`whatsapp`, `sms`, `email`); without
+//! one, to the tenant's `webhook` provider if configured; otherwise to the engine's default
+//! provider (the simulator in the embedded default) through one unpaced sender. The tenant's
+//! own `rate_limit_per_s` is a bucket above all its routes. Routes are rebuilt when settings
+//! change and kept (with their pacing and AIMD state) while they do not.
+
+use super::pacing::{Route, Sender};
+use super::provider::{FailureClass, Provider, ProviderError, SendResult};
+use super::providers::email::{Email, SmtpSettings};
+use super::providers::{http_client, sms::Sms, webhook::Webhook, whatsapp::WhatsApp};
+use crate::throttle::TokenBucket;
+use crate::SharedStore;
+use async_trait::async_trait;
+use schemas::{Channel, RenderedMessage, TenantId};
+use std::collections::{BTreeMap, HashMap};
+use std::hash::{Hash, Hasher};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use storage::secrets::{aad, SecretKey};
+use storage::{ProviderConfig, ProviderKind, ProviderSettings};
+
+/// A sender's state, for metrics and the API.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct SenderView {
+    pub tenant: u64,
+    pub provider: String,
+    pub sender: String,
+    pub configured_rate: Option<f64>,
+    pub current_rate: Option<f64>,
+    pub stopped: bool,
+    pub pace_signals: u64,
+}
+
+type TenantBucket = (Option<u32>, u32, Arc<Mutex<TokenBucket>>);
+
+/// The route registry (one per engine).
+pub struct Senders {
+    store: SharedStore,
+    secrets: Option<SecretKey>,
+    default_provider: Arc<dyn Provider>,
+    client: reqwest::Client,
+    routes: Mutex<HashMap<(TenantId, Channel), (Arc<Route>, Instant)>>,
+    tenant_buckets: Mutex<HashMap<TenantId, TenantBucket>>,
+    ttl: Duration,
+}
+
+/// A provider that cannot be built (no secrets key, bad settings): every call is a transient
+/// failure naming why, so messages retry and then dead-letter for redrive after the fix.
+struct Unavailable {
+    name: String,
+    reason: String,
+}
+
+#[async_trait]
+impl Provider for Unavailable {
+    fn name(&self) -> &str {
+        &self.name
+    }
+    async fn send(&self, _: &str, _: &RenderedMessage) -> SendResult {
+        SendResult::Failed(ProviderError::new(FailureClass::Retry, "provider_unavailable", self.reason.clone()))
+    }
+}
+
+fn kind_of(channel: Channel) -> ProviderKind {
+    match channel {
+        Channel::WhatsApp => ProviderKind::WhatsApp,
+        Channel::Sms => ProviderKind::Sms,
+        Channel::Email => ProviderKind::Email,
+    }
+}
+
+impl Senders {
+    pub fn new(store: SharedStore, default_provider: Arc<dyn Provider>, secrets: Option<SecretKey>) -> Self {
+        Self {
+            store,
+            secrets,
+            default_provider,
+            client: http_client(),
+            routes: Mutex::new(HashMap::new()),
+            tenant_buckets: Mutex::new(HashMap::new()),
+            ttl: Duration::from_secs(5),
+        }
+    }
+
+    /// The route for a tenant's messages on `channel`.
+    pub async fn route(&self, tenant: TenantId, channel: Channel) -> crate::Result<Arc<Route>> {
+        if let Some((route, at)) = self.routes.lock().unwrap_or_else(|p| p.into_inner()).get(&(tenant, channel)) {
+            if at.elapsed() < self.ttl {
+                return Ok(route.clone());
+            }
+        }
+        let settings = self.store.get_tenant(tenant).await?;
+        let (rate, burst) = settings.map(|t| (t.rate_limit_per_s, t.burst)).unwrap_or((None, 0));
+        let mut config = self.store.get_provider(tenant, kind_of(channel)).await?;
+        if config.is_none() {
+            config = self.store.get_provider(tenant, ProviderKind::Webhook).await?;
+        }
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        (rate, burst, config.as_ref().map(|c| (c.settings.kind(), c.updated_ms))).hash(&mut hasher);
+        let fingerprint = hasher.finish();
+
+        if let Some((route, at)) = self.routes.lock().unwrap_or_else(|p| p.into_inner()).get_mut(&(tenant, channel)) {
+            if route.fingerprint == fingerprint {
+                *at = Instant::now();
+                return Ok(route.clone());
+            }
+        }
+        let tenant_bucket = self.tenant_bucket(tenant, rate, burst);
+        let route = Arc::new(match config {
+            None => Route::new(
+                self.default_provider.clone(),
+                vec![Arc::new(Sender::new(format!("tenant-{tenant}"), None, 0))],
+                tenant_bucket,
+                fingerprint,
+            ),
+            Some(config) => {
+                let provider = self.provider(&config);
+                let senders = config
+                    .settings
+                    .senders()
+                    .iter()
+                    .map(|s| Arc::new(Sender::new(s.id.clone(), s.rate_limit_per_s, s.burst)))
+                    .collect();
+                Route::new(provider, senders, tenant_bucket, fingerprint)
+            }
+        });
+        self.routes.lock().unwrap_or_else(|p| p.into_inner()).insert((tenant, channel), (route.clone(), Instant::now()));
+        Ok(route)
+    }
+
+    /// The tenant's own bucket, kept across route rebuilds while its settings are unchanged.
+    fn tenant_bucket(&self, tenant: TenantId, rate: Option<u32>, burst: u32) -> Option<Arc<Mutex<TokenBucket>>> {
+        let mut buckets = self.tenant_buckets.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(r) = rate else {
+            buckets.remove(&tenant);
+            return None;
+        };
+        match buckets.get(&tenant) {
+            Some((old_rate, old_burst, bucket)) if *old_rate == rate && *old_burst == burst => Some(bucket.clone()),
+            _ => {
+                let bucket = Arc::new(Mutex::new(TokenBucket::new(r, burst.max(1), tokio::time::Instant::now().into_std())));
+                buckets.insert(tenant, (rate, burst, bucket.clone()));
+                Some(bucket)
+            }
+        }
+    }
+
+    fn provider(&self, config: &ProviderConfig) -> Arc<dyn Provider> {
+        let kind = config.settings.kind().as_str();
+        let unavailable = |reason: String| -> Arc<dyn Provider> {
+            tracing::error!(tenant = %config.tenant, provider = kind, %reason, "provider unavailable");
+            Arc::new(Unavailable { name: kind.to_string(), reason })
+        };
+        let secrets: BTreeMap<String, String> = match &self.secrets {
+            Some(key) => match key.open(&aad(config.tenant, kind), &config.secrets) {
+                Ok(s) => s,
+                Err(e) => return unavailable(e.to_string()),
+            },
+            None => return unavailable("no secrets key configured".into()),
+        };
+        let secret = |name: &str| secrets.get(name).cloned().unwrap_or_default();
+        match &config.settings {
+            ProviderSettings::WhatsApp { base_url, api_version, .. } => {
+                Arc::new(WhatsApp::new(self.client.clone(), base_url, api_version, secret("access_token")))
+            }
+            ProviderSettings::Sms { base_url, account_sid, status_callback_url, .. } => Arc::new(Sms::new(
+                self.client.clone(),
+                base_url,
+                account_sid,
+                secret("auth_token"),
+                status_callback_url.as_deref(),
+                config.tenant,
+            )),
+            ProviderSettings::Email { host, port, tls, username, list_unsubscribe, .. } => {
+                let settings = SmtpSettings {
+                    host: host.clone(),
+                    port: *port,
+                    tls: *tls,
+                    username: username.clone(),
+                    password: secrets.get("password").cloned(),
+                    list_unsubscribe: list_unsubscribe.clone(),
+                };
+                match Email::new(&settings) {
+                    Ok(e) => Arc::new(e),
+                    Err(e) => unavailable(e),
+                }
+            }
+            ProviderSettings::Webhook { url, .. } => {
+                Arc::new(Webhook::new(self.client.clone(), url, secret("signing_secret")))
+            }
+        }
+    }
+
+    /// Every cached sender's state.
+    pub fn snapshot(&self) -> Vec<SenderView> {
+        let routes = self.routes.lock().unwrap_or_else(|p| p.into_inner());
+        let mut out: Vec<SenderView> = routes
+            .iter()
+            .flat_map(|((tenant, _), (route, _))| {
+                route.senders.iter().map(move |s| {
+                    let rates = s.rates();
+                    SenderView {
+                        tenant: tenant.0,
+                        provider: route.provider.name().to_string(),
+                        sender: s.id.clone(),
+                        configured_rate: rates.map(|r| r.0),
+                        current_rate: rates.map(|r| r.1),
+                        stopped: s.is_stopped(),
+                        pace_signals: s.pace_signals.load(std::sync::atomic::Ordering::Relaxed),
+                    }
+                })
+            })
+            .collect();
+        out.sort_by(|a, b| (a.tenant, &a.provider, &a.sender).cmp(&(b.tenant, &b.provider, &b.sender)));
+        out.dedup_by(|a, b| a.tenant == b.tenant && a.provider == b.provider && a.sender == b.sender);
+        out
+    }
+}

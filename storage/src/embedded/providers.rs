@@ -1,0 +1,172 @@
+//! `ProviderStore` on the embedded store: provider settings per (tenant, kind), the sender
+//! index for webhook routing, and the rolling messaging-tier quota.
+
+use super::keys::Key;
+use super::{get, put, EmbeddedStore};
+use crate::model::*;
+use crate::{ProviderStore, Result};
+use async_trait::async_trait;
+use schemas::*;
+
+fn kind_index(kind: ProviderKind) -> u32 {
+    ProviderKind::ALL.iter().position(|k| *k == kind).unwrap_or(0) as u32
+}
+fn provider_key(t: TenantId, kind: ProviderKind) -> Vec<u8> {
+    Key::new().u64(t.0).u32(kind_index(kind)).build()
+}
+fn sender_key(kind: ProviderKind, sender: &str) -> Vec<u8> {
+    Key::new().u32(kind_index(kind)).str(sender).build()
+}
+fn ledger_key(t: TenantId) -> Vec<u8> {
+    Key::new().str("ledger").u64(t.0).build()
+}
+fn wait_key(t: TenantId, c: CampaignId) -> Vec<u8> {
+    Key::new().str("wait").u64(t.0).u64(c.0).build()
+}
+
+impl EmbeddedStore {
+    /// Removes the sender index entries of a stored config that still point at its tenant.
+    fn unindex(&self, batch: &mut fjall::OwnedWriteBatch, old: &ProviderConfig) -> Result<()> {
+        for s in old.settings.senders() {
+            let key = sender_key(old.settings.kind(), &s.id);
+            if get::<TenantId>(&self.providers, &key)? == Some(old.tenant) {
+                batch.remove(&self.providers, key);
+            }
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl ProviderStore for EmbeddedStore {
+    async fn put_provider(&self, config: &ProviderConfig) -> Result<()> {
+        let _guard = self.sequence_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let kind = config.settings.kind();
+        let key = provider_key(config.tenant, kind);
+        let mut batch = self.batch();
+        if let Some(old) = get::<ProviderConfig>(&self.providers, &key)? {
+            self.unindex(&mut batch, &old)?;
+        }
+        put(&mut batch, &self.providers, key, config)?;
+        for s in config.settings.senders() {
+            put(&mut batch, &self.providers, sender_key(kind, &s.id), &config.tenant)?;
+        }
+        Ok(batch.commit()?)
+    }
+
+    async fn get_provider(&self, tenant: TenantId, kind: ProviderKind) -> Result<Option<ProviderConfig>> {
+        get(&self.providers, &provider_key(tenant, kind))
+    }
+
+    async fn list_providers(&self, tenant: TenantId) -> Result<Vec<ProviderConfig>> {
+        let mut out = Vec::new();
+        for kind in ProviderKind::ALL {
+            out.extend(self.get_provider(tenant, kind).await?);
+        }
+        Ok(out)
+    }
+
+    async fn delete_provider(&self, tenant: TenantId, kind: ProviderKind) -> Result<bool> {
+        let _guard = self.sequence_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let key = provider_key(tenant, kind);
+        let Some(old) = get::<ProviderConfig>(&self.providers, &key)? else { return Ok(false) };
+        let mut batch = self.batch();
+        self.unindex(&mut batch, &old)?;
+        batch.remove(&self.providers, key);
+        batch.commit()?;
+        Ok(true)
+    }
+
+    async fn find_sender(&self, kind: ProviderKind, sender: &str) -> Result<Option<TenantId>> {
+        get(&self.providers, &sender_key(kind, sender))
+    }
+
+    async fn reserve_quota(
+        &self,
+        tenant: TenantId,
+        limit: u64,
+        window_ms: u64,
+        want: u64,
+        now_ms: u64,
+    ) -> Result<QuotaGrant> {
+        let _guard = self.sequence_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let key = ledger_key(tenant);
+        let mut ledger: QuotaLedger = get(&self.quota, &key)?.unwrap_or_default();
+        let grant = ledger.reserve(limit, window_ms, want, now_ms);
+        let mut batch = self.batch();
+        put(&mut batch, &self.quota, key, &ledger)?;
+        batch.commit()?;
+        Ok(grant)
+    }
+
+    async fn set_quota_wait(&self, tenant: TenantId, campaign: CampaignId, resume_at_ms: Option<u64>) -> Result<()> {
+        let key = wait_key(tenant, campaign);
+        let mut batch = self.batch();
+        match resume_at_ms {
+            Some(at) => put(&mut batch, &self.quota, key, &at)?,
+            None => batch.remove(&self.quota, key),
+        }
+        Ok(batch.commit()?)
+    }
+
+    async fn get_quota_wait(&self, tenant: TenantId, campaign: CampaignId) -> Result<Option<u64>> {
+        get(&self.quota, &wait_key(tenant, campaign))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::secrets::Sealed;
+
+    fn whatsapp(tenant: u64, senders: &[&str]) -> ProviderConfig {
+        ProviderConfig {
+            tenant: TenantId(tenant),
+            settings: ProviderSettings::WhatsApp {
+                base_url: "http://x".into(),
+                api_version: "v21.0".into(),
+                senders: senders
+                    .iter()
+                    .map(|s| SenderSettings { id: s.to_string(), rate_limit_per_s: Some(80), burst: 8 })
+                    .collect(),
+                daily_unique_limit: None,
+            },
+            secrets: Sealed::default(),
+            updated_ms: 0,
+        }
+    }
+
+    #[test]
+    fn providers_index_senders_and_reindex_on_replace() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = EmbeddedStore::open(dir.path(), Default::default()).unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(async {
+            store.put_provider(&whatsapp(1, &["p1", "p2"])).await.unwrap();
+            store.put_provider(&whatsapp(2, &["p3"])).await.unwrap();
+            assert_eq!(store.find_sender(ProviderKind::WhatsApp, "p2").await.unwrap(), Some(TenantId(1)));
+            assert_eq!(store.find_sender(ProviderKind::Sms, "p2").await.unwrap(), None);
+            store.put_provider(&whatsapp(1, &["p1"])).await.unwrap();
+            assert_eq!(store.find_sender(ProviderKind::WhatsApp, "p2").await.unwrap(), None);
+            assert_eq!(store.list_providers(TenantId(1)).await.unwrap().len(), 1);
+            assert!(store.delete_provider(TenantId(1), ProviderKind::WhatsApp).await.unwrap());
+            assert_eq!(store.find_sender(ProviderKind::WhatsApp, "p1").await.unwrap(), None);
+            assert_eq!(store.find_sender(ProviderKind::WhatsApp, "p3").await.unwrap(), Some(TenantId(2)));
+        });
+    }
+
+    #[test]
+    fn quota_grants_up_to_the_limit_and_frees_after_the_window() {
+        let mut ledger = QuotaLedger::default();
+        let window = 10_000;
+        let g = ledger.reserve(100, window, 60, 1_000);
+        assert_eq!((g.granted, g.resume_at_ms), (60, None));
+        let g = ledger.reserve(100, window, 60, 2_000);
+        assert_eq!(g.granted, 40);
+        let resume = g.resume_at_ms.unwrap();
+        assert!((11_000..=11_020).contains(&resume), "{resume}");
+        assert_eq!(ledger.reserve(100, window, 1, resume - 1).granted, 0);
+        // The first 60 expire; the 40 from t=2000 still count.
+        assert_eq!(ledger.reserve(100, window, 100, resume).granted, 60);
+    }
+}
