@@ -21,6 +21,8 @@ pub struct BenchArgs {
     pub provider_latency_ms: u64,
     pub failure_rate: f64,
     pub data_dir: Option<PathBuf>,
+    /// `Some(mps)`: run against `herald mock-provider` over HTTP (see `bench_mock`).
+    pub mock_http: Option<u32>,
 }
 
 #[derive(Debug, Serialize)]
@@ -66,7 +68,7 @@ pub fn jain(xs: &[f64]) -> f64 {
 }
 
 /// Counts a campaign's messages in a terminal status by scanning its log in pages.
-async fn terminal_rows(engine: &Engine, tenant: TenantId, campaign: CampaignId) -> anyhow::Result<u64> {
+pub(crate) async fn terminal_rows(engine: &Engine, tenant: TenantId, campaign: CampaignId) -> anyhow::Result<u64> {
     let mut after = None;
     let mut terminal = 0;
     loop {
@@ -79,6 +81,9 @@ async fn terminal_rows(engine: &Engine, tenant: TenantId, campaign: CampaignId) 
 }
 
 pub async fn run(args: BenchArgs) -> anyhow::Result<BenchReport> {
+    if let Some(mps) = args.mock_http {
+        return crate::bench_mock::run(args, mps).await;
+    }
     let tmp;
     let data_dir = match &args.data_dir {
         Some(d) => d.clone(),

@@ -15,6 +15,11 @@ pub struct HeraldConfig {
     pub data_dir: PathBuf,
     pub jwt: JwtConfig,
     pub simulator: SimulatorSettings,
+    /// 64 hex characters: the AES-256-GCM key sealing provider secrets (`HERALD_SECRETS_KEY`);
+    /// when unset, one is generated in the data dir (0600).
+    pub secrets_key: Option<String>,
+    /// The WhatsApp messaging-tier window, seconds (`HERALD_QUOTA_WINDOW_S`; Meta: 24 h).
+    pub quota_window_s: u64,
 }
 
 /// How bearer tokens are verified.
@@ -50,6 +55,8 @@ impl Default for HeraldConfig {
             data_dir: "./herald-data".into(),
             jwt: JwtConfig::default(),
             simulator: SimulatorSettings::default(),
+            secrets_key: None,
+            quota_window_s: 24 * 3_600,
         }
     }
 }
@@ -100,6 +107,12 @@ impl HeraldConfig {
         if let Some(v) = var("HERALD_JWT_PUBLIC_KEY_PATH") {
             self.jwt.public_key_path = Some(v.into());
         }
+        if let Some(v) = var("HERALD_SECRETS_KEY") {
+            self.secrets_key = Some(v);
+        }
+        if let Some(v) = var("HERALD_QUOTA_WINDOW_S") {
+            self.quota_window_s = v.parse().context("HERALD_QUOTA_WINDOW_S must be a number of seconds")?;
+        }
         if let Some(v) = var("HERALD_SIMULATOR_FAILURE_RATE") {
             self.simulator.failure_rate = v.parse().context("HERALD_SIMULATOR_FAILURE_RATE must be a number")?;
         }
@@ -131,7 +144,33 @@ impl HeraldConfig {
                 bail!("simulator.{name} must be between 0 and 1");
             }
         }
+        if let Some(key) = &self.secrets_key {
+            if hex::decode(key).map(|k| k.len()) != Ok(32) {
+                bail!("secrets_key must be 64 hex characters (32 bytes)");
+            }
+        }
+        if self.quota_window_s == 0 {
+            bail!("quota_window_s must be positive");
+        }
         Ok(())
+    }
+
+    /// The key sealing provider secrets, generated and kept in the data dir when not configured.
+    pub fn secrets(&self) -> anyhow::Result<storage::secrets::SecretKey> {
+        let hex_key = match &self.secrets_key {
+            Some(k) => k.clone(),
+            None => {
+                let path = self.data_dir.join("secrets-key");
+                if !path.exists() {
+                    std::fs::create_dir_all(&self.data_dir)?;
+                    let key: [u8; 32] = rand::random();
+                    write_private(&path, hex::encode(key).as_bytes())?;
+                }
+                std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?
+            }
+        };
+        let bytes = hex::decode(hex_key.trim()).context("the secrets key is not hex")?;
+        storage::secrets::SecretKey::from_bytes(&bytes).map_err(anyhow::Error::msg)
     }
 
     /// The token verifier (and, for HS256, minter), generating and keeping a secret in the data

@@ -29,6 +29,9 @@ pub struct EngineConfig {
     pub throttle: ThrottleConfig,
     pub deliver: DeliverConfig,
     pub simulator: SimulatorConfig,
+    /// Opens tenant provider secrets (None: tenant providers are unavailable, the default
+    /// provider still works).
+    pub secrets: Option<storage::secrets::SecretKey>,
 }
 
 impl EngineConfig {
@@ -41,6 +44,7 @@ impl EngineConfig {
             throttle: ThrottleConfig::default(),
             deliver: DeliverConfig::default(),
             simulator: SimulatorConfig::default(),
+            secrets: None,
         }
     }
 }
@@ -51,6 +55,7 @@ pub struct Engine {
     pub topics: Arc<EmbeddedTopics>,
     pub simulator: Arc<Simulator>,
     pub reconciler: Arc<Reconciler>,
+    pub senders: Arc<Senders>,
     pub stage_metrics: Vec<(&'static str, Arc<StageMetrics>)>,
     chunk: Arc<Chunk>,
     shutdown: Shutdown,
@@ -81,7 +86,7 @@ impl Engine {
         let throttle =
             Throttle::new(shared.clone(), control.clone(), backend.clone(), config.throttle.clone(), shutdown.clone());
         let senders = Arc::new(Senders::new(shared.clone(), simulator.clone(), config.secrets.clone()));
-        let deliver = Deliver::new(shared.clone(), senders, control.clone(), config.deliver.clone());
+        let deliver = Deliver::new(shared.clone(), senders.clone(), control.clone(), config.deliver.clone());
         let redeliver = Arc::new(Redeliver::new(deliver.clone(), shutdown.clone()));
         let reconciler = Reconciler::new(shared.clone());
 
@@ -114,7 +119,7 @@ impl Engine {
         if resumed > 0 {
             tracing::info!(resumed, "resumed campaigns left running by a previous run");
         }
-        Ok(Self { store, topics, simulator, reconciler, stage_metrics, chunk, shutdown, tasks })
+        Ok(Self { store, topics, simulator, reconciler, senders, stage_metrics, chunk, shutdown, tasks })
     }
 
     /// Marks a campaign running and emits its send request.

@@ -10,15 +10,19 @@
 //! - [`telemetry`]: logs, and OTLP trace export when `OTEL_EXPORTER_OTLP_ENDPOINT` is set.
 //! - [`serve`]: `herald serve` — the API plus the pipeline, graceful drain on SIGTERM.
 //! - [`demo`]: `herald demo` — one campaign end to end with a live progress bar; resumable.
+//! - [`mock_provider`]: `herald mock-provider` — a WhatsApp Cloud API + SMS API stand-in
+//!   with rate limits, signed status webhooks and a calls log.
 //! - [`bench`]: `herald bench` — many tenants through the whole pipeline, measured at the
 //!   simulated provider.
 //!
 //! It is not: a library for other programs; the stable surfaces are the CLI and the API.
 
 pub mod bench;
+pub mod bench_mock;
 pub mod config;
 pub mod demo;
 pub mod engine;
+pub mod mock_provider;
 pub mod seed;
 pub mod serve;
 pub mod telemetry;

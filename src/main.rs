@@ -3,7 +3,7 @@
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use herald::config::HeraldConfig;
-use herald::{bench, demo, serve};
+use herald::{bench, demo, mock_provider, serve};
 use std::path::PathBuf;
 
 /// mimalloc instead of glibc malloc: the pipeline allocates and frees many short-lived batch
@@ -88,6 +88,46 @@ enum Command {
         /// Print exactly one JSON object on stdout.
         #[arg(long)]
         json: bool,
+        /// `simulator` (in process) or `mock-http` (WhatsApp Cloud API over real HTTP against an
+        /// in-process `herald mock-provider`, receipts by signed webhooks).
+        #[arg(long, default_value = "simulator")]
+        provider: String,
+        /// With `mock-http`: messages per second per sender, enforced by the mock (130429).
+        #[arg(long, default_value_t = 1_000)]
+        mock_mps: u32,
+    },
+    /// A stand-in WhatsApp Cloud API + SMS API server: enforces per-sender throughput (130429)
+    /// and pair rate (131056), posts signed status webhooks, logs every call as JSON lines.
+    MockProvider {
+        #[arg(long, default_value = "127.0.0.1:9090")]
+        listen: String,
+        /// Where WhatsApp status webhooks go (e.g. http://127.0.0.1:8080/webhooks/whatsapp).
+        #[arg(long)]
+        webhook_url: String,
+        /// Signs WhatsApp webhooks (X-Hub-Signature-256); the tenant's `app_secret`.
+        #[arg(long)]
+        app_secret: String,
+        /// Messages per second per phone_number_id / from-number (burst 10%).
+        #[arg(long, default_value_t = 80)]
+        mps: u32,
+        /// Minimum seconds between two messages to the same recipient (131056 otherwise).
+        #[arg(long, default_value_t = 6.0)]
+        pair_interval_s: f64,
+        /// Latency of each API call.
+        #[arg(long, default_value_t = 20)]
+        latency_ms: u64,
+        /// Share of accepted messages whose final status is `failed` (131026).
+        #[arg(long, default_value_t = 0.0)]
+        failure_rate: f64,
+        /// Share of delivered messages that are also `read`.
+        #[arg(long, default_value_t = 0.5)]
+        read_share: f64,
+        /// Refuse a share of calls with an error code, e.g. `--inject 131026:0.01` (repeatable).
+        #[arg(long)]
+        inject: Vec<String>,
+        /// Append every call here as a JSON line.
+        #[arg(long)]
+        calls_log: Option<PathBuf>,
     },
 }
 
@@ -141,16 +181,75 @@ fn main() -> anyhow::Result<()> {
                     println!("The simulated provider's own record of calls: {}", summary.calls_log);
                 }
             }
-            Command::Bench { recipients, tenants, rate_per_tenant, provider_latency_ms, failure_rate, data_dir, json } => {
+            Command::Bench {
+                recipients,
+                tenants,
+                rate_per_tenant,
+                provider_latency_ms,
+                failure_rate,
+                data_dir,
+                json,
+                provider,
+                mock_mps,
+            } => {
                 if !(0.0..=1.0).contains(&failure_rate) {
                     anyhow::bail!("--failure-rate must be between 0 and 1");
                 }
-                let report = bench::run(bench::BenchArgs { recipients, tenants, rate_per_tenant, provider_latency_ms, failure_rate, data_dir }).await?;
+                let mock_http = match provider.as_str() {
+                    "simulator" => None,
+                    "mock-http" => Some(mock_mps),
+                    other => anyhow::bail!("--provider {other:?}: expected simulator or mock-http"),
+                };
+                let args = bench::BenchArgs {
+                    recipients,
+                    tenants,
+                    rate_per_tenant,
+                    provider_latency_ms,
+                    failure_rate,
+                    data_dir,
+                    mock_http,
+                };
+                let report = bench::run(args).await?;
                 if json {
                     println!("{}", serde_json::to_string(&report)?);
                 } else {
                     bench::print(&report);
                 }
+            }
+            Command::MockProvider {
+                listen,
+                webhook_url,
+                app_secret,
+                mps,
+                pair_interval_s,
+                latency_ms,
+                failure_rate,
+                read_share,
+                inject,
+                calls_log,
+            } => {
+                for (name, share) in [("--failure-rate", failure_rate), ("--read-share", read_share)] {
+                    if !(0.0..=1.0).contains(&share) {
+                        anyhow::bail!("{name} must be between 0 and 1");
+                    }
+                }
+                if mps == 0 {
+                    anyhow::bail!("--mps must be positive");
+                }
+                let inject = inject.iter().map(|i| mock_provider::parse_inject(i)).collect::<anyhow::Result<_>>()?;
+                mock_provider::run(mock_provider::MockArgs {
+                    listen,
+                    webhook_url,
+                    app_secret,
+                    mps,
+                    pair_interval_s,
+                    latency_ms,
+                    failure_rate,
+                    read_share,
+                    inject,
+                    calls_log,
+                })
+                .await?;
             }
         }
         Ok(())

@@ -29,7 +29,6 @@ pub async fn tenant_with_campaign<S: Store + ?Sized>(
             burst: spec.burst,
             weight: spec.weight,
             created_ms: now,
-            whatsapp: None,
         })
         .await?;
     let template = TemplateId(store.next_id("template").await?);

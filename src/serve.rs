@@ -16,6 +16,7 @@ pub fn engine_config(config: &HeraldConfig) -> EngineConfig {
     engine.simulator.transient_failure_rate = config.simulator.failure_rate;
     engine.simulator.permanent_failure_rate = config.simulator.permanent_failure_rate;
     engine.simulator.calls_log = Some(config.data_dir.join("provider-calls.jsonl"));
+    engine.throttle.quota_window = Duration::from_secs(config.quota_window_s);
     engine
 }
 
@@ -37,9 +38,13 @@ impl Server {
     /// Starts the engine and the API; returns once the listener is bound.
     pub async fn start(config: &HeraldConfig) -> anyhow::Result<Self> {
         let auth = config.auth()?;
-        let engine = Engine::start(engine_config(config)).await?;
-        let metrics = api::metrics::Metrics::new(engine.stage_metrics.clone(), Some(engine.reconciler.clone()));
-        let state = api::AppState::new(engine.store.clone(), engine.topics.clone(), auth, metrics);
+        let secrets = config.secrets()?;
+        let mut engine_config = engine_config(config);
+        engine_config.secrets = Some(secrets.clone());
+        let engine = Engine::start(engine_config).await?;
+        let mut metrics = api::metrics::Metrics::new(engine.stage_metrics.clone(), Some(engine.reconciler.clone()));
+        metrics.senders = Some(engine.senders.clone());
+        let state = api::AppState::new(engine.store.clone(), engine.topics.clone(), auth, metrics, secrets);
         let listener =
             std::net::TcpListener::bind(&config.listen).with_context(|| format!("binding {}", config.listen))?;
         listener.set_nonblocking(true)?;

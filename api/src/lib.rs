@@ -35,6 +35,8 @@ pub struct AppState {
     pub auth: Auth,
     pub metrics: metrics::Metrics,
     pub progress: routes::campaigns::ProgressRates,
+    /// Seals and opens provider secrets.
+    pub secrets: storage::secrets::SecretKey,
 }
 
 impl AppState {
@@ -43,8 +45,9 @@ impl AppState {
         topics: Arc<dyn TopicBackend>,
         auth: Auth,
         metrics: metrics::Metrics,
+        secrets: storage::secrets::SecretKey,
     ) -> Arc<Self> {
-        Arc::new(Self { store, topics, auth, metrics, progress: Default::default() })
+        Arc::new(Self { store, topics, auth, metrics, progress: Default::default(), secrets })
     }
 }
 
@@ -55,12 +58,14 @@ pub const JSON_BODY_LIMIT: usize = 1 << 20;
 pub fn router(state: Arc<AppState>) -> axum::Router {
     axum::Router::new()
         .merge(routes::tenants::routes())
+        .merge(routes::providers::routes())
         .merge(routes::templates::routes())
         .merge(routes::audiences::routes())
         .merge(routes::suppressions::routes())
         .merge(routes::campaigns::routes())
         .merge(routes::dlq::routes())
         .merge(routes::webhooks::routes())
+        .merge(routes::sms_callbacks::routes())
         .merge(routes::ops::routes())
         .merge(openapi::routes())
         .fallback(|| async { ApiError::not_found("route") })

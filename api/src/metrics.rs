@@ -19,6 +19,8 @@ const BUCKETS: [f64; 10] = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1
 pub struct Metrics {
     pub stages: Vec<(&'static str, Arc<StageMetrics>)>,
     pub reconciler: Option<Arc<Reconciler>>,
+    /// The deliver stage's senders (pacing, AIMD rate, stopped).
+    pub senders: Option<Arc<stages::deliver::senders::Senders>>,
     http_by_class: [AtomicU64; 5],
     http_buckets: [AtomicU64; BUCKETS.len()],
     http_count: AtomicU64,
@@ -174,5 +176,39 @@ pub async fn render_live(state: &AppState) -> String {
             }
         }
     }
+    if let Some(senders) = &state.metrics.senders {
+        render_senders(&mut out, &senders.snapshot());
+    }
     out
+}
+
+/// Per-sender pacing: configured and current (AIMD) rate, pace signals, stopped.
+fn render_senders(out: &mut String, senders: &[stages::deliver::senders::SenderView]) {
+    let _ = writeln!(
+        out,
+        "# HELP herald_sender_rate_per_s sender call rate (configured, and current after AIMD)\n# TYPE herald_sender_rate_per_s gauge"
+    );
+    for s in senders {
+        let labels = format!("tenant=\"{}\",provider=\"{}\",sender=\"{}\"", s.tenant, s.provider, s.sender);
+        if let (Some(configured), Some(current)) = (s.configured_rate, s.current_rate) {
+            let _ = writeln!(out, "herald_sender_rate_per_s{{{labels},kind=\"configured\"}} {configured:.2}");
+            let _ = writeln!(out, "herald_sender_rate_per_s{{{labels},kind=\"current\"}} {current:.2}");
+        }
+    }
+    let _ = writeln!(out, "# HELP herald_sender_pace_signals_total provider 'too fast' answers\n# TYPE herald_sender_pace_signals_total counter");
+    for s in senders {
+        let _ = writeln!(
+            out,
+            "herald_sender_pace_signals_total{{tenant=\"{}\",provider=\"{}\",sender=\"{}\"}} {}",
+            s.tenant, s.provider, s.sender, s.pace_signals
+        );
+    }
+    let _ = writeln!(out, "# HELP herald_sender_stopped 1 when the provider stopped the sender (alert)\n# TYPE herald_sender_stopped gauge");
+    for s in senders {
+        let _ = writeln!(
+            out,
+            "herald_sender_stopped{{tenant=\"{}\",provider=\"{}\",sender=\"{}\"}} {}",
+            s.tenant, s.provider, s.sender, u8::from(s.stopped)
+        );
+    }
 }

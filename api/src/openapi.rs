@@ -30,7 +30,8 @@ impl Modify for BearerAuth {
         campaigns::create, campaigns::list, campaigns::show, campaigns::send, campaigns::pause, campaigns::resume,
         campaigns::cancel, campaigns::progress, campaigns::messages,
         dlq::list, dlq::redrive,
-        webhooks::verify, webhooks::receive,
+        webhooks::verify, webhooks::receive, sms_callbacks::receive,
+        providers::put, providers::show, providers::list, providers::delete,
         ops::healthz, ops::readyz, ops::metrics,
     ),
     modifiers(&BearerAuth)

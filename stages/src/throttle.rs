@@ -14,6 +14,7 @@
 //! It is not: the pacer of provider calls (see `deliver`), and it never drops a message.
 
 use crate::control::CampaignControl;
+use crate::quota::{Admit, QuotaGate};
 use crate::SharedStore;
 use pipeline::{topics, Emitter, Input, Offset, Partition, Stage, StageError, TopicBackend};
 use schemas::*;
@@ -37,6 +38,8 @@ pub struct ThrottleConfig {
     pub poll: Duration,
     /// How long tenant/campaign settings are cached.
     pub settings_ttl: Duration,
+    /// The WhatsApp messaging-tier window (24 h at Meta; shorter in tests).
+    pub quota_window: Duration,
 }
 
 impl Default for ThrottleConfig {
@@ -48,6 +51,7 @@ impl Default for ThrottleConfig {
             deliver_group: "deliver",
             poll: Duration::from_millis(5),
             settings_ttl: Duration::from_secs(5),
+            quota_window: Duration::from_secs(24 * 3_600),
         }
     }
 }
@@ -71,6 +75,11 @@ impl TokenBucket {
         let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
         self.tokens = (self.tokens + elapsed * self.rate_per_s).min(self.burst);
         self.last = now;
+    }
+
+    /// A bucket that starts empty: no burst until the holder has been idle.
+    pub fn empty(rate_per_s: u32, burst: u32, now: Instant) -> Self {
+        Self { tokens: 0.0, ..Self::new(rate_per_s, burst, now) }
     }
 
     /// How long until one token is available (zero: now), taking nothing.
@@ -210,6 +219,8 @@ struct Limits {
     weight: u32,
     tenant: Option<Arc<tokio::sync::Mutex<TokenBucket>>>,
     campaign: Option<Arc<tokio::sync::Mutex<TokenBucket>>>,
+    /// The tenant's WhatsApp messaging-tier limit (unique users per window).
+    daily_unique_limit: Option<u64>,
     loaded: Instant,
 }
 
@@ -223,6 +234,7 @@ pub struct Throttle {
     topics: Arc<dyn TopicBackend>,
     config: ThrottleConfig,
     gate: Arc<FairGate>,
+    quota: QuotaGate,
     limits: Mutex<HashMap<(TenantId, CampaignId), Arc<Limits>>>,
     tenant_buckets: Mutex<HashMap<TenantId, Arc<tokio::sync::Mutex<TokenBucket>>>>,
     outstanding: Arc<Mutex<Outstanding>>,
@@ -238,7 +250,9 @@ impl Throttle {
         shutdown: pipeline::Shutdown,
     ) -> Arc<Self> {
         let gate = Arc::new(FairGate::new(config.max_in_flight, config.max_in_flight_per_tenant));
+        let quota = QuotaGate::new(store.clone(), control.clone(), config.quota_window, shutdown.clone());
         let this = Arc::new(Self {
+            quota,
             store,
             control,
             topics,
@@ -306,7 +320,14 @@ impl Throttle {
             .unwrap_or_else(|p| p.into_inner())
             .get(&(tenant, campaign))
             .and_then(|l| l.campaign.clone());
+        let daily_unique_limit = match self.store.get_provider(tenant, storage::ProviderKind::WhatsApp).await? {
+            Some(storage::ProviderConfig {
+                settings: storage::ProviderSettings::WhatsApp { daily_unique_limit, .. }, ..
+            }) => daily_unique_limit,
+            _ => None,
+        };
         let limits = Arc::new(Limits {
+            daily_unique_limit,
             weight: t.as_ref().map(|t| t.weight).unwrap_or(1),
             tenant: tenant_bucket,
             campaign: c
@@ -321,6 +342,26 @@ impl Throttle {
         cache.insert((tenant, campaign), limits.clone());
         Ok(limits)
     }
+}
+
+/// Cancelled outcomes for messages a cancelled campaign will not send.
+fn cancelled(tenant: TenantId, messages: Vec<RenderedMessage>) -> OutcomeBatch {
+    let now = now_ms();
+    let events = messages
+        .into_iter()
+        .map(|m| {
+            OutcomeEvent::Message(Outcome {
+                key: m.key,
+                recipient: m.recipient,
+                address: m.address,
+                kind: OutcomeKind::Cancelled,
+                attempts: m.attempt,
+                at_ms: now,
+                trigger_ms: m.trigger_ms,
+            })
+        })
+        .collect();
+    OutcomeBatch { tenant, events }
 }
 
 async fn wait_for_tokens(bucket: &tokio::sync::Mutex<TokenBucket>, n: u32) {
@@ -343,26 +384,30 @@ impl Stage for Throttle {
             let limits = self.limits(tenant, campaign).await?;
             // A paused campaign holds here (and with it this partition) until resumed.
             if self.control.wait_unless_paused(tenant, campaign).await? == storage::CampaignStatus::Cancelled {
-                let now = now_ms();
-                let events = messages
-                    .into_iter()
-                    .map(|m| {
-                        OutcomeEvent::Message(Outcome {
-                            key: m.key,
-                            recipient: m.recipient,
-                            address: m.address,
-                            kind: OutcomeKind::Cancelled,
-                            attempts: m.attempt,
-                            at_ms: now,
-                            trigger_ms: m.trigger_ms,
-                        })
-                    })
-                    .collect();
-                out.emit(&topics::OUTCOMES, tenant, &OutcomeBatch { tenant, events }).map_err(crate::Error::from)?;
+                out.emit(&topics::OUTCOMES, tenant, &cancelled(tenant, messages)).map_err(crate::Error::from)?;
                 continue;
             }
+            let quota = limits.daily_unique_limit.filter(|_| messages.first().is_some_and(|m| m.content.channel() == Channel::WhatsApp));
             while !messages.is_empty() {
-                let rest = messages.split_off(messages.len().min(self.config.ready_batch));
+                let mut rest = messages.split_off(messages.len().min(self.config.ready_batch));
+                if let Some(limit) = quota {
+                    match self.quota.admit(tenant, campaign, limit, messages.len()).await? {
+                        Admit::Granted(k) => {
+                            let mut later = messages.split_off(k.min(messages.len()));
+                            later.append(&mut rest);
+                            rest = later;
+                        }
+                        Admit::Cancelled => {
+                            messages.append(&mut rest);
+                            out.emit(&topics::OUTCOMES, tenant, &cancelled(tenant, messages))
+                                .map_err(crate::Error::from)?;
+                            break;
+                        }
+                        Admit::ShuttingDown => {
+                            return Err(StageError::retry(Duration::ZERO, "shutting down while waiting for quota"));
+                        }
+                    }
+                }
                 let n = messages.len();
                 self.gate.acquire(tenant, limits.weight, n as u64).await;
                 for bucket in [&limits.tenant, &limits.campaign].into_iter().flatten() {

@@ -15,16 +15,6 @@ pub struct Tenant {
     /// Share weight when tenants compete for shared capacity.
     pub weight: u32,
     pub created_ms: u64,
-    /// Where the tenant's WhatsApp webhooks come from (the providers issue extends this).
-    pub whatsapp: Option<WhatsAppWebhook>,
-}
-
-/// What the WhatsApp webhook endpoint needs to verify a tenant's status callbacks.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct WhatsAppWebhook {
-    pub phone_number_ids: Vec<String>,
-    pub app_secret: String,
-    pub verify_token: String,
 }
 
 /// A stored response to a request made with an `Idempotency-Key`.

@@ -254,8 +254,17 @@ pub(crate) async fn progress(
     } else {
         None
     };
+    // A running campaign whose throttle waits for the WhatsApp messaging-tier budget.
+    let mut shown = status(&c, &k).as_str();
+    let mut resume_at_ms = None;
+    if shown == "running" {
+        if let Some(at) = state.store.get_quota_wait(c.tenant, c.id).await?.filter(|at| *at > schemas::now_ms()) {
+            shown = "waiting_for_quota";
+            resume_at_ms = Some(at);
+        }
+    }
     Ok(Json(json!({
-        "status": status(&c, &k).as_str(), "total": total, "pending": pending, "sent": k.sent,
+        "status": shown, "resume_at_ms": resume_at_ms, "total": total, "pending": pending, "sent": k.sent,
         "delivered": k.delivered, "read": k.read, "failed": k.failed, "suppressed": k.suppressed,
         "cancelled": k.cancelled, "dead_lettered": k.dead_lettered,
         "rate_per_s": (rate * 10.0).round() / 10.0, "eta_s": eta.map(|e| e.round()),

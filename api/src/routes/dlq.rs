@@ -59,6 +59,7 @@ pub(crate) async fn list(
             items.push(json!({
                 "campaign_id": campaign, "message_id": e.key.id.to_string(), "address": e.letter.message.address,
                 "reason": e.letter.reason, "attempts": e.letter.attempts, "at_ms": e.letter.at_ms,
+                "not_before_ms": e.letter.not_before_ms,
             }));
         }
         if items.len() == limit {
@@ -130,6 +131,10 @@ pub(crate) async fn redrive(
             }
         }
         selected.truncate(REDRIVE_LIMIT);
+        // Letters the provider said must wait (WhatsApp 131049) stay until their time.
+        let now = schemas::now_ms();
+        let held = selected.iter().filter(|e| e.letter.not_before_ms.is_some_and(|t| t > now)).count();
+        selected.retain(|e| e.letter.not_before_ms.is_none_or(|t| t <= now));
         let claims: Vec<_> =
             selected.iter().map(|e| (e.key.id, Claim::Retrying { attempt: e.letter.attempts })).collect();
         state.store.put_claims(&claims).await?;
@@ -145,7 +150,7 @@ pub(crate) async fn redrive(
         out.flush().await?;
         let keys: Vec<_> = selected.iter().map(|e| e.key).collect();
         state.store.remove_dead_letters(&keys).await?;
-        Ok((StatusCode::ACCEPTED, json!({"redriven": keys.len()})))
+        Ok((StatusCode::ACCEPTED, json!({"redriven": keys.len(), "held_until_later": held})))
     })
     .await
 }

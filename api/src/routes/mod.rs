@@ -5,6 +5,8 @@ pub mod campaigns;
 pub mod dlq;
 pub mod import;
 pub mod ops;
+pub mod providers;
+pub mod sms_callbacks;
 pub mod suppressions;
 pub mod templates;
 pub mod tenants;

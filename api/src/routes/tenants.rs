@@ -12,7 +12,7 @@ use schemas::{now_ms, TenantId};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use std::sync::Arc;
-use storage::{Tenant, WhatsAppWebhook};
+use storage::Tenant;
 
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -21,8 +21,6 @@ pub(crate) struct CreateTenant {
     rate_limit_per_s: Option<u32>,
     burst: Option<u32>,
     weight: Option<u32>,
-    #[schema(value_type = Option<Object>)]
-    whatsapp: Option<WhatsAppWebhook>,
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]
@@ -32,16 +30,13 @@ pub(crate) struct PatchTenant {
     rate_limit_per_s: Option<Option<u32>>,
     burst: Option<u32>,
     weight: Option<u32>,
-    #[schema(value_type = Option<Object>)]
-    whatsapp: Option<Option<WhatsAppWebhook>>,
 }
 
-/// A tenant as the API shows it (webhook secrets are never returned).
+/// A tenant as the API shows it (provider settings live under `/providers`).
 pub fn view(t: &Tenant) -> Value {
     json!({
         "id": t.id.0, "name": t.name, "rate_limit_per_s": t.rate_limit_per_s, "burst": t.burst,
         "weight": t.weight, "created_ms": t.created_ms,
-        "whatsapp_phone_number_ids": t.whatsapp.as_ref().map(|w| w.phone_number_ids.clone()),
     })
 }
 
@@ -73,7 +68,6 @@ pub(crate) async fn create(
             burst: req.burst.unwrap_or_else(|| rate.map(|r| (r / 10).max(1)).unwrap_or(0)),
             weight: req.weight.unwrap_or(1),
             created_ms: now_ms(),
-            whatsapp: req.whatsapp,
         };
         state.store.put_tenant(&tenant).await?;
         Ok((StatusCode::CREATED, view(&tenant)))
@@ -89,7 +83,7 @@ pub(crate) async fn list(State(state): State<Arc<AppState>>, caller: Caller) -> 
 }
 
 /// Loads a tenant the caller may see (its own, or any for platform admins).
-async fn visible(state: &AppState, caller: &Caller, raw: &str) -> ApiResult<Tenant> {
+pub(crate) async fn visible(state: &AppState, caller: &Caller, raw: &str) -> ApiResult<Tenant> {
     let id = TenantId(parse_id(raw, "tenant")?);
     if caller.role != Role::PlatformAdmin && caller.tenant()? != id {
         return Err(ApiError::not_found("tenant"));
@@ -127,9 +121,6 @@ pub(crate) async fn patch(
     }
     if let Some(weight) = req.weight {
         tenant.weight = weight;
-    }
-    if let Some(whatsapp) = req.whatsapp {
-        tenant.whatsapp = whatsapp;
     }
     check(&tenant.name, tenant.weight)?;
     state.store.put_tenant(&tenant).await?;

@@ -15,9 +15,10 @@ use pipeline::{topics, Emitter};
 use schemas::{MessageKey, Receipt, ReceiptBatch, ReceiptStatus, TenantId};
 use serde::Deserialize;
 use sha2::Sha256;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
-use storage::Tenant;
+use storage::secrets::aad;
+use storage::ProviderKind;
 
 #[derive(Deserialize)]
 pub(crate) struct Verify {
@@ -42,11 +43,14 @@ pub(crate) async fn verify(
     let (Some("subscribe"), Some(challenge), Some(token)) = (q.mode.as_deref(), q.challenge, q.verify_token) else {
         return Err(ApiError::forbidden("verification failed"));
     };
-    let tenants = state.store.list_tenants().await?;
-    let known = tenants
-        .iter()
-        .filter_map(|t| t.whatsapp.as_ref())
-        .any(|w| constant_time_eq(w.verify_token.as_bytes(), token.as_bytes()));
+    // A rare handshake: every tenant with a WhatsApp provider is checked.
+    let mut known = false;
+    for tenant in state.store.list_tenants().await? {
+        if let Some(secrets) = provider_secrets(&state, tenant.id, ProviderKind::WhatsApp).await? {
+            let expected = secrets.get("verify_token").map(String::as_bytes).unwrap_or_default();
+            known |= !expected.is_empty() && constant_time_eq(expected, token.as_bytes());
+        }
+    }
     if known {
         Ok((StatusCode::OK, challenge))
     } else {
@@ -54,7 +58,23 @@ pub(crate) async fn verify(
     }
 }
 
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+/// The opened secrets of a tenant's provider, if it has one configured.
+pub(crate) async fn provider_secrets(
+    state: &AppState,
+    tenant: TenantId,
+    kind: ProviderKind,
+) -> ApiResult<Option<BTreeMap<String, String>>> {
+    let Some(config) = state.store.get_provider(tenant, kind).await? else { return Ok(None) };
+    match state.secrets.open(&aad(tenant, kind.as_str()), &config.secrets) {
+        Ok(s) => Ok(Some(s)),
+        Err(e) => {
+            tracing::error!(%tenant, provider = kind.as_str(), error = %e, "provider secrets do not open");
+            Ok(None)
+        }
+    }
+}
+
+pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
@@ -136,20 +156,22 @@ pub(crate) async fn receive(
         .flat_map(|e| &e.changes)
         .filter_map(|c| c.value.as_ref()?.metadata.as_ref().map(|m| m.phone_number_id.as_str()))
         .collect();
-    let tenants = state.store.list_tenants().await?;
-    let owner = |id: &str| -> Option<&Tenant> {
-        tenants.iter().find(|t| t.whatsapp.as_ref().is_some_and(|w| w.phone_number_ids.iter().any(|p| p == id)))
-    };
-    let Some(tenant) = phone_ids.first().and_then(|id| owner(id)) else {
+    let mut owners = Vec::with_capacity(phone_ids.len());
+    for id in &phone_ids {
+        owners.push(state.store.find_sender(ProviderKind::WhatsApp, id).await?);
+    }
+    let Some(Some(tenant_id)) = owners.first().copied() else {
         return Err(ApiError::unauthorized("unknown phone_number_id"));
     };
-    let secret = tenant.whatsapp.as_ref().map(|w| w.app_secret.as_str()).unwrap_or_default();
-    if !signature_valid(secret, &body, signature)
-        || phone_ids.iter().any(|id| owner(id).map(|t| t.id) != Some(tenant.id))
+    let secrets = provider_secrets(&state, tenant_id, ProviderKind::WhatsApp).await?.unwrap_or_default();
+    let secret = secrets.get("app_secret").map(String::as_str).unwrap_or_default();
+    // Every phone number in one POST must belong to the tenant whose secret signed it.
+    if secret.is_empty()
+        || !signature_valid(secret, &body, signature)
+        || owners.iter().any(|o| *o != Some(tenant_id))
     {
         return Err(ApiError::unauthorized("bad signature"));
     }
-    let tenant_id: TenantId = tenant.id;
     let mut receipts = Vec::new();
     for value in envelope.entry.iter().flat_map(|e| &e.changes).filter_map(|c| c.value.as_ref()) {
         for s in &value.statuses {
