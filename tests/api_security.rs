@@ -109,6 +109,14 @@ fn hex_encode(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// Every file under `path`.
+fn walk(path: &std::path::Path) -> Vec<std::path::PathBuf> {
+    match std::fs::read_dir(path) {
+        Ok(entries) => entries.flatten().flat_map(|e| walk(&e.path())).collect(),
+        Err(_) => vec![path.to_path_buf()],
+    }
+}
+
 fn status_webhook(statuses: &[(&str, &str, u64)]) -> Vec<u8> {
     let statuses: Vec<Value> = statuses
         .iter()
@@ -127,9 +135,30 @@ fn status_webhook(statuses: &[(&str, &str, u64)]) -> Vec<u8> {
 async fn webhooks_verify_sign_and_reconcile_idempotently() {
     let s = TestServer::start().await;
     let admin = s.token("platform_admin", None);
-    let t = s
-        .ok("POST", "/v1/tenants", &admin, Some(json!({"name": "wa", "whatsapp": {"phone_number_ids": ["PN1"], "app_secret": "app-secret", "verify_token": "vt"}})))
+    let t = s.ok("POST", "/v1/tenants", &admin, Some(json!({"name": "wa"}))).await;
+    let tid = t["id"].as_u64().unwrap();
+    let provider = json!({"base_url": "http://127.0.0.1:9", "api_version": "v21.0", "access_token": "EAAG-token",
+        "app_secret": "app-secret", "verify_token": "vt", "senders": [{"phone_number_id": "PN1", "rate_limit_per_s": 80}]});
+    let tenant_admin = s.token("tenant_admin", Some(tid));
+    let stored = s.ok("PUT", &format!("/v1/tenants/{tid}/providers/whatsapp"), &tenant_admin, Some(provider)).await;
+    assert_eq!(stored["senders"][0], json!({"id": "PN1", "rate_limit_per_s": 80, "burst": 8}), "default burst is 10%");
+    // Secrets are sealed at rest and never returned.
+    let shown = s.ok("GET", &format!("/v1/tenants/{tid}/providers/whatsapp"), &tenant_admin, None).await;
+    assert_eq!(shown["secrets_set"], json!(["access_token", "app_secret", "verify_token"]));
+    assert!(!shown.to_string().contains("EAAG-token") && !shown.to_string().contains("app-secret"), "{shown}");
+    let on_disk = std::fs::read_dir(s.dir.path().join("store")).unwrap().flatten().any(|entry| {
+        walk(&entry.path()).iter().any(|f| std::fs::read(f).is_ok_and(|b| b.windows(10).any(|w| w == b"EAAG-token")))
+    });
+    assert!(!on_disk, "a provider secret is stored in the clear");
+    // An operator may not change providers; another tenant's admin cannot see them.
+    let (status, _) = s.call("PUT", &format!("/v1/tenants/{tid}/providers/whatsapp"), Some(&s.token("operator", Some(tid))), Some(json!({}))).await;
+    assert_eq!(status, 403);
+    let (status, _) = s.call("GET", &format!("/v1/tenants/{tid}/providers/whatsapp"), Some(&s.token("tenant_admin", Some(tid + 100))), None).await;
+    assert_eq!(status, 404);
+    let (status, body) = s
+        .call("PUT", &format!("/v1/tenants/{tid}/providers/whatsapp"), Some(&tenant_admin), Some(json!({"base_url": "ftp://x", "api_version": "v21.0", "access_token": "a", "app_secret": "b", "verify_token": "c", "senders": [{"phone_number_id": "PN1"}]})))
         .await;
+    assert_eq!((status, body["error"]["code"].as_str()), (422, Some("invalid_provider")));
     let op = s.token("operator", Some(t["id"].as_u64().unwrap()));
     let cid = campaign(&s, &op, 3, 0).await;
     s.ok("POST", &format!("/v1/campaigns/{cid}/send"), &op, None).await;

@@ -86,6 +86,8 @@ pub struct Call {
     pub phone_number_id: String,
     pub to: String,
     pub message_id: String,
+    /// The raw callback data (`biz_opaque_callback_data`), echoed in receipts.
+    pub callback: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub wamid: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -139,6 +141,16 @@ impl MockProvider {
             tokio::net::TcpListener::bind(&args.listen).await.with_context(|| format!("binding {}", args.listen))?;
         let addr = listener.local_addr()?;
         let receipts = Receipts::start(args.webhook_url.clone(), args.app_secret.clone());
+        if let Some(path) = &args.calls_log {
+            // A restarted provider still owes receipts for what it accepted before (Meta retries
+            // webhooks for days): the final status of every accepted WhatsApp call is posted
+            // again; Herald applies them idempotently and resolves them by wamid.
+            let owed = receipts::owed_from_log(path);
+            tracing::info!(owed = owed.len(), "re-posting final statuses for calls accepted before a restart");
+            for p in owed {
+                receipts.push(p);
+            }
+        }
         let state = Arc::new(Mock {
             args,
             windows: Mutex::new(HashMap::new()),
@@ -291,6 +303,11 @@ impl Mock {
 }
 
 fn graph_error(code: i64, message: &str) -> Response {
+    // An injected 5xx is an outage answer, not a Graph error envelope.
+    if let Some(status) = u16::try_from(code).ok().filter(|c| (500..600).contains(c)) {
+        let status = StatusCode::from_u16(status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
+        return (status, "upstream unavailable").into_response();
+    }
     let body = json!({"error": {"message": message, "type": "OAuthException", "code": code,
         "error_data": {"messaging_product": "whatsapp", "details": message}, "fbtrace_id": "mock"}});
     let status = if code == 4 || code == 80007 || code == 130429 { StatusCode::TOO_MANY_REQUESTS } else { StatusCode::BAD_REQUEST };
@@ -328,6 +345,7 @@ async fn whatsapp(
         phone_number_id: phone_number_id.clone(),
         to: to.clone(),
         message_id: message_id.clone(),
+        callback: callback.clone(),
         wamid: None,
         error_code: None,
     };
@@ -374,7 +392,7 @@ async fn sms(State(mock): State<Arc<Mock>>, Path(sid): Path<String>, headers: He
         .and_then(|u| u.split_once('?'))
         .and_then(|(_, q)| form_urlencoded::parse(q.as_bytes()).find(|(k, _)| k == "cb").map(|(_, v)| v.into_owned()))
         .unwrap_or_default();
-    let message_id = MessageKey::from_callback(&callback).map(|k| k.id.to_string()).unwrap_or(callback);
+    let message_id = MessageKey::from_callback(&callback).map(|k| k.id.to_string()).unwrap_or_else(|| callback.clone());
     let verdict = mock.decide(&from, &to, &message_id, 20429, "SM");
     let ts_ms = now_ms();
     mock.latency().await;
@@ -384,6 +402,7 @@ async fn sms(State(mock): State<Arc<Mock>>, Path(sid): Path<String>, headers: He
         phone_number_id: from.clone(),
         to: to.clone(),
         message_id,
+        callback,
         wamid: None,
         error_code: None,
     };

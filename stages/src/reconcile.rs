@@ -136,6 +136,7 @@ pub fn apply_event(row: &mut Option<MessageRecord>, event: &MessageEvent) -> App
         applied.changed = true;
     }
     let previous_attempts = record.attempts;
+    let known_provider_id = record.provider_message_id.clone();
     if event.attempts > record.attempts {
         record.attempts = event.attempts;
         applied.changed = true;
@@ -148,9 +149,14 @@ pub fn apply_event(row: &mut Option<MessageRecord>, event: &MessageEvent) -> App
     let failure = |s: MessageStatus| matches!(s, MessageStatus::Failed | MessageStatus::DeadLettered);
     // Attempts order what Herald itself decided (receipts carry no attempt): a later attempt's
     // acceptance supersedes an earlier attempt's failure (a DLQ redrive), and an earlier
-    // attempt's failure never overrides a later attempt.
-    let supersedes =
-        event.status == MessageStatus::Sent && failure(record.status) && event.attempts > previous_attempts;
+    // attempt's failure never overrides a later attempt. A failure reported by a receipt for the
+    // very call being accepted (same provider message id; receipts often beat the outcome to
+    // reconcile) is that attempt's own failure, not an earlier one.
+    let same_call = matches!((&known_provider_id, &event.provider_message_id), (Some(k), Some((_, id))) if k == id);
+    let supersedes = event.status == MessageStatus::Sent
+        && failure(record.status)
+        && event.attempts > previous_attempts
+        && !same_call;
     let stale = failure(event.status) && event.attempts > 0 && event.attempts < previous_attempts;
     if stale || (!supersedes && rank(event.status) <= rank(record.status)) {
         return applied;

@@ -391,19 +391,41 @@ pub struct QuotaGrant {
 }
 
 impl QuotaLedger {
+    /// Moves up to `n` counts from the oldest slots into the slot of `now_ms`.
+    pub fn restamp(&mut self, n: u64, now_ms: u64) {
+        let mut moved = 0;
+        for (start, count) in self.slots.iter_mut() {
+            if moved == n || *start >= now_ms {
+                break;
+            }
+            let take = (*count).min(n - moved);
+            *count -= take;
+            moved += take;
+        }
+        self.slots.retain(|(_, count)| *count > 0);
+        self.add(now_ms, moved);
+    }
+
+    /// Adds `n` counts stamped `at`, keeping slots in time order.
+    fn add(&mut self, at: u64, n: u64) {
+        if n == 0 {
+            return;
+        }
+        match self.slots.iter().position(|(start, _)| *start >= at) {
+            Some(i) if self.slots[i].0 == at => self.slots[i].1 += n,
+            Some(i) => self.slots.insert(i, (at, n)),
+            None => self.slots.push((at, n)),
+        }
+    }
+
     /// Reserves up to `want` of `limit` per `window_ms` at `now_ms`.
     pub fn reserve(&mut self, limit: u64, window_ms: u64, want: u64, now_ms: u64) -> QuotaGrant {
         let slot_ms = (window_ms / 1_000).max(1);
         self.slots.retain(|(start, _)| start + slot_ms + window_ms > now_ms);
         let used: u64 = self.slots.iter().map(|(_, n)| n).sum();
         let granted = want.min(limit.saturating_sub(used));
-        if granted > 0 {
-            let slot = now_ms - now_ms % slot_ms;
-            match self.slots.last_mut() {
-                Some((start, n)) if *start == slot => *n += granted,
-                _ => self.slots.push((slot, granted)),
-            }
-        }
+        // Grouped by slot (rounded down; expiry adds the slot back, so no count ends early).
+        self.add(now_ms - now_ms % slot_ms, granted);
         let resume_at_ms = (granted < want)
             .then(|| self.slots.first().map(|(start, _)| start + slot_ms + window_ms).unwrap_or(now_ms));
         QuotaGrant { granted, resume_at_ms }

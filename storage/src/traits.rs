@@ -119,6 +119,9 @@ pub trait ProviderStore: Send + Sync {
         want: u64,
         now_ms: u64,
     ) -> Result<QuotaGrant>;
+    /// Moves `n` counts from the oldest slots to `now_ms` (messages counted when released are
+    /// re-counted when the provider accepted them, so the window runs from the real send).
+    async fn restamp_quota(&self, tenant: TenantId, n: u64, now_ms: u64) -> Result<()>;
     /// Records (Some) or clears (None) that a campaign waits for quota until a time.
     async fn set_quota_wait(&self, tenant: TenantId, campaign: CampaignId, resume_at_ms: Option<u64>) -> Result<()>;
     async fn get_quota_wait(&self, tenant: TenantId, campaign: CampaignId) -> Result<Option<u64>>;

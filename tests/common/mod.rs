@@ -162,3 +162,77 @@ pub async fn campaign(s: &TestServer, op: &str, n: usize, offset: usize) -> u64 
         .await;
     c["id"].as_u64().unwrap()
 }
+
+/// A WhatsApp template with one body parameter (`{{ name }}`); returns its id.
+pub async fn whatsapp_template(s: &TestServer, op: &str) -> u64 {
+    let body = serde_json::json!({"name": "wa", "channel": "whatsapp", "whatsapp": {"template_name": "order_update_v1",
+        "language": "en_US", "components": [{"type": "body", "parameters": [{"type": "text", "text": "{{ name }}"}]}]}});
+    s.ok("POST", "/v1/templates", op, Some(body)).await["id"].as_u64().unwrap()
+}
+
+/// An audience of `n` recipients (`+1202555xxxx` phone numbers, or `member-i@example.com` when
+/// `email`), imported over CSV; returns its id.
+pub async fn audience(s: &TestServer, op: &str, n: usize, email: bool) -> u64 {
+    let a = s.ok("POST", "/v1/audiences", op, Some(serde_json::json!({"name": "a"}))).await;
+    let aid = a["id"].as_u64().unwrap();
+    let mut csv = String::from("address,name\n");
+    for i in 0..n {
+        if email {
+            csv.push_str(&format!("member-{i}@example.com,Member {i}\n"));
+        } else {
+            csv.push_str(&format!("+1202{:07},Member {i}\n", 5_550_000 + i));
+        }
+    }
+    let resp = s
+        .http
+        .post(format!("{}/v1/audiences/{aid}/import", s.base))
+        .bearer_auth(op)
+        .header("content-type", "text/csv")
+        .body(csv)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let report: Value = resp.json().await.unwrap();
+    assert_eq!(report["imported"].as_u64(), Some(n as u64), "{report}");
+    aid
+}
+
+/// Creates and sends a campaign; returns its id.
+pub async fn send(s: &TestServer, op: &str, template: u64, audience: u64) -> u64 {
+    let c = s
+        .ok(
+            "POST",
+            "/v1/campaigns",
+            op,
+            Some(serde_json::json!({"name": "c", "template_id": template, "audience_id": audience})),
+        )
+        .await;
+    let id = c["id"].as_u64().unwrap();
+    s.ok("POST", &format!("/v1/campaigns/{id}/send"), op, None).await;
+    id
+}
+
+/// A free port on 127.0.0.1 (bound and released; the caller binds it next).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A tenant with a tenant-admin and an operator token: (tenant id, admin, operator).
+pub async fn tenant_with_admin(s: &TestServer, name: &str) -> (u64, String, String) {
+    let admin = s.token("platform_admin", None);
+    let t = s.ok("POST", "/v1/tenants", &admin, Some(serde_json::json!({"name": name}))).await;
+    let id = t["id"].as_u64().unwrap();
+    (id, s.token("tenant_admin", Some(id)), s.token("operator", Some(id)))
+}
+
+/// Gives a tenant a WhatsApp provider at `base_url` with one sender.
+pub async fn put_whatsapp(s: &TestServer, tenant: u64, admin: &str, base_url: &str, sender: &str, rate: u32, extra: Value) {
+    let mut body = serde_json::json!({"base_url": base_url, "api_version": "v21.0", "access_token": "token",
+        "app_secret": "app-secret", "verify_token": "verify",
+        "senders": [{"phone_number_id": sender, "rate_limit_per_s": rate}]});
+    if let (Some(b), Some(e)) = (body.as_object_mut(), extra.as_object()) {
+        b.extend(e.clone());
+    }
+    s.ok("PUT", &format!("/v1/tenants/{tenant}/providers/whatsapp"), admin, Some(body)).await;
+}

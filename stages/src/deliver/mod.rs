@@ -62,9 +62,11 @@ impl Default for DeliverConfig {
     fn default() -> Self {
         Self {
             concurrency: 256,
-            max_attempts: 6,
+            // 1 s doubling to 60 s over 8 attempts: ~3 minutes of retries, enough to ride out a
+            // provider outage of a minute or two before anything is dead-lettered.
+            max_attempts: 8,
             max_age: Duration::from_secs(24 * 3_600),
-            backoff_base: Duration::from_millis(250),
+            backoff_base: Duration::from_millis(500),
             backoff_max: Duration::from_secs(60),
         }
     }
@@ -172,9 +174,9 @@ impl Deliver {
         Ok(plans)
     }
 
-    /// Classifies a failed call: adapts the sender, then retries or settles the message.
-    fn judge(&self, route: &Route, sender: &Sender, message: &RenderedMessage, attempt: u32, e: ProviderError) -> Verdict {
-        let tenant = message.key.tenant;
+    /// Adapts a sender to a failed call, right when the answer arrives (not at the end of the
+    /// batch), so the calls still waiting for a slot already go at the new pace or elsewhere.
+    fn adapt(sender: &Sender, tenant: TenantId, e: &ProviderError) {
         match e.class {
             FailureClass::Pace | FailureClass::SlowDown => {
                 let sharp = e.class == FailureClass::SlowDown;
@@ -192,6 +194,10 @@ impl Deliver {
             }
             _ => {}
         }
+    }
+
+    /// Classifies a failed call: retry later, or settle the message.
+    fn judge(&self, route: &Route, sender: &Sender, message: &RenderedMessage, attempt: u32, e: ProviderError) -> Verdict {
         let age = Duration::from_millis(now_ms().saturating_sub(message.trigger_ms));
         let within = |limit: u32| attempt < limit && age < self.config.max_age;
         let retry = match e.class {
@@ -273,6 +279,9 @@ impl Deliver {
                         Ok(s @ (CampaignStatus::Paused | CampaignStatus::Cancelled)) => Attempt::Held(s),
                         _ => {
                             let answer = route.provider.send(&sender.id, &message).await;
+                            if let SendResult::Failed(e) = &answer {
+                                Self::adapt(&sender, message.key.tenant, e);
+                            }
                             Attempt::Called(sender, answer)
                         }
                     };
@@ -285,6 +294,8 @@ impl Deliver {
 
         let mut settled = Vec::with_capacity(results.len());
         let mut letters = Vec::new();
+        let mut receipts = Vec::new();
+        let mut fresh_accepts = 0u64;
         let mut not_before = 0u64;
         for Done { mut message, attempt, result } in results {
             let verdict = match result {
@@ -320,10 +331,13 @@ impl Deliver {
                         }),
                     )
                 }
-                Attempt::Called(_, SendResult::Accepted { provider_message_id }) => Verdict::Outcome(
-                    OutcomeKind::Accepted { provider: route.provider.name().to_string(), provider_message_id },
-                    None,
-                ),
+                Attempt::Called(_, SendResult::Accepted { provider_message_id }) => {
+                    fresh_accepts += 1;
+                    Verdict::Outcome(
+                        OutcomeKind::Accepted { provider: route.provider.name().to_string(), provider_message_id },
+                        None,
+                    )
+                }
                 Attempt::Called(sender, SendResult::Failed(e)) => {
                     tracing::debug!(message = %message.key.id, attempt, code = %e.code, "provider refused");
                     self.judge(&route, &sender, &message, attempt, e)
@@ -337,6 +351,18 @@ impl Deliver {
                     retries.push(message);
                 }
                 Verdict::Outcome(kind, letter) => {
+                    if let OutcomeKind::Accepted { provider, provider_message_id } = &kind {
+                        if !route.provider.sends_receipts() {
+                            receipts.push(Receipt {
+                                provider: provider.clone(),
+                                provider_message_id: provider_message_id.clone(),
+                                key: Some(message.key),
+                                status: ReceiptStatus::Delivered,
+                                at_ms: now_ms(),
+                                error: None,
+                            });
+                        }
+                    }
                     settled.push((message.key.id, Claim::Done { attempt, outcome: kind.clone() }));
                     outcomes.push(OutcomeEvent::Message(outcome_of(&message, kind, attempt)));
                     letters.extend(letter);
@@ -344,6 +370,12 @@ impl Deliver {
             }
         }
         self.store.put_claims(&settled).await.map_err(crate::Error::from)?;
+        if route.quota.is_some() {
+            // Messaging-tier counts move from release time to call time (see `quota`).
+            if fresh_accepts > 0 {
+                self.store.restamp_quota(tenant, fresh_accepts, now_ms()).await.map_err(crate::Error::from)?;
+            }
+        }
 
         let emit = |e: pipeline::Error| StageError::from(crate::Error::from(e));
         if !outcomes.is_empty() {
@@ -356,6 +388,9 @@ impl Deliver {
         }
         if !letters.is_empty() {
             out.emit(&topics::DLQ, tenant, &DeadLetterBatch { tenant, letters }).map_err(emit)?;
+        }
+        if !receipts.is_empty() {
+            out.emit(&topics::RECEIPTS, tenant, &ReceiptBatch { receipts }).map_err(emit)?;
         }
         Ok(())
     }

@@ -153,6 +153,8 @@ pub struct Route {
     next: AtomicUsize,
     /// What the route was built from (kept while unchanged, so pacing state survives reloads).
     pub fingerprint: u64,
+    /// The tenant's WhatsApp messaging-tier limit, when this route counts against one.
+    pub quota: Option<u64>,
 }
 
 impl Route {
@@ -162,7 +164,15 @@ impl Route {
         tenant: Option<Arc<Mutex<TokenBucket>>>,
         fingerprint: u64,
     ) -> Self {
-        Self { provider, senders, tenant, turn: tokio::sync::Mutex::new(()), next: AtomicUsize::new(0), fingerprint }
+        Self {
+            provider,
+            senders,
+            tenant,
+            turn: tokio::sync::Mutex::new(()),
+            next: AtomicUsize::new(0),
+            fingerprint,
+            quota: None,
+        }
     }
 
     /// Whether calls wait for pacing (a paced batch can take seconds; an unpaced one does not).

@@ -73,6 +73,13 @@ pub trait Provider: Send + Sync {
     /// Sends one message from `sender` (a phone number id, a from-address, ...).
     async fn send(&self, sender: &str, message: &RenderedMessage) -> SendResult;
 
+    /// Whether the provider reports delivery later (status webhooks). When it does not (SMTP:
+    /// the server's `250` is the last word; a tenant webhook's 2xx), acceptance is recorded as
+    /// delivered right away.
+    fn sends_receipts(&self) -> bool {
+        true
+    }
+
     /// Whether the provider received `message` (see [`Lookup`]).
     async fn lookup(&self, _sender: &str, _message: &RenderedMessage) -> Lookup {
         Lookup::Unknown

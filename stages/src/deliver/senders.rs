@@ -99,7 +99,7 @@ impl Senders {
             config = self.store.get_provider(tenant, ProviderKind::Webhook).await?;
         }
         let mut hasher = std::collections::hash_map::DefaultHasher::new();
-        (rate, burst, config.as_ref().map(|c| (c.settings.kind(), c.updated_ms))).hash(&mut hasher);
+        (rate, burst, config.as_ref().map(|c| (c.tenant, c.settings.kind(), c.updated_ms))).hash(&mut hasher);
         let fingerprint = hasher.finish();
 
         if let Some((route, at)) = self.routes.lock().unwrap_or_else(|p| p.into_inner()).get_mut(&(tenant, channel)) {
@@ -124,7 +124,11 @@ impl Senders {
                     .iter()
                     .map(|s| Arc::new(Sender::new(s.id.clone(), s.rate_limit_per_s, s.burst)))
                     .collect();
-                Route::new(provider, senders, tenant_bucket, fingerprint)
+                let mut route = Route::new(provider, senders, tenant_bucket, fingerprint);
+                if let ProviderSettings::WhatsApp { daily_unique_limit, .. } = &config.settings {
+                    route.quota = *daily_unique_limit;
+                }
+                route
             }
         });
         self.routes.lock().unwrap_or_else(|p| p.into_inner()).insert((tenant, channel), (route.clone(), Instant::now()));

@@ -98,3 +98,15 @@ fn a_redriven_attempt_supersedes_the_dead_letter_in_any_order() {
     // Without a later attempt, the dead letter stands against an older accept.
     assert_eq!(run(&[at(Sent, 1), at(DeadLettered, 6)]).0, Some(DeadLettered));
 }
+
+#[test]
+fn a_failed_receipt_that_beats_its_own_acceptance_stays_failed() {
+    use MessageStatus::*;
+    // Receipts carry no attempt (0); the acceptance outcome carries attempt 1 and the same id.
+    let receipt = MessageEvent { attempts: 0, recipient: None, address: None, trigger_ms: 0, ..ev(Failed, 5) };
+    let accepted = ev(Sent, 1);
+    assert_eq!(run(&[receipt.clone(), accepted.clone()]).0, Some(Failed), "receipt first");
+    assert_eq!(run(&[accepted.clone(), receipt.clone()]).0, Some(Failed), "acceptance first");
+    let (_, counters) = run(&[receipt.clone(), accepted, receipt]);
+    assert_eq!((counters.failed, counters.sent), (1, 0));
+}

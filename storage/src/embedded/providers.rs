@@ -99,6 +99,16 @@ impl ProviderStore for EmbeddedStore {
         Ok(grant)
     }
 
+    async fn restamp_quota(&self, tenant: TenantId, n: u64, now_ms: u64) -> Result<()> {
+        let _guard = self.sequence_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let key = ledger_key(tenant);
+        let Some(mut ledger) = get::<QuotaLedger>(&self.quota, &key)? else { return Ok(()) };
+        ledger.restamp(n, now_ms);
+        let mut batch = self.batch();
+        put(&mut batch, &self.quota, key, &ledger)?;
+        Ok(batch.commit()?)
+    }
+
     async fn set_quota_wait(&self, tenant: TenantId, campaign: CampaignId, resume_at_ms: Option<u64>) -> Result<()> {
         let key = wait_key(tenant, campaign);
         let mut batch = self.batch();
@@ -168,5 +178,16 @@ mod tests {
         assert_eq!(ledger.reserve(100, window, 1, resume - 1).granted, 0);
         // The first 60 expire; the 40 from t=2000 still count.
         assert_eq!(ledger.reserve(100, window, 100, resume).granted, 60);
+    }
+
+    #[test]
+    fn restamped_counts_expire_from_the_send_time() {
+        let mut ledger = QuotaLedger::default();
+        let window = 10_000;
+        assert_eq!(ledger.reserve(10, window, 10, 0).granted, 10);
+        // Released at 0, sent at 5 s: they count until 15 s, not 10 s.
+        ledger.restamp(10, 5_000);
+        assert_eq!(ledger.reserve(10, window, 10, 12_000).granted, 0);
+        assert_eq!(ledger.reserve(10, window, 10, 15_020).granted, 10);
     }
 }

@@ -87,6 +87,10 @@ impl Provider for Email {
         "email"
     }
 
+    fn sends_receipts(&self) -> bool {
+        false
+    }
+
     async fn send(&self, from: &str, message: &RenderedMessage) -> SendResult {
         let email = match self.build(from, message) {
             Ok(m) => m,

@@ -38,6 +38,10 @@ impl Provider for Webhook {
         "webhook"
     }
 
+    fn sends_receipts(&self) -> bool {
+        false
+    }
+
     async fn send(&self, sender: &str, message: &RenderedMessage) -> SendResult {
         let body = json!({
             "message_id": message.key.id.to_string(),

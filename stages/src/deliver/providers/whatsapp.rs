@@ -138,3 +138,64 @@ impl Provider for WhatsApp {
         SendResult::Failed(error)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_code_of_the_reference_table_has_its_outcome() {
+        use FailureClass::*;
+        let day = Some(Duration::from_secs(24 * 3_600));
+        for (code, class, after) in [
+            (130429, Pace, None),
+            (80007, Pace, None),
+            (4, Pace, None),
+            (131056, RecipientBackoff, None),
+            (131048, SlowDown, None),
+            (131049, RetryLater, day),
+            (131057, Retry, Some(Duration::from_secs(10))),
+            (131026, Permanent, None),
+            (132000, Permanent, None),
+            (132001, Permanent, None),
+            (368, StopSender, None),
+        ] {
+            // Branch on the code, never on the HTTP status.
+            for status in [400, 429, 500] {
+                assert_eq!(classify(code, status), (class, after), "code {code} with HTTP {status}");
+            }
+        }
+        assert_eq!(classify(0, 503).0, Retry, "5xx without an envelope is transient");
+        assert_eq!(classify(0, 429).0, Pace);
+        assert_eq!(classify(100, 400).0, Permanent, "an unknown 4xx code is not retried");
+    }
+
+    #[test]
+    fn template_body_carries_callback_data_and_parameters() {
+        let key = schemas::MessageKey::from_callback("h1.3.4.0.0123456789abcdef0123456789abcdef").unwrap();
+        let message = RenderedMessage {
+            key,
+            recipient: schemas::RecipientId(5),
+            address: "+12015550123".into(),
+            content: Content::WhatsApp {
+                template_name: "order_update_v1".into(),
+                language: "en_US".into(),
+                components: vec![
+                    ("body".into(), vec!["Alex".into()]),
+                    ("button:url:0".into(), vec!["A12345".into()]),
+                ],
+            },
+            trigger_ms: 0,
+            attempt: 0,
+        };
+        let b = body(&message).unwrap();
+        assert_eq!(b["to"], "12015550123");
+        assert_eq!(b["biz_opaque_callback_data"], key.to_callback());
+        assert_eq!(b["template"]["language"]["code"], "en_US");
+        assert_eq!(b["template"]["components"][0], serde_json::json!({"type": "body", "parameters": [{"type": "text", "text": "Alex"}]}));
+        assert_eq!(
+            b["template"]["components"][1],
+            serde_json::json!({"type": "button", "sub_type": "url", "index": "0", "parameters": [{"type": "text", "text": "A12345"}]})
+        );
+    }
+}
