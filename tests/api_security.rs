@@ -151,9 +151,23 @@ async fn webhooks_verify_sign_and_reconcile_idempotently() {
     });
     assert!(!on_disk, "a provider secret is stored in the clear");
     // An operator may not change providers; another tenant's admin cannot see them.
-    let (status, _) = s.call("PUT", &format!("/v1/tenants/{tid}/providers/whatsapp"), Some(&s.token("operator", Some(tid))), Some(json!({}))).await;
+    let (status, _) = s
+        .call(
+            "PUT",
+            &format!("/v1/tenants/{tid}/providers/whatsapp"),
+            Some(&s.token("operator", Some(tid))),
+            Some(json!({})),
+        )
+        .await;
     assert_eq!(status, 403);
-    let (status, _) = s.call("GET", &format!("/v1/tenants/{tid}/providers/whatsapp"), Some(&s.token("tenant_admin", Some(tid + 100))), None).await;
+    let (status, _) = s
+        .call(
+            "GET",
+            &format!("/v1/tenants/{tid}/providers/whatsapp"),
+            Some(&s.token("tenant_admin", Some(tid + 100))),
+            None,
+        )
+        .await;
     assert_eq!(status, 404);
     let (status, body) = s
         .call("PUT", &format!("/v1/tenants/{tid}/providers/whatsapp"), Some(&tenant_admin), Some(json!({"base_url": "ftp://x", "api_version": "v21.0", "access_token": "a", "app_secret": "b", "verify_token": "c", "senders": [{"phone_number_id": "PN1"}]})))

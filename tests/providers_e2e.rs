@@ -67,7 +67,11 @@ async fn failure_matrix_each_code_has_its_documented_outcome() {
         let d = drill(&s, code, 1.0, 3).await;
         assert_eq!(d.progress["failed"], 3, "{code}: {}", d.progress);
         assert_eq!(d.dlq.len(), 3);
-        assert!(d.dlq.iter().all(|l| l["reason"].as_str().unwrap().starts_with(&code.to_string())), "{code}: {:?}", d.dlq);
+        assert!(
+            d.dlq.iter().all(|l| l["reason"].as_str().unwrap().starts_with(&code.to_string())),
+            "{code}: {:?}",
+            d.dlq
+        );
     }
 
     // 131049: failed, not redrivable for ≥ 24 h.
@@ -88,7 +92,15 @@ async fn failure_matrix_each_code_has_its_documented_outcome() {
     // delivered in the end, none lost, none failed.
     let mut drills = Vec::new();
     let server = &s;
-    for (code, share, n) in [(130429, 0.3, 30), (80007, 0.3, 30), (4, 0.3, 30), (131048, 0.3, 30), (131056, 0.2, 10), (131057, 0.3, 10), (503, 0.3, 10)] {
+    for (code, share, n) in [
+        (130429, 0.3, 30),
+        (80007, 0.3, 30),
+        (4, 0.3, 30),
+        (131048, 0.3, 30),
+        (131056, 0.2, 10),
+        (131057, 0.3, 10),
+        (503, 0.3, 10),
+    ] {
         drills.push(async move { (code, n, drill(server, code, share, n).await) });
     }
     for (code, n, d) in futures::future::join_all(drills).await {
@@ -101,9 +113,12 @@ async fn failure_matrix_each_code_has_its_documented_outcome() {
     for code in [130429, 80007, 4, 131048] {
         let line = m
             .lines()
-            .find(|l| l.starts_with(&format!("herald_sender_pace_signals_total{{tenant=")) && l.contains(&format!("PN-{code}\"")))
+            .find(|l| l.starts_with("herald_sender_pace_signals_total{tenant=") && l.contains(&format!("PN-{code}\"")))
             .unwrap_or_default();
-        assert!(line.split_whitespace().last().and_then(|n| n.parse::<u64>().ok()).unwrap_or(0) > 0, "{code}: no pace signal in {pace_lines:?}");
+        assert!(
+            line.split_whitespace().last().and_then(|n| n.parse::<u64>().ok()).unwrap_or(0) > 0,
+            "{code}: no pace signal in {pace_lines:?}"
+        );
     }
     s.stop().await;
 }
@@ -111,12 +126,15 @@ async fn failure_matrix_each_code_has_its_documented_outcome() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sms_campaign_reconciles_from_signed_status_callbacks() {
     let s = TestServer::start().await;
-    let m = MockProvider::start(MockArgs { failure_rate: 0.05, mps: 1_000, latency_ms: 2, ..MockArgs::default() }).await.unwrap();
+    let m = MockProvider::start(MockArgs { failure_rate: 0.05, mps: 1_000, latency_ms: 2, ..MockArgs::default() })
+        .await
+        .unwrap();
     let (tenant, admin, op) = tenant_with_admin(&s, "sms").await;
     let body = json!({"base_url": format!("http://{}", m.addr), "account_sid": "AC123", "auth_token": "sms-token",
         "status_callback_url": s.base, "senders": [{"from": "+12025550999", "rate_limit_per_s": 300}]});
     s.ok("PUT", &format!("/v1/tenants/{tenant}/providers/sms"), &admin, Some(body)).await;
-    let template = s.ok("POST", "/v1/templates", &op, Some(json!({"name": "s", "channel": "sms", "body": "Hi {{ name }}"}))).await;
+    let template =
+        s.ok("POST", "/v1/templates", &op, Some(json!({"name": "s", "channel": "sms", "body": "Hi {{ name }}"}))).await;
     let audience = audience(&s, &op, 200, false).await;
     let campaign = send(&s, &op, template["id"].as_u64().unwrap(), audience).await;
     let p = s.wait_status(&op, campaign, "completed", Duration::from_secs(120)).await;
@@ -206,10 +224,16 @@ async fn email_campaign_lands_in_the_smtp_server() {
     let mail = inbox.lock().unwrap().clone();
     assert_eq!(mail.len(), 1_000);
     for i in [0, 499, 999] {
-        let m = mail.iter().find(|m| m.contains(&format!("To: member-{i}@example.com"))).unwrap_or_else(|| panic!("no mail for {i}"));
+        let m = mail
+            .iter()
+            .find(|m| m.contains(&format!("To: member-{i}@example.com")))
+            .unwrap_or_else(|| panic!("no mail for {i}"));
         assert!(m.contains(&format!("Subject: Hello Member {i}\n")), "{m}");
         assert!(m.contains(&format!("Hi Member {i}, news inside.")), "{m}");
-        assert!(m.contains(&format!("List-Unsubscribe: <mailto:unsubscribe@example.com?subject=member-{i}@example.com>")), "{m}");
+        assert!(
+            m.contains(&format!("List-Unsubscribe: <mailto:unsubscribe@example.com?subject=member-{i}@example.com>")),
+            "{m}"
+        );
         assert!(m.contains("List-Unsubscribe-Post: List-Unsubscribe=One-Click"), "{m}");
     }
     s.stop().await;
@@ -238,8 +262,15 @@ async fn webhook_provider_posts_signed_messages() {
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
 
     let (tenant, admin, op) = tenant_with_admin(&s, "hook").await;
-    s.ok("PUT", &format!("/v1/tenants/{tenant}/providers/webhook"), &admin, Some(json!({"url": url, "signing_secret": "hook-secret"}))).await;
-    let template = s.ok("POST", "/v1/templates", &op, Some(json!({"name": "s", "channel": "sms", "body": "Hi {{ name }}"}))).await;
+    s.ok(
+        "PUT",
+        &format!("/v1/tenants/{tenant}/providers/webhook"),
+        &admin,
+        Some(json!({"url": url, "signing_secret": "hook-secret"})),
+    )
+    .await;
+    let template =
+        s.ok("POST", "/v1/templates", &op, Some(json!({"name": "s", "channel": "sms", "body": "Hi {{ name }}"}))).await;
     let audience = audience(&s, &op, 50, false).await;
     let campaign = send(&s, &op, template["id"].as_u64().unwrap(), audience).await;
     let p = s.wait_status(&op, campaign, "completed", Duration::from_secs(60)).await;
@@ -258,7 +289,8 @@ async fn messaging_tier_budget_waits_instead_of_failing_or_overshooting() {
     let log = dir.path().join("calls.jsonl");
     let m = mock(&s, vec![], 1_000, Some(log.clone())).await;
     let (tenant, admin, op) = tenant_with_admin(&s, "tier").await;
-    put_whatsapp(&s, tenant, &admin, &format!("http://{}", m.addr), "PN-T", 500, json!({"daily_unique_limit": 100})).await;
+    put_whatsapp(&s, tenant, &admin, &format!("http://{}", m.addr), "PN-T", 500, json!({"daily_unique_limit": 100}))
+        .await;
     let template = whatsapp_template(&s, &op).await;
     let audience = audience(&s, &op, 250, false).await;
     let campaign = send(&s, &op, template, audience).await;

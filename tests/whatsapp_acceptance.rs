@@ -11,7 +11,7 @@ mod common;
 use common::*;
 use herald::mock_provider::calls::{analyze, CallsSummary};
 use serde_json::json;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -74,7 +74,7 @@ async fn setup(n: usize, mock_port: u16, rate: u32) -> (TestServer, String, u64,
     (s, op, template, audience)
 }
 
-fn summary(log: &PathBuf, from_ms: u64) -> CallsSummary {
+fn summary(log: &Path, from_ms: u64) -> CallsSummary {
     analyze(log, from_ms).unwrap()
 }
 
@@ -91,9 +91,13 @@ async fn paced_at_80_per_second_completes_from_signed_webhooks() {
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("calls.jsonl");
     let (s, op, template, audience) = setup(6_000, port, 80).await;
-    let _mock =
-        MockProcess::start(port, &format!("{}/webhooks/whatsapp", s.base), &log, &["--mps", "80", "--failure-rate", "0.02"])
-            .await;
+    let _mock = MockProcess::start(
+        port,
+        &format!("{}/webhooks/whatsapp", s.base),
+        &log,
+        &["--mps", "80", "--failure-rate", "0.02"],
+    )
+    .await;
     let campaign = send(&s, &op, template, audience).await;
     s.wait_status(&op, campaign, "completed", Duration::from_secs(300)).await;
     let (n, p) = finals(&s, &op, campaign).await;
@@ -133,7 +137,10 @@ async fn mock_at_50_herald_at_80_adapts_and_loses_nothing() {
     assert_eq!((all.accepted, all.duplicate_message_ids), (3_000, 0));
     // The AIMD state is exported.
     let metrics = s.http.get(format!("{}/metrics", s.base)).send().await.unwrap().text().await.unwrap();
-    assert!(metrics.contains("herald_sender_pace_signals_total{tenant=\"1\",provider=\"whatsapp\",sender=\"PN-A\"}"), "{metrics}");
+    assert!(
+        metrics.contains("herald_sender_pace_signals_total{tenant=\"1\",provider=\"whatsapp\",sender=\"PN-A\"}"),
+        "{metrics}"
+    );
     s.stop().await;
 }
 

@@ -208,7 +208,10 @@ fn render_senders(out: &mut String, senders: &[stages::deliver::senders::SenderV
         let _ = writeln!(
             out,
             "herald_sender_stopped{{tenant=\"{}\",provider=\"{}\",sender=\"{}\"}} {}",
-            s.tenant, s.provider, s.sender, u8::from(s.stopped)
+            s.tenant,
+            s.provider,
+            s.sender,
+            u8::from(s.stopped)
         );
     }
 }

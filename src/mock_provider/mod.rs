@@ -310,7 +310,11 @@ fn graph_error(code: i64, message: &str) -> Response {
     }
     let body = json!({"error": {"message": message, "type": "OAuthException", "code": code,
         "error_data": {"messaging_product": "whatsapp", "details": message}, "fbtrace_id": "mock"}});
-    let status = if code == 4 || code == 80007 || code == 130429 { StatusCode::TOO_MANY_REQUESTS } else { StatusCode::BAD_REQUEST };
+    let status = if code == 4 || code == 80007 || code == 130429 {
+        StatusCode::TOO_MANY_REQUESTS
+    } else {
+        StatusCode::BAD_REQUEST
+    };
     (status, Json(body)).into_response()
 }
 

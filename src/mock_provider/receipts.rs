@@ -94,7 +94,11 @@ impl Receipts {
 
     /// (webhook POSTs, statuses posted, failed POSTs).
     pub fn stats(&self) -> (u64, u64, u64) {
-        (self.posted.load(Ordering::Relaxed), self.statuses.load(Ordering::Relaxed), self.failures.load(Ordering::Relaxed))
+        (
+            self.posted.load(Ordering::Relaxed),
+            self.statuses.load(Ordering::Relaxed),
+            self.failures.load(Ordering::Relaxed),
+        )
     }
 
     fn due(&self) -> Vec<Pending> {
@@ -118,7 +122,9 @@ impl Receipts {
             let mut posts = Vec::new();
             for p in due {
                 match &p.target {
-                    Target::WhatsApp { phone_number_id } => whatsapp.entry(phone_number_id.clone()).or_default().push(p),
+                    Target::WhatsApp { phone_number_id } => {
+                        whatsapp.entry(phone_number_id.clone()).or_default().push(p)
+                    }
                     Target::Sms { .. } => posts.push(vec![p]),
                 }
             }

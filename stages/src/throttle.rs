@@ -322,7 +322,8 @@ impl Throttle {
             .and_then(|l| l.campaign.clone());
         let daily_unique_limit = match self.store.get_provider(tenant, storage::ProviderKind::WhatsApp).await? {
             Some(storage::ProviderConfig {
-                settings: storage::ProviderSettings::WhatsApp { daily_unique_limit, .. }, ..
+                settings: storage::ProviderSettings::WhatsApp { daily_unique_limit, .. },
+                ..
             }) => daily_unique_limit,
             _ => None,
         };
@@ -387,7 +388,9 @@ impl Stage for Throttle {
                 out.emit(&topics::OUTCOMES, tenant, &cancelled(tenant, messages)).map_err(crate::Error::from)?;
                 continue;
             }
-            let quota = limits.daily_unique_limit.filter(|_| messages.first().is_some_and(|m| m.content.channel() == Channel::WhatsApp));
+            let quota = limits
+                .daily_unique_limit
+                .filter(|_| messages.first().is_some_and(|m| m.content.channel() == Channel::WhatsApp));
             while !messages.is_empty() {
                 let mut rest = messages.split_off(messages.len().min(self.config.ready_batch));
                 if let Some(limit) = quota {

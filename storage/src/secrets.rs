@@ -45,10 +45,8 @@ impl SecretKey {
         let mut nonce = [0u8; 12];
         rand::rng().fill_bytes(&mut nonce);
         let plain = serde_json::to_vec(secrets).unwrap_or_default();
-        let ciphertext = self
-            .0
-            .encrypt(&Nonce::from(nonce), Payload { msg: &plain, aad: aad.as_bytes() })
-            .unwrap_or_default();
+        let ciphertext =
+            self.0.encrypt(&Nonce::from(nonce), Payload { msg: &plain, aad: aad.as_bytes() }).unwrap_or_default();
         Sealed { nonce, ciphertext }
     }
 

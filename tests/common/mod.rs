@@ -227,7 +227,15 @@ pub async fn tenant_with_admin(s: &TestServer, name: &str) -> (u64, String, Stri
 }
 
 /// Gives a tenant a WhatsApp provider at `base_url` with one sender.
-pub async fn put_whatsapp(s: &TestServer, tenant: u64, admin: &str, base_url: &str, sender: &str, rate: u32, extra: Value) {
+pub async fn put_whatsapp(
+    s: &TestServer,
+    tenant: u64,
+    admin: &str,
+    base_url: &str,
+    sender: &str,
+    rate: u32,
+    extra: Value,
+) {
     let mut body = serde_json::json!({"base_url": base_url, "api_version": "v21.0", "access_token": "token",
         "app_secret": "app-secret", "verify_token": "verify",
         "senders": [{"phone_number_id": sender, "rate_limit_per_s": rate}]});

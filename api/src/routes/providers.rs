@@ -83,9 +83,7 @@ fn invalid(message: impl Into<String>) -> ApiError {
 }
 
 fn http_url(field: &str, url: &str) -> ApiResult<()> {
-    let ok = (url.starts_with("http://") || url.starts_with("https://"))
-        && url.len() <= 2_048
-        && plausible_url(url);
+    let ok = (url.starts_with("http://") || url.starts_with("https://")) && url.len() <= 2_048 && plausible_url(url);
     if ok {
         Ok(())
     } else {
@@ -311,7 +309,8 @@ pub(crate) async fn show(
 ) -> ApiResult<Json<Value>> {
     caller.require(Role::TenantAdmin)?;
     let tenant = visible(&state, &caller, &id).await?;
-    let config = state.store.get_provider(tenant.id, kind(&name)?).await?.ok_or_else(|| ApiError::not_found("provider"))?;
+    let config =
+        state.store.get_provider(tenant.id, kind(&name)?).await?.ok_or_else(|| ApiError::not_found("provider"))?;
     Ok(Json(view(&config, &secret_names(&state, &config))))
 }
 

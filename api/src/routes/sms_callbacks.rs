@@ -79,7 +79,9 @@ pub(crate) async fn receive(
         key,
         status,
         at_ms: schemas::now_ms(),
-        error: field("ErrorCode").filter(|c| !c.is_empty()).map(|c| format!("{c}: {}", field("ErrorMessage").unwrap_or(""))),
+        error: field("ErrorCode")
+            .filter(|c| !c.is_empty())
+            .map(|c| format!("{c}: {}", field("ErrorMessage").unwrap_or(""))),
     };
     let mut out = Emitter::new(state.topics.clone());
     out.set_headers(crate::trace::current_headers());

@@ -166,10 +166,7 @@ pub(crate) async fn receive(
     let secrets = provider_secrets(&state, tenant_id, ProviderKind::WhatsApp).await?.unwrap_or_default();
     let secret = secrets.get("app_secret").map(String::as_str).unwrap_or_default();
     // Every phone number in one POST must belong to the tenant whose secret signed it.
-    if secret.is_empty()
-        || !signature_valid(secret, &body, signature)
-        || owners.iter().any(|o| *o != Some(tenant_id))
-    {
+    if secret.is_empty() || !signature_valid(secret, &body, signature) || owners.iter().any(|o| *o != Some(tenant_id)) {
         return Err(ApiError::unauthorized("bad signature"));
     }
     let mut receipts = Vec::new();

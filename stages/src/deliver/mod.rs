@@ -35,11 +35,11 @@ use crate::control::CampaignControl;
 use crate::SharedStore;
 use futures::stream::{self, StreamExt};
 use pacing::{Route, Sender};
-use senders::Senders;
 use pipeline::{topics, Emitter, Input, Shutdown, Stage, StageError};
 use provider::{FailureClass, Lookup, ProviderError, SendResult};
 use rand::Rng;
 use schemas::*;
+use senders::Senders;
 use std::result::Result;
 use std::sync::Arc;
 use std::time::Duration;
@@ -106,7 +106,7 @@ struct Done {
 
 /// What the classification of one answer decided.
 enum Verdict {
-    Outcome(OutcomeKind, Option<DeadLetter>),
+    Outcome(OutcomeKind, Option<Box<DeadLetter>>),
     Retry(Duration),
 }
 
@@ -187,17 +187,22 @@ impl Deliver {
                     tracing::error!(%tenant, sender = %sender.id, code = %e.code, "ALERT: provider quality limit; sender slowed sharply");
                 }
             }
-            FailureClass::StopSender => {
-                if sender.stop() {
-                    tracing::error!(%tenant, sender = %sender.id, code = %e.code, message = %e.message, "ALERT: sender stopped by the provider");
-                }
+            FailureClass::StopSender if sender.stop() => {
+                tracing::error!(%tenant, sender = %sender.id, code = %e.code, message = %e.message, "ALERT: sender stopped by the provider");
             }
             _ => {}
         }
     }
 
     /// Classifies a failed call: retry later, or settle the message.
-    fn judge(&self, route: &Route, sender: &Sender, message: &RenderedMessage, attempt: u32, e: ProviderError) -> Verdict {
+    fn judge(
+        &self,
+        route: &Route,
+        sender: &Sender,
+        message: &RenderedMessage,
+        attempt: u32,
+        e: ProviderError,
+    ) -> Verdict {
         let age = Duration::from_millis(now_ms().saturating_sub(message.trigger_ms));
         let within = |limit: u32| attempt < limit && age < self.config.max_age;
         let retry = match e.class {
@@ -212,7 +217,10 @@ impl Deliver {
             return Verdict::Retry(e.retry_after.unwrap_or_else(|| self.backoff(attempt, e.class)));
         }
         let reason = format!("{}: {}", e.code, e.message);
-        let gave_up = matches!(e.class, FailureClass::Retry | FailureClass::Pace | FailureClass::SlowDown | FailureClass::RecipientBackoff);
+        let gave_up = matches!(
+            e.class,
+            FailureClass::Retry | FailureClass::Pace | FailureClass::SlowDown | FailureClass::RecipientBackoff
+        );
         let kind = if gave_up {
             OutcomeKind::DeadLettered { reason: format!("gave up after {attempt} attempts; last error {reason}") }
         } else {
@@ -223,7 +231,7 @@ impl Deliver {
             _ => None,
         };
         let letter = DeadLetter { message: message.clone(), reason, attempts: attempt, at_ms: now_ms(), not_before_ms };
-        Verdict::Outcome(kind, Some(letter))
+        Verdict::Outcome(kind, Some(Box::new(letter)))
     }
 
     /// Delivers messages of one tenant; everything decided is emitted on `out`.
@@ -322,13 +330,13 @@ impl Deliver {
                     );
                     Verdict::Outcome(
                         OutcomeKind::Failed { code: e.code.clone(), reason: e.message.clone() },
-                        Some(DeadLetter {
+                        Some(Box::new(DeadLetter {
                             message: message.clone(),
                             reason: format!("{}: {}", e.code, e.message),
                             attempts: attempt,
                             at_ms: now_ms(),
                             not_before_ms: None,
-                        }),
+                        })),
                     )
                 }
                 Attempt::Called(_, SendResult::Accepted { provider_message_id }) => {
@@ -365,7 +373,7 @@ impl Deliver {
                     }
                     settled.push((message.key.id, Claim::Done { attempt, outcome: kind.clone() }));
                     outcomes.push(OutcomeEvent::Message(outcome_of(&message, kind, attempt)));
-                    letters.extend(letter);
+                    letters.extend(letter.map(|l| *l));
                 }
             }
         }

@@ -35,6 +35,8 @@ pub struct SenderView {
 }
 
 type TenantBucket = (Option<u32>, u32, Arc<Mutex<TokenBucket>>);
+/// Cached routes with when they were loaded.
+type RouteCache = HashMap<(TenantId, Channel), (Arc<Route>, Instant)>;
 
 /// The route registry (one per engine).
 pub struct Senders {
@@ -42,7 +44,7 @@ pub struct Senders {
     secrets: Option<SecretKey>,
     default_provider: Arc<dyn Provider>,
     client: reqwest::Client,
-    routes: Mutex<HashMap<(TenantId, Channel), (Arc<Route>, Instant)>>,
+    routes: Mutex<RouteCache>,
     tenant_buckets: Mutex<HashMap<TenantId, TenantBucket>>,
     ttl: Duration,
 }
@@ -131,7 +133,10 @@ impl Senders {
                 route
             }
         });
-        self.routes.lock().unwrap_or_else(|p| p.into_inner()).insert((tenant, channel), (route.clone(), Instant::now()));
+        self.routes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert((tenant, channel), (route.clone(), Instant::now()));
         Ok(route)
     }
 
@@ -145,7 +150,8 @@ impl Senders {
         match buckets.get(&tenant) {
             Some((old_rate, old_burst, bucket)) if *old_rate == rate && *old_burst == burst => Some(bucket.clone()),
             _ => {
-                let bucket = Arc::new(Mutex::new(TokenBucket::new(r, burst.max(1), tokio::time::Instant::now().into_std())));
+                let bucket =
+                    Arc::new(Mutex::new(TokenBucket::new(r, burst.max(1), tokio::time::Instant::now().into_std())));
                 buckets.insert(tenant, (rate, burst, bucket.clone()));
                 Some(bucket)
             }

@@ -45,7 +45,8 @@ impl Email {
             SmtpTls::Tls => builder.tls(Tls::Wrapper(tls(&settings.host)?)),
         };
         if let Some(user) = &settings.username {
-            builder = builder.credentials(Credentials::new(user.clone(), settings.password.clone().unwrap_or_default()));
+            builder =
+                builder.credentials(Credentials::new(user.clone(), settings.password.clone().unwrap_or_default()));
         }
         Ok(Self { transport: builder.build(), list_unsubscribe: settings.list_unsubscribe.clone() })
     }
@@ -67,12 +68,18 @@ impl Email {
             .to(to)
             .subject(subject.clone())
             .message_id(Some(format!("<{}@herald>", message.key.id)))
-            .raw_header(HeaderValue::new(HeaderName::new_from_ascii_str("List-Unsubscribe"), format!("<{unsubscribe}>")))
+            .raw_header(HeaderValue::new(
+                HeaderName::new_from_ascii_str("List-Unsubscribe"),
+                format!("<{unsubscribe}>"),
+            ))
             .raw_header(HeaderValue::new(
                 HeaderName::new_from_ascii_str("List-Unsubscribe-Post"),
                 "List-Unsubscribe=One-Click".to_string(),
             ))
-            .raw_header(HeaderValue::new(HeaderName::new_from_ascii_str("X-Herald-Message-Id"), message.key.to_callback()));
+            .raw_header(HeaderValue::new(
+                HeaderName::new_from_ascii_str("X-Herald-Message-Id"),
+                message.key.to_callback(),
+            ));
         let built = match html {
             Some(html) => builder.multipart(MultiPart::alternative_plain_html(text.clone(), html.clone())),
             None => builder.singlepart(SinglePart::plain(text.clone())),

@@ -104,7 +104,8 @@ impl Provider for Sms {
             Err(e) => return transport_failure(&e),
         };
         if (200..300).contains(&status) {
-            let sid = serde_json::from_slice::<Created>(&bytes).map(|c| c.sid).unwrap_or_else(|_| message.key.to_callback());
+            let sid =
+                serde_json::from_slice::<Created>(&bytes).map(|c| c.sid).unwrap_or_else(|_| message.key.to_callback());
             return SendResult::Accepted { provider_message_id: sid };
         }
         let error = serde_json::from_slice::<ApiError>(&bytes)

@@ -180,10 +180,7 @@ mod tests {
             content: Content::WhatsApp {
                 template_name: "order_update_v1".into(),
                 language: "en_US".into(),
-                components: vec![
-                    ("body".into(), vec!["Alex".into()]),
-                    ("button:url:0".into(), vec!["A12345".into()]),
-                ],
+                components: vec![("body".into(), vec!["Alex".into()]), ("button:url:0".into(), vec!["A12345".into()])],
             },
             trigger_ms: 0,
             attempt: 0,
@@ -192,7 +189,10 @@ mod tests {
         assert_eq!(b["to"], "12015550123");
         assert_eq!(b["biz_opaque_callback_data"], key.to_callback());
         assert_eq!(b["template"]["language"]["code"], "en_US");
-        assert_eq!(b["template"]["components"][0], serde_json::json!({"type": "body", "parameters": [{"type": "text", "text": "Alex"}]}));
+        assert_eq!(
+            b["template"]["components"][0],
+            serde_json::json!({"type": "body", "parameters": [{"type": "text", "text": "Alex"}]})
+        );
         assert_eq!(
             b["template"]["components"][1],
             serde_json::json!({"type": "button", "sub_type": "url", "index": "0", "parameters": [{"type": "text", "text": "A12345"}]})
