@@ -188,8 +188,13 @@ impl Route {
     /// Waits for the next call slot and returns the sender to use; `None` when every sender of
     /// the route is stopped.
     pub async fn acquire(&self) -> Option<Arc<Sender>> {
-        let _turn = self.turn.lock().await;
         let start = self.next.fetch_add(1, Ordering::Relaxed);
+        if !self.is_paced() {
+            // Nothing to wait for: no turn to take, the next live sender in rotation goes.
+            let n = self.senders.len();
+            return (0..n).map(|i| &self.senders[(start + i) % n]).find(|s| !s.is_stopped()).cloned();
+        }
+        let _turn = self.turn.lock().await;
         loop {
             let now = now();
             let n = self.senders.len();
