@@ -48,8 +48,9 @@ pub struct BenchReport {
     pub delivered: u64,
     pub failed: u64,
     pub dead_lettered: u64,
-    pub p50_ms: u64,
-    pub p99_ms: u64,
+    /// Send trigger → provider accepted (simulator only; None over HTTP).
+    pub p50_ms: Option<u64>,
+    pub p99_ms: Option<u64>,
     pub peak_rss_bytes: u64,
     pub fairness_jain: f64,
     pub burst_per_tenant: u32,
@@ -179,8 +180,8 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<BenchReport> {
         delivered: counters.iter().map(|c| c.delivered + c.read).sum(),
         failed: counters.iter().map(|c| c.failed).sum(),
         dead_lettered: counters.iter().map(|c| c.dead_lettered).sum(),
-        p50_ms,
-        p99_ms,
+        p50_ms: Some(p50_ms),
+        p99_ms: Some(p99_ms),
         peak_rss_bytes: crate::peak_rss_bytes(),
         fairness_jain: jain(&shares),
         burst_per_tenant: burst,
@@ -199,7 +200,9 @@ pub fn print(report: &BenchReport) {
     println!("  failed / DLQ     {:>10} / {}", report.failed, report.dead_lettered);
     println!("  duplicates       {:>10}", report.duplicate_accepts);
     println!("  lost             {:>10}", report.lost);
-    println!("  accept latency   p50 {} ms, p99 {} ms (from trigger)", report.p50_ms, report.p99_ms);
+    if let (Some(p50), Some(p99)) = (report.p50_ms, report.p99_ms) {
+        println!("  accept latency   p50 {p50} ms, p99 {p99} ms (from trigger)");
+    }
     println!("  peak RSS         {:>10.1} MiB", report.peak_rss_bytes as f64 / (1 << 20) as f64);
     println!("  fairness (Jain)  {:>10.4}", report.fairness_jain);
     for t in &report.per_tenant {
