@@ -20,6 +20,11 @@ pub struct HeraldConfig {
     pub secrets_key: Option<String>,
     /// The WhatsApp messaging-tier window, seconds (`HERALD_QUOTA_WINDOW_S`; Meta: 24 h).
     pub quota_window_s: u64,
+    /// Timeout of each HTTP provider call, ms (`HERALD_PROVIDER_TIMEOUT_MS`).
+    pub provider_timeout_ms: u64,
+    /// After a call that may have reached the provider (timeout, connection lost), how long to
+    /// wait for a receipt before sending again, ms (`HERALD_RECEIPT_GRACE_MS`).
+    pub receipt_grace_ms: u64,
 }
 
 /// How bearer tokens are verified.
@@ -57,6 +62,8 @@ impl Default for HeraldConfig {
             simulator: SimulatorSettings::default(),
             secrets_key: None,
             quota_window_s: 24 * 3_600,
+            provider_timeout_ms: 30_000,
+            receipt_grace_ms: 30_000,
         }
     }
 }
@@ -113,6 +120,12 @@ impl HeraldConfig {
         if let Some(v) = var("HERALD_QUOTA_WINDOW_S") {
             self.quota_window_s = v.parse().context("HERALD_QUOTA_WINDOW_S must be a number of seconds")?;
         }
+        if let Some(v) = var("HERALD_PROVIDER_TIMEOUT_MS") {
+            self.provider_timeout_ms = v.parse().context("HERALD_PROVIDER_TIMEOUT_MS must be a number of ms")?;
+        }
+        if let Some(v) = var("HERALD_RECEIPT_GRACE_MS") {
+            self.receipt_grace_ms = v.parse().context("HERALD_RECEIPT_GRACE_MS must be a number of ms")?;
+        }
         if let Some(v) = var("HERALD_SIMULATOR_FAILURE_RATE") {
             self.simulator.failure_rate = v.parse().context("HERALD_SIMULATOR_FAILURE_RATE must be a number")?;
         }
@@ -151,6 +164,9 @@ impl HeraldConfig {
         }
         if self.quota_window_s == 0 {
             bail!("quota_window_s must be positive");
+        }
+        if self.provider_timeout_ms < 100 {
+            bail!("provider_timeout_ms must be at least 100");
         }
         Ok(())
     }

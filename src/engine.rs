@@ -85,7 +85,12 @@ impl Engine {
         let render = Arc::new(Render::new(shared.clone(), control.clone()));
         let throttle =
             Throttle::new(shared.clone(), control.clone(), backend.clone(), config.throttle.clone(), shutdown.clone());
-        let senders = Arc::new(Senders::new(shared.clone(), simulator.clone(), config.secrets.clone()));
+        let senders = Arc::new(Senders::new(
+            shared.clone(),
+            simulator.clone(),
+            config.secrets.clone(),
+            config.deliver.call_timeout,
+        ));
         let deliver = Deliver::new(shared.clone(), senders.clone(), control.clone(), config.deliver.clone());
         let redeliver = Arc::new(Redeliver::new(deliver.clone(), shutdown.clone()));
         let reconciler = Reconciler::new(shared.clone());

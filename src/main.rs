@@ -125,6 +125,12 @@ enum Command {
         /// Refuse a share of calls with an error code, e.g. `--inject 131026:0.01` (repeatable).
         #[arg(long)]
         inject: Vec<String>,
+        /// Hold back the answer of this share of accepted calls by `--stall-ms` (client timeouts
+        /// on calls that did go through).
+        #[arg(long, default_value_t = 0.0)]
+        stall_share: f64,
+        #[arg(long, default_value_t = 60_000)]
+        stall_ms: u64,
         /// Append every call here as a JSON line.
         #[arg(long)]
         calls_log: Option<PathBuf>,
@@ -226,9 +232,13 @@ fn main() -> anyhow::Result<()> {
                 failure_rate,
                 read_share,
                 inject,
+                stall_share,
+                stall_ms,
                 calls_log,
             } => {
-                for (name, share) in [("--failure-rate", failure_rate), ("--read-share", read_share)] {
+                for (name, share) in
+                    [("--failure-rate", failure_rate), ("--read-share", read_share), ("--stall-share", stall_share)]
+                {
                     if !(0.0..=1.0).contains(&share) {
                         anyhow::bail!("{name} must be between 0 and 1");
                     }
@@ -247,6 +257,8 @@ fn main() -> anyhow::Result<()> {
                     failure_rate,
                     read_share,
                     inject,
+                    stall_share,
+                    stall_ms,
                     calls_log,
                 })
                 .await?;

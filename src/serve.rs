@@ -17,6 +17,8 @@ pub fn engine_config(config: &HeraldConfig) -> EngineConfig {
     engine.simulator.permanent_failure_rate = config.simulator.permanent_failure_rate;
     engine.simulator.calls_log = Some(config.data_dir.join("provider-calls.jsonl"));
     engine.throttle.quota_window = Duration::from_secs(config.quota_window_s);
+    engine.deliver.call_timeout = Duration::from_millis(config.provider_timeout_ms);
+    engine.deliver.receipt_grace = Duration::from_millis(config.receipt_grace_ms);
     engine
 }
 

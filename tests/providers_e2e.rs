@@ -312,3 +312,42 @@ async fn messaging_tier_budget_waits_instead_of_failing_or_overshooting() {
     m.stop();
     s.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn timed_out_calls_that_went_through_are_not_sent_twice() {
+    // The mock accepts every call but holds back 30% of the answers past Herald's timeout: a
+    // blind retry would send those messages twice. Herald waits for a receipt first.
+    let s = TestServer::start_with(|c| {
+        c.provider_timeout_ms = 500;
+        c.receipt_grace_ms = 3_000;
+    })
+    .await;
+    let m = MockProvider::start(MockArgs {
+        webhook_url: format!("{}/webhooks/whatsapp", s.base),
+        app_secret: "app-secret".into(),
+        mps: 1_000,
+        latency_ms: 2,
+        stall_share: 0.3,
+        stall_ms: 2_000,
+        // No pair-rate refusal to hide a second send of the same message.
+        pair_interval_s: 0.0,
+        ..MockArgs::default()
+    })
+    .await
+    .unwrap();
+    let (tenant, admin, op) = tenant_with_admin(&s, "stall").await;
+    put_whatsapp(&s, tenant, &admin, &format!("http://{}", m.addr), "PN-S", 100, json!({})).await;
+    let template = whatsapp_template(&s, &op).await;
+    let audience = audience(&s, &op, 60, false).await;
+    let campaign = send(&s, &op, template, audience).await;
+    let p = s.wait_status(&op, campaign, "completed", Duration::from_secs(120)).await;
+    assert_eq!(count(&p, &["delivered", "read"]), 60, "{p}");
+    // Receipts complete the campaign before the timed-out calls come up for retry: wait until
+    // deliver has dealt with every one of them (its claims settle).
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let stats = m.stats();
+    assert!(stats.stalled > 0, "no call was held back: {stats:?}");
+    assert_eq!((stats.accepted, stats.duplicate_message_ids), (60, 0), "{stats:?}");
+    m.stop();
+    s.stop().await;
+}

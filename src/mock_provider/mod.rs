@@ -50,6 +50,10 @@ pub struct MockArgs {
     pub failure_rate: f64,
     pub read_share: f64,
     pub inject: Vec<(i64, f64)>,
+    /// Share of accepted calls whose answer is held back `stall_ms` (the client times out
+    /// although the message was accepted and its receipts will come).
+    pub stall_share: f64,
+    pub stall_ms: u64,
     pub calls_log: Option<PathBuf>,
 }
 
@@ -65,6 +69,8 @@ impl Default for MockArgs {
             failure_rate: 0.0,
             read_share: 0.5,
             inject: Vec::new(),
+            stall_share: 0.0,
+            stall_ms: 0,
             calls_log: None,
         }
     }
@@ -102,6 +108,8 @@ pub struct Stats {
     pub refused: HashMap<String, u64>,
     /// Accepted calls whose message_id had been accepted before.
     pub duplicate_message_ids: u64,
+    /// Accepted calls whose answer was held back (`--stall-share`).
+    pub stalled: u64,
     pub webhooks_posted: u64,
     pub statuses_posted: u64,
     pub webhook_failures: u64,
@@ -358,6 +366,10 @@ async fn whatsapp(
             call.wamid = Some(wamid.clone());
             mock.record(&call);
             mock.schedule(Target::WhatsApp { phone_number_id }, wamid.clone(), callback, to.clone());
+            if rand::rng().random_bool(mock.args.stall_share.clamp(0.0, 1.0)) {
+                mock.stats.lock().unwrap_or_else(|p| p.into_inner()).stalled += 1;
+                tokio::time::sleep(Duration::from_millis(mock.args.stall_ms)).await;
+            }
             Json(json!({"messaging_product": "whatsapp", "contacts": [{"input": to, "wa_id": to}],
                 "messages": [{"id": wamid, "message_status": "accepted"}]}))
             .into_response()

@@ -40,10 +40,11 @@ use provider::{FailureClass, Lookup, ProviderError, SendResult};
 use rand::Rng;
 use schemas::*;
 use senders::Senders;
+use std::collections::HashMap;
 use std::result::Result;
 use std::sync::Arc;
 use std::time::Duration;
-use storage::{CampaignStatus, Claim};
+use storage::{CampaignStatus, Claim, MessageStatus};
 
 #[derive(Debug, Clone)]
 pub struct DeliverConfig {
@@ -56,6 +57,11 @@ pub struct DeliverConfig {
     pub max_age: Duration,
     pub backoff_base: Duration,
     pub backoff_max: Duration,
+    /// Each HTTP provider call's timeout.
+    pub call_timeout: Duration,
+    /// After a call that may have reached the provider (timeout, connection lost), how long to
+    /// wait for a receipt proving it did before sending again.
+    pub receipt_grace: Duration,
 }
 
 impl Default for DeliverConfig {
@@ -68,6 +74,8 @@ impl Default for DeliverConfig {
             max_age: Duration::from_secs(24 * 3_600),
             backoff_base: Duration::from_millis(500),
             backoff_max: Duration::from_secs(60),
+            call_timeout: providers::CALL_TIMEOUT,
+            receipt_grace: Duration::from_secs(30),
         }
     }
 }
@@ -84,6 +92,8 @@ pub struct Deliver {
 enum Plan {
     Send(RenderedMessage),
     Emit(Outcome),
+    /// A receipt proved an earlier attempt arrived: record it as that attempt's acceptance.
+    Proven(Outcome),
     Retry(RenderedMessage),
     Skip,
 }
@@ -136,6 +146,26 @@ impl Deliver {
         let ids: Vec<MessageId> = messages.iter().map(|m| m.key.id).collect();
         let claims = self.store.get_claims(&ids).await?;
         let lookup_sender = route.senders.first().map(|s| s.id.as_str()).unwrap_or_default();
+        // A message about to be sent again after a failed attempt: did a receipt show that the
+        // provider got it after all (a timeout after the request went out)? Then it is not sent
+        // twice; the receipt's provider message id becomes the acceptance.
+        let resending: Vec<MessageKey> = messages
+            .iter()
+            .zip(&claims)
+            .filter(|(m, c)| matches!(c, Some(Claim::Retrying { attempt: a }) if *a < m.attempt + 1))
+            .map(|(m, _)| m.key)
+            .collect();
+        let mut received: HashMap<MessageId, String> = HashMap::new();
+        if !resending.is_empty() {
+            for (key, row) in resending.iter().zip(self.store.get_messages(&resending).await?) {
+                let Some(row) = row else { continue };
+                if matches!(row.status, MessageStatus::Sent | MessageStatus::Delivered | MessageStatus::Read) {
+                    if let Some(id) = row.provider_message_id {
+                        received.insert(key.id, id);
+                    }
+                }
+            }
+        }
         let mut plans = Vec::with_capacity(messages.len());
         for (message, claim) in messages.into_iter().zip(claims) {
             let attempt = message.attempt + 1;
@@ -143,7 +173,15 @@ impl Deliver {
                 None => Plan::Send(message),
                 Some(Claim::Done { outcome, attempt: done_at }) => Plan::Emit(outcome_of(&message, outcome, done_at)),
                 Some(Claim::Retrying { attempt: a }) if a == attempt => Plan::Retry(message),
-                Some(Claim::Retrying { attempt: a }) if a < attempt => Plan::Send(message),
+                Some(Claim::Retrying { attempt: a }) if a < attempt => match received.remove(&message.key.id) {
+                    Some(provider_message_id) => {
+                        tracing::info!(message = %message.key.id, "a receipt shows the provider got it; not re-sent");
+                        let kind =
+                            OutcomeKind::Accepted { provider: route.provider.name().to_string(), provider_message_id };
+                        Plan::Proven(outcome_of(&message, kind, a))
+                    }
+                    None => Plan::Send(message),
+                },
                 Some(Claim::InFlight { attempt: a, .. }) if a == attempt => {
                     match route.provider.lookup(lookup_sender, &message).await {
                         Lookup::NotReceived => Plan::Send(message),
@@ -214,7 +252,11 @@ impl Deliver {
             FailureClass::Permanent | FailureClass::RetryLater => false,
         };
         if retry {
-            return Verdict::Retry(e.retry_after.unwrap_or_else(|| self.backoff(attempt, e.class)));
+            let mut wait = e.retry_after.unwrap_or_else(|| self.backoff(attempt, e.class));
+            if e.maybe_received {
+                wait = wait.max(self.config.receipt_grace);
+            }
+            return Verdict::Retry(wait);
         }
         let reason = format!("{}: {}", e.code, e.message);
         let gave_up = matches!(
@@ -247,10 +289,15 @@ impl Deliver {
         let mut outcomes = Vec::new();
         let mut retries = Vec::new();
         let mut to_send = Vec::new();
+        let mut proven = Vec::new();
         for plan in plans {
             match plan {
                 Plan::Send(m) => to_send.push(m),
                 Plan::Emit(o) => outcomes.push(OutcomeEvent::Message(o)),
+                Plan::Proven(o) => {
+                    proven.push((o.key.id, Claim::Done { attempt: o.attempts, outcome: o.kind.clone() }));
+                    outcomes.push(OutcomeEvent::Message(o));
+                }
                 Plan::Retry(m) => retries.push(m),
                 Plan::Skip => {}
             }
@@ -300,7 +347,8 @@ impl Deliver {
             .collect()
             .await;
 
-        let mut settled = Vec::with_capacity(results.len());
+        let mut settled = proven;
+        settled.reserve(results.len());
         let mut letters = Vec::new();
         let mut receipts = Vec::new();
         let mut fresh_accepts = 0u64;

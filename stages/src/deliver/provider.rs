@@ -33,11 +33,14 @@ pub struct ProviderError {
     pub message: String,
     /// A retry delay the provider asked for, if any.
     pub retry_after: Option<Duration>,
+    /// The request may have reached the provider (a timeout or a connection lost after it was
+    /// sent): before re-sending, deliver waits for a receipt that would prove it arrived.
+    pub maybe_received: bool,
 }
 
 impl ProviderError {
     pub fn new(class: FailureClass, code: impl Into<String>, message: impl Into<String>) -> Self {
-        Self { class, code: code.into(), message: message.into(), retry_after: None }
+        Self { class, code: code.into(), message: message.into(), retry_after: None, maybe_received: false }
     }
 
     pub fn after(mut self, wait: Duration) -> Self {

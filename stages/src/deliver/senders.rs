@@ -75,12 +75,18 @@ fn kind_of(channel: Channel) -> ProviderKind {
 }
 
 impl Senders {
-    pub fn new(store: SharedStore, default_provider: Arc<dyn Provider>, secrets: Option<SecretKey>) -> Self {
+    /// `call_timeout` bounds each HTTP provider call.
+    pub fn new(
+        store: SharedStore,
+        default_provider: Arc<dyn Provider>,
+        secrets: Option<SecretKey>,
+        call_timeout: Duration,
+    ) -> Self {
         Self {
             store,
             secrets,
             default_provider,
-            client: http_client(),
+            client: http_client(call_timeout),
             routes: Mutex::new(HashMap::new()),
             tenant_buckets: Mutex::new(HashMap::new()),
             ttl: Duration::from_secs(5),

@@ -351,26 +351,11 @@ impl Provider for Simulator {
             let in_window = ledger.count_call(key.tenant, arrived);
             let over_rate = self.config.enforce_rate.is_some_and(|(rate, burst)| in_window > u64::from(rate + burst));
             if over_rate {
-                Some(ProviderError {
-                    class: FailureClass::Pace,
-                    code: "130429".into(),
-                    message: "Rate limit hit".into(),
-                    retry_after: None,
-                })
+                Some(ProviderError::new(FailureClass::Pace, "130429", "Rate limit hit"))
             } else if roll < self.config.transient_failure_rate {
-                Some(ProviderError {
-                    class: FailureClass::Retry,
-                    code: "503".into(),
-                    message: "Service unavailable".into(),
-                    retry_after: None,
-                })
+                Some(ProviderError::new(FailureClass::Retry, "503", "Service unavailable"))
             } else if roll < self.config.transient_failure_rate + self.config.permanent_failure_rate {
-                Some(ProviderError {
-                    class: FailureClass::Permanent,
-                    code: "131026".into(),
-                    message: "Message undeliverable".into(),
-                    retry_after: None,
-                })
+                Some(ProviderError::new(FailureClass::Permanent, "131026", "Message undeliverable"))
             } else {
                 if !ledger.mark_accepted(&key, message.recipient) {
                     ledger.duplicate_accepts += 1;

@@ -17,20 +17,21 @@ pub mod whatsapp;
 use super::provider::{FailureClass, ProviderError, SendResult};
 use std::time::Duration;
 
-/// How long one HTTP provider call may take before it counts as a transient failure.
+/// How long one HTTP provider call may take by default before it counts as a transient failure.
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The HTTP client providers share (connection pooling, rustls).
-pub fn http_client() -> reqwest::Client {
+pub fn http_client(timeout: Duration) -> reqwest::Client {
     reqwest::Client::builder()
-        .timeout(CALL_TIMEOUT)
+        .timeout(timeout)
         .connect_timeout(Duration::from_secs(5))
         .pool_max_idle_per_host(64)
         .build()
         .unwrap_or_else(|_| reqwest::Client::new())
 }
 
-/// A call that produced no HTTP answer: connection refused, reset, timeout. Transient.
+/// A call that produced no HTTP answer: connection refused, reset, timeout. Transient; unless
+/// the connection was never made, the provider may have received it (`maybe_received`).
 pub fn transport_failure(e: &reqwest::Error) -> SendResult {
     let code = if e.is_timeout() {
         "timeout"
@@ -39,7 +40,9 @@ pub fn transport_failure(e: &reqwest::Error) -> SendResult {
     } else {
         "transport"
     };
-    SendResult::Failed(ProviderError::new(FailureClass::Retry, code, e.to_string()))
+    let mut error = ProviderError::new(FailureClass::Retry, code, e.to_string());
+    error.maybe_received = !e.is_connect();
+    SendResult::Failed(error)
 }
 
 /// The class of an HTTP status when the body says nothing more specific.
