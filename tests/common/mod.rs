@@ -37,7 +37,11 @@ impl TestServer {
         adjust(&mut config);
         let server = Server::start(&config).await.unwrap();
         let base = format!("http://{}", server.addr);
-        Self { server: Some(server), base, config, dir, http: reqwest::Client::new() }
+        // No pooled connections: after the server refuses a body it did not read (413, 415) it
+        // closes the connection, and a pooled client could reuse it in that instant
+        // (`IncompleteMessage`, seen in CI).
+        let http = reqwest::Client::builder().pool_max_idle_per_host(0).build().unwrap();
+        Self { server: Some(server), base, config, dir, http }
     }
 
     pub fn token(&self, role: &str, tenant: Option<u64>) -> String {
