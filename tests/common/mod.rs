@@ -140,22 +140,7 @@ pub async fn campaign(s: &TestServer, op: &str, n: usize, offset: usize) -> u64 
             Some(serde_json::json!({"name": "t", "channel": "sms", "body": "Hi {{ name }}"})),
         )
         .await;
-    let a = s.ok("POST", "/v1/audiences", op, Some(serde_json::json!({"name": "a"}))).await;
-    let aid = a["id"].as_u64().unwrap();
-    let mut csv = String::from("address,name\n");
-    for i in 0..n {
-        csv.push_str(&format!("+1202{:07},Member {i}\n", 5_550_000 + offset + i));
-    }
-    let resp = s
-        .http
-        .post(format!("{}/v1/audiences/{aid}/import", s.base))
-        .bearer_auth(op)
-        .header("content-type", "text/csv")
-        .body(csv)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 200);
+    let aid = audience_from(s, op, n, offset, false).await;
     let c = s
         .ok(
             "POST",
@@ -177,6 +162,11 @@ pub async fn whatsapp_template(s: &TestServer, op: &str) -> u64 {
 /// An audience of `n` recipients (`+1202555xxxx` phone numbers, or `member-i@example.com` when
 /// `email`), imported over CSV; returns its id.
 pub async fn audience(s: &TestServer, op: &str, n: usize, email: bool) -> u64 {
+    audience_from(s, op, n, 0, email).await
+}
+
+/// [`audience`] with recipient numbering starting at `offset`.
+pub async fn audience_from(s: &TestServer, op: &str, n: usize, offset: usize, email: bool) -> u64 {
     let a = s.ok("POST", "/v1/audiences", op, Some(serde_json::json!({"name": "a"}))).await;
     let aid = a["id"].as_u64().unwrap();
     let mut csv = String::from("address,name\n");
@@ -184,7 +174,7 @@ pub async fn audience(s: &TestServer, op: &str, n: usize, email: bool) -> u64 {
         if email {
             csv.push_str(&format!("member-{i}@example.com,Member {i}\n"));
         } else {
-            csv.push_str(&format!("+1202{:07},Member {i}\n", 5_550_000 + i));
+            csv.push_str(&format!("+1202{:07},Member {i}\n", 5_550_000 + offset + i));
         }
     }
     let resp = s
