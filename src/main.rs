@@ -98,43 +98,7 @@ enum Command {
     },
     /// A stand-in WhatsApp Cloud API + SMS API server: enforces per-sender throughput (130429)
     /// and pair rate (131056), posts signed status webhooks, logs every call as JSON lines.
-    MockProvider {
-        #[arg(long, default_value = "127.0.0.1:9090")]
-        listen: String,
-        /// Where WhatsApp status webhooks go (e.g. http://127.0.0.1:8080/webhooks/whatsapp).
-        #[arg(long)]
-        webhook_url: String,
-        /// Signs WhatsApp webhooks (X-Hub-Signature-256); the tenant's `app_secret`.
-        #[arg(long)]
-        app_secret: String,
-        /// Messages per second per phone_number_id / from-number (burst 10%).
-        #[arg(long, default_value_t = 80)]
-        mps: u32,
-        /// Minimum seconds between two messages to the same recipient (131056 otherwise).
-        #[arg(long, default_value_t = 6.0)]
-        pair_interval_s: f64,
-        /// Latency of each API call.
-        #[arg(long, default_value_t = 20)]
-        latency_ms: u64,
-        /// Share of accepted messages whose final status is `failed` (131026).
-        #[arg(long, default_value_t = 0.0)]
-        failure_rate: f64,
-        /// Share of delivered messages that are also `read`.
-        #[arg(long, default_value_t = 0.5)]
-        read_share: f64,
-        /// Refuse a share of calls with an error code, e.g. `--inject 131026:0.01` (repeatable).
-        #[arg(long)]
-        inject: Vec<String>,
-        /// Hold back the answer of this share of accepted calls by `--stall-ms` (client timeouts
-        /// on calls that did go through).
-        #[arg(long, default_value_t = 0.0)]
-        stall_share: f64,
-        #[arg(long, default_value_t = 60_000)]
-        stall_ms: u64,
-        /// Append every call here as a JSON line.
-        #[arg(long)]
-        calls_log: Option<PathBuf>,
-    },
+    MockProvider(mock_provider::MockArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -222,46 +186,9 @@ fn main() -> anyhow::Result<()> {
                     bench::print(&report);
                 }
             }
-            Command::MockProvider {
-                listen,
-                webhook_url,
-                app_secret,
-                mps,
-                pair_interval_s,
-                latency_ms,
-                failure_rate,
-                read_share,
-                inject,
-                stall_share,
-                stall_ms,
-                calls_log,
-            } => {
-                for (name, share) in
-                    [("--failure-rate", failure_rate), ("--read-share", read_share), ("--stall-share", stall_share)]
-                {
-                    if !(0.0..=1.0).contains(&share) {
-                        anyhow::bail!("{name} must be between 0 and 1");
-                    }
-                }
-                if mps == 0 {
-                    anyhow::bail!("--mps must be positive");
-                }
-                let inject = inject.iter().map(|i| mock_provider::parse_inject(i)).collect::<anyhow::Result<_>>()?;
-                mock_provider::run(mock_provider::MockArgs {
-                    listen,
-                    webhook_url,
-                    app_secret,
-                    mps,
-                    pair_interval_s,
-                    latency_ms,
-                    failure_rate,
-                    read_share,
-                    inject,
-                    stall_share,
-                    stall_ms,
-                    calls_log,
-                })
-                .await?;
+            Command::MockProvider(args) => {
+                args.validate()?;
+                mock_provider::run(args).await?;
             }
         }
         Ok(())

@@ -39,22 +39,59 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-#[derive(Debug, Clone)]
+/// The mock's settings; also the `herald mock-provider` command line.
+#[derive(Debug, Clone, clap::Args)]
 pub struct MockArgs {
+    #[arg(long, default_value = "127.0.0.1:9090")]
     pub listen: String,
+    /// Where WhatsApp status webhooks go (e.g. http://127.0.0.1:8080/webhooks/whatsapp).
+    #[arg(long)]
     pub webhook_url: String,
+    /// Signs WhatsApp webhooks (X-Hub-Signature-256); the tenant's `app_secret`.
+    #[arg(long)]
     pub app_secret: String,
+    /// Messages per second per phone_number_id / from-number (burst 10%).
+    #[arg(long, default_value_t = 80)]
     pub mps: u32,
+    /// Minimum seconds between two messages to the same recipient (131056 otherwise).
+    #[arg(long, default_value_t = 6.0)]
     pub pair_interval_s: f64,
+    /// Latency of each API call.
+    #[arg(long, default_value_t = 20)]
     pub latency_ms: u64,
+    /// Share of accepted messages whose final status is `failed` (131026).
+    #[arg(long, default_value_t = 0.0)]
     pub failure_rate: f64,
+    /// Share of delivered messages that are also `read`.
+    #[arg(long, default_value_t = 0.5)]
     pub read_share: f64,
+    /// Refuse a share of calls with an error code, e.g. `--inject 131026:0.01` (repeatable).
+    #[arg(long, value_parser = parse_inject)]
     pub inject: Vec<(i64, f64)>,
-    /// Share of accepted calls whose answer is held back `stall_ms` (the client times out
+    /// Share of accepted calls whose answer is held back `--stall-ms` (the client times out
     /// although the message was accepted and its receipts will come).
+    #[arg(long, default_value_t = 0.0)]
     pub stall_share: f64,
+    #[arg(long, default_value_t = 60_000)]
     pub stall_ms: u64,
+    /// Append every call here as a JSON line.
+    #[arg(long)]
     pub calls_log: Option<PathBuf>,
+}
+
+impl MockArgs {
+    /// Checks what clap's types do not.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        for (name, share) in [
+            ("--failure-rate", self.failure_rate),
+            ("--read-share", self.read_share),
+            ("--stall-share", self.stall_share),
+        ] {
+            anyhow::ensure!((0.0..=1.0).contains(&share), "{name} must be between 0 and 1");
+        }
+        anyhow::ensure!(self.mps > 0, "--mps must be positive");
+        Ok(())
+    }
 }
 
 impl Default for MockArgs {
