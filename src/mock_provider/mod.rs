@@ -7,7 +7,8 @@
 //!   exactly what the acceptance measures and arrival jitter of a few ms is not punished.
 //! - **Pair rate**: a second accepted message to the same recipient from the same sender
 //!   within `--pair-interval-s` is refused with 131056.
-//! - **Injected errors** (`--inject CODE:SHARE`), e.g. `131026:0.01`, for failure drills.
+//! - **Injected errors** (`--inject CODE:SHARE`), e.g. `131026:0.01`, for failure drills:
+//!   exactly that share of calls, evenly spread.
 //! - **Receipts**: accepted messages get `wamid.`/`SM` ids, then signed status webhooks —
 //!   sent → delivered → read (`--read-share`), or sent → failed (`--failure-rate`) — posted
 //!   after realistic delays, in batches, retried until the receiver answers 2xx.
@@ -65,7 +66,8 @@ pub struct MockArgs {
     /// Share of delivered messages that are also `read`.
     #[arg(long, default_value_t = 0.5)]
     pub read_share: f64,
-    /// Refuse a share of calls with an error code, e.g. `--inject 131026:0.01` (repeatable).
+    /// Refuse a share of calls with an error code, e.g. `--inject 131026:0.01` (repeatable);
+    /// spread evenly (every 100th call there), not at random.
     #[arg(long, value_parser = parse_inject)]
     pub inject: Vec<(i64, f64)>,
     /// Share of accepted calls whose answer is held back `--stall-ms` (the client times out
@@ -161,6 +163,8 @@ struct Mock {
     log: Option<Mutex<std::fs::File>>,
     receipts: Arc<Receipts>,
     next_id: AtomicU64,
+    /// Calls seen by each `--inject` rule.
+    injected: Vec<AtomicU64>,
 }
 
 /// A running mock provider.
@@ -196,6 +200,7 @@ impl MockProvider {
                 receipts.push(p);
             }
         }
+        let injected = args.inject.iter().map(|_| AtomicU64::new(0)).collect();
         let state = Arc::new(Mock {
             args,
             windows: Mutex::new(HashMap::new()),
@@ -205,6 +210,7 @@ impl MockProvider {
             log,
             receipts,
             next_id: AtomicU64::new(1),
+            injected,
         });
         let app = Router::new()
             .route("/{version}/{phone_number_id}/messages", post(whatsapp))
@@ -269,9 +275,10 @@ impl Mock {
         if window.len() >= limit as usize {
             return Verdict::Refuse(throughput_code, "throughput limit reached for this sender".into());
         }
-        let mut rng = rand::rng();
-        for (code, share) in &self.args.inject {
-            if rng.random_bool(*share) {
+        // Evenly spread, not random: exactly `share` of the calls, so a drill always hits.
+        for ((code, share), seen) in self.args.inject.iter().zip(&self.injected) {
+            let n = seen.fetch_add(1, Ordering::Relaxed) as f64;
+            if ((n + 1.0) * share).floor() > (n * share).floor() {
                 return Verdict::Refuse(*code, format!("injected error {code}"));
             }
         }
