@@ -12,7 +12,9 @@ BIN=${BIN:-./target/release/herald}
 WORK=$(mktemp -d); trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$WORK"' EXIT
 API=127.0.0.1:18080; MOCK=127.0.0.1:19090
 
-HERALD_DATA_DIR=$WORK/data HERALD_LISTEN=$API "$BIN" serve >"$WORK/serve.log" 2>&1 &
+# The mock provider is on loopback: allow private provider addresses for this run only.
+HERALD_DATA_DIR=$WORK/data HERALD_LISTEN=$API HERALD_METRICS_LISTEN=127.0.0.1:0 HERALD_ALLOW_PRIVATE_PROVIDER_ADDRESSES=1 \
+  "$BIN" serve >"$WORK/serve.log" 2>&1 &
 "$BIN" mock-provider --listen $MOCK --webhook-url http://$API/webhooks/whatsapp --app-secret smoke-secret \
   --mps "$MPS" --failure-rate 0.02 --calls-log "$WORK/calls.jsonl" >"$WORK/mock.log" 2>&1 &
 until curl -sf http://$API/healthz >/dev/null && curl -sf http://$MOCK/healthz >/dev/null; do sleep 0.2; done

@@ -66,6 +66,7 @@ async fn make_whatsapp(
         },
         secrets: key.seal(&aad(tenant, "whatsapp"), &secrets),
         updated_ms: now_ms(),
+        verify_token_index: None,
     };
     store.put_provider(&config).await?;
     Ok(())
@@ -75,7 +76,14 @@ pub async fn run(args: BenchArgs, mock_mps: u32) -> anyhow::Result<BenchReport> 
     let tmp = tempfile::tempdir()?;
     let data_dir = args.data_dir.clone().unwrap_or_else(|| tmp.path().to_path_buf());
     std::fs::create_dir_all(&data_dir)?;
-    let config = HeraldConfig { listen: "127.0.0.1:0".into(), data_dir: data_dir.clone(), ..HeraldConfig::default() };
+    // The mock provider runs on this host: its loopback address must be reachable.
+    let config = HeraldConfig {
+        listen: "127.0.0.1:0".into(),
+        metrics_listen: "off".into(),
+        data_dir: data_dir.clone(),
+        allow_private_provider_addresses: true,
+        ..HeraldConfig::default()
+    };
     let server = Server::start(&config).await?;
     let calls_log = data_dir.join("mock-calls.jsonl");
     let mock = MockProvider::start(MockArgs {

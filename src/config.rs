@@ -25,7 +25,24 @@ pub struct HeraldConfig {
     /// After a call that may have reached the provider (timeout, connection lost), how long to
     /// wait for a receipt before sending again, ms (`HERALD_RECEIPT_GRACE_MS`).
     pub receipt_grace_ms: u64,
+    /// Where Prometheus scrapes `/metrics` (`HERALD_METRICS_LISTEN`; `off` disables it). Never
+    /// the public listener: the metrics name every tenant and sender.
+    pub metrics_listen: String,
+    /// Let tenant provider settings point at loopback, private, link-local or metadata
+    /// addresses (`HERALD_ALLOW_PRIVATE_PROVIDER_ADDRESSES`). Only for a mock provider on the
+    /// same host, or tests: a tenant could otherwise make Herald call internal services.
+    pub allow_private_provider_addresses: bool,
+    /// How long after a tenant's deletion its data is purged, seconds
+    /// (`HERALD_TENANT_PURGE_AFTER_S`).
+    pub tenant_purge_after_s: u64,
+    /// How long `Idempotency-Key` responses are replayed, seconds (`HERALD_IDEMPOTENCY_TTL_S`).
+    pub idempotency_ttl_s: u64,
 }
+
+/// A configuration Herald refuses to start with (the process exits with status 2).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ConfigError(pub String);
 
 /// How bearer tokens are verified.
 #[derive(Debug, Clone, Deserialize)]
@@ -37,6 +54,10 @@ pub struct JwtConfig {
     pub secret: Option<String>,
     /// PEM public key for RS256/EdDSA (`HERALD_JWT_PUBLIC_KEY_PATH`).
     pub public_key_path: Option<PathBuf>,
+    /// When set, tokens must carry this `iss` (`HERALD_JWT_ISSUER`); `herald token` adds it.
+    pub issuer: Option<String>,
+    /// When set, tokens must carry this `aud` (`HERALD_JWT_AUDIENCE`); `herald token` adds it.
+    pub audience: Option<String>,
 }
 
 /// The simulated provider used for tenants without a real one.
@@ -64,13 +85,17 @@ impl Default for HeraldConfig {
             quota_window_s: 24 * 3_600,
             provider_timeout_ms: 30_000,
             receipt_grace_ms: 30_000,
+            metrics_listen: "127.0.0.1:9464".into(),
+            allow_private_provider_addresses: false,
+            tenant_purge_after_s: 3_600,
+            idempotency_ttl_s: 24 * 3_600,
         }
     }
 }
 
 impl Default for JwtConfig {
     fn default() -> Self {
-        Self { algorithm: "HS256".into(), secret: None, public_key_path: None }
+        Self { algorithm: "HS256".into(), secret: None, public_key_path: None, issuer: None, audience: None }
     }
 }
 
@@ -126,6 +151,24 @@ impl HeraldConfig {
         if let Some(v) = var("HERALD_RECEIPT_GRACE_MS") {
             self.receipt_grace_ms = v.parse().context("HERALD_RECEIPT_GRACE_MS must be a number of ms")?;
         }
+        if let Some(v) = var("HERALD_JWT_ISSUER") {
+            self.jwt.issuer = Some(v);
+        }
+        if let Some(v) = var("HERALD_JWT_AUDIENCE") {
+            self.jwt.audience = Some(v);
+        }
+        if let Some(v) = var("HERALD_METRICS_LISTEN") {
+            self.metrics_listen = v;
+        }
+        if let Some(v) = var("HERALD_ALLOW_PRIVATE_PROVIDER_ADDRESSES") {
+            self.allow_private_provider_addresses = matches!(v.as_str(), "1" | "true" | "yes");
+        }
+        if let Some(v) = var("HERALD_TENANT_PURGE_AFTER_S") {
+            self.tenant_purge_after_s = v.parse().context("HERALD_TENANT_PURGE_AFTER_S must be a number of seconds")?;
+        }
+        if let Some(v) = var("HERALD_IDEMPOTENCY_TTL_S") {
+            self.idempotency_ttl_s = v.parse().context("HERALD_IDEMPOTENCY_TTL_S must be a number of seconds")?;
+        }
         if let Some(v) = var("HERALD_SIMULATOR_FAILURE_RATE") {
             self.simulator.failure_rate = v.parse().context("HERALD_SIMULATOR_FAILURE_RATE must be a number")?;
         }
@@ -168,25 +211,31 @@ impl HeraldConfig {
         if self.provider_timeout_ms < 100 {
             bail!("provider_timeout_ms must be at least 100");
         }
+        if self.metrics_listen != "off" {
+            self.metrics_listen
+                .parse::<std::net::SocketAddr>()
+                .with_context(|| format!("metrics_listen {:?} is not host:port (or \"off\")", self.metrics_listen))?;
+        }
+        if self.idempotency_ttl_s == 0 {
+            bail!("idempotency_ttl_s must be positive");
+        }
         Ok(())
+    }
+
+    /// The metrics listener address, unless disabled.
+    pub fn metrics_addr(&self) -> Option<&str> {
+        (self.metrics_listen != "off").then_some(self.metrics_listen.as_str())
     }
 
     /// The key sealing provider secrets, generated and kept in the data dir when not configured.
     pub fn secrets(&self) -> anyhow::Result<storage::secrets::SecretKey> {
         let hex_key = match &self.secrets_key {
             Some(k) => k.clone(),
-            None => {
-                let path = self.data_dir.join("secrets-key");
-                if !path.exists() {
-                    std::fs::create_dir_all(&self.data_dir)?;
-                    let key: [u8; 32] = rand::random();
-                    write_private(&path, hex::encode(key).as_bytes())?;
-                }
-                std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?
-            }
+            None => secret_file(&self.data_dir.join("secrets-key"), 64)?,
         };
-        let bytes = hex::decode(hex_key.trim()).context("the secrets key is not hex")?;
-        storage::secrets::SecretKey::from_bytes(&bytes).map_err(anyhow::Error::msg)
+        let bytes = hex::decode(hex_key.trim())
+            .map_err(|_| ConfigError("the secrets key is not hex (64 hex characters expected)".into()))?;
+        storage::secrets::SecretKey::from_bytes(&bytes).map_err(|e| ConfigError(e.to_string()).into())
     }
 
     /// The token verifier (and, for HS256, minter), generating and keeping a secret in the data
@@ -197,33 +246,95 @@ impl HeraldConfig {
             let pem = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
             return api::Auth::public_key(&self.jwt.algorithm, &pem).map_err(anyhow::Error::msg);
         }
+        let (issuer, audience) = (self.jwt.issuer.clone(), self.jwt.audience.clone());
         if let Some(secret) = &self.jwt.secret {
-            return Ok(api::Auth::hs256(secret.as_bytes()));
+            return Ok(api::Auth::hs256(secret.as_bytes()).with_issuer_audience(issuer, audience));
         }
-        let path = self.data_dir.join("jwt-secret");
-        if !path.exists() {
-            std::fs::create_dir_all(&self.data_dir)?;
-            let secret: [u8; 32] = rand::random();
-            write_private(&path, hex::encode(secret).as_bytes())?;
-        }
-        let secret = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
-        Ok(api::Auth::hs256(secret.trim().as_bytes()))
+        let secret = secret_file(&self.data_dir.join("jwt-secret"), 32)?;
+        Ok(api::Auth::hs256(secret.as_bytes()).with_issuer_audience(issuer, audience))
     }
 }
 
-fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+/// A secret kept in the data dir: generated on first use (32 random bytes, hex), then read.
+/// An existing file shorter than `min_chars` (empty after a crash mid-write on an older
+/// version, truncated, edited by hand) is refused: an empty HMAC key would verify tokens
+/// anyone can mint.
+fn secret_file(path: &Path, min_chars: usize) -> anyhow::Result<String> {
+    if !path.exists() {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        let secret: [u8; 32] = rand::random();
+        write_private_atomically(path, hex::encode(secret).as_bytes())
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    let secret = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let secret = secret.trim().to_string();
+    if secret.len() < min_chars {
+        return Err(ConfigError(format!(
+            "{} holds {} characters; a secret needs at least {min_chars}. Remove the file to generate a new one \
+             (tokens signed with the old secret stop working) or restore it from a backup",
+            path.display(),
+            secret.len()
+        ))
+        .into());
+    }
+    Ok(secret)
+}
+
+/// Writes a 0600 file so that it either exists complete or not at all: a temp file is written
+/// and fsynced, then linked into place (failing if another process won the race; its file is
+/// then used), and the directory is fsynced.
+fn write_private_atomically(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     use std::io::Write;
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let tmp = dir.join(format!(
+        ".{}.{}.tmp",
+        path.file_name().and_then(|n| n.to_str()).unwrap_or("secret"),
+        std::process::id()
+    ));
     let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
+    options.write(true).create(true).truncate(true);
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    options.open(path)?.write_all(bytes)?;
+    let mut file = options.open(&tmp)?;
+    file.write_all(bytes)?;
+    file.sync_all()?;
+    drop(file);
+    let linked = std::fs::hard_link(&tmp, path);
+    let _ = std::fs::remove_file(&tmp);
+    match linked {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => return Ok(()),
+        Err(e) => return Err(e.into()),
+    }
+    std::fs::File::open(dir)?.sync_all()?;
     Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn secret_files_are_written_whole_and_short_ones_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("jwt-secret");
+        let first = secret_file(&path, 32).unwrap();
+        assert_eq!(first.len(), 64);
+        assert_eq!(secret_file(&path, 32).unwrap(), first, "read back, not regenerated");
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+        }
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1, "no temp file left behind");
+        std::fs::write(&path, "").unwrap();
+        let err = secret_file(&path, 32).unwrap_err();
+        assert!(err.downcast_ref::<ConfigError>().is_some(), "{err}");
+        std::fs::write(&path, "short\n").unwrap();
+        assert!(secret_file(&path, 32).is_err());
+    }
 
     #[test]
     fn layering_and_validation() {

@@ -2,21 +2,23 @@
 
 use anyhow::Context;
 use pipeline::{
-    runner, topics, EmbeddedTopics, EmbeddedTopicsConfig, Emitter, RunnerConfig, Shutdown, StageMetrics, TopicBackend,
+    runner, topics, EmbeddedTopics, EmbeddedTopicsConfig, RunnerConfig, Shutdown, StageMetrics, TopicBackend,
 };
-use schemas::{now_ms, CampaignId, SendRequest, TenantId};
+use schemas::{CampaignId, TenantId};
 use stages::chunk::{Chunk, ChunkConfig};
 use stages::control::CampaignControl;
+use stages::deliver::providers::address::AddressPolicy;
 use stages::deliver::senders::Senders;
 use stages::deliver::simulator::{Simulator, SimulatorConfig};
 use stages::deliver::{Deliver, DeliverConfig, Redeliver};
+use stages::lifecycle::{Action, Lifecycle};
 use stages::reconcile::{ReconcileDeadLetters, ReconcileOutcomes, ReconcileReceipts, Reconciler};
 use stages::render::Render;
 use stages::throttle::{Throttle, ThrottleConfig};
 use stages::SharedStore;
 use std::path::PathBuf;
 use std::sync::Arc;
-use storage::{CampaignStatus, CatalogStore, EmbeddedStore, EmbeddedStoreConfig};
+use storage::{EmbeddedStore, EmbeddedStoreConfig};
 use tokio::task::JoinSet;
 
 /// Everything the embedded engine needs; defaults are the zero-config embedded mode.
@@ -32,6 +34,8 @@ pub struct EngineConfig {
     /// Opens tenant provider secrets (None: tenant providers are unavailable, the default
     /// provider still works).
     pub secrets: Option<storage::secrets::SecretKey>,
+    /// Which addresses tenant providers may reach.
+    pub addresses: AddressPolicy,
 }
 
 impl EngineConfig {
@@ -45,6 +49,7 @@ impl EngineConfig {
             deliver: DeliverConfig::default(),
             simulator: SimulatorConfig::default(),
             secrets: None,
+            addresses: AddressPolicy::default(),
         }
     }
 }
@@ -90,6 +95,7 @@ impl Engine {
             simulator.clone(),
             config.secrets.clone(),
             config.deliver.call_timeout,
+            config.addresses,
         ));
         let deliver = Deliver::new(shared.clone(), senders.clone(), control.clone(), config.deliver.clone());
         let redeliver = Arc::new(Redeliver::new(deliver.clone(), shutdown.clone()));
@@ -127,17 +133,10 @@ impl Engine {
         Ok(Self { store, topics, simulator, reconciler, senders, stage_metrics, chunk, shutdown, tasks })
     }
 
-    /// Marks a campaign running and emits its send request.
+    /// Sends a campaign (through the lifecycle, like the API does).
     pub async fn trigger(&self, tenant: TenantId, campaign: CampaignId) -> anyhow::Result<()> {
-        let mut c = self.store.get_campaign(tenant, campaign).await?.context("no such campaign")?;
-        let requested_at_ms = now_ms();
-        c.status = CampaignStatus::Running;
-        c.triggered_ms = Some(requested_at_ms);
-        // Running first: if we die before the request is produced, start-up resumes it.
-        self.store.put_campaign(&c).await?;
-        let mut out = Emitter::new(self.topics.clone());
-        out.emit(&topics::SENDS, tenant, &SendRequest { tenant, campaign, requested_at_ms })?;
-        out.flush().await?;
+        let lifecycle = Lifecycle::new(self.store.clone(), self.topics.clone());
+        lifecycle.apply(tenant, campaign, Action::Send, &Default::default()).await?;
         Ok(())
     }
 

@@ -26,6 +26,9 @@ enum Command {
         /// Listen address (default 127.0.0.1:8080).
         #[arg(long)]
         listen: Option<String>,
+        /// Where `/metrics` is served (default 127.0.0.1:9464; `off` disables it).
+        #[arg(long)]
+        metrics_listen: Option<String>,
         /// Data directory (default ./herald-data).
         #[arg(long)]
         data_dir: Option<PathBuf>,
@@ -102,15 +105,30 @@ enum Command {
 }
 
 fn main() -> anyhow::Result<()> {
+    let result = run();
+    // A configuration Herald refuses (e.g. an empty secret file) exits with status 2.
+    if let Err(e) = &result {
+        if let Some(config) = e.chain().find_map(|c| c.downcast_ref::<herald::config::ConfigError>()) {
+            eprintln!("herald: refusing to start: {config}");
+            std::process::exit(2);
+        }
+    }
+    result
+}
+
+fn run() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let telemetry = herald::telemetry::Telemetry::init()?;
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the runtime")?;
     let result = runtime.block_on(async {
         match cli.command {
-            Command::Serve { listen, data_dir, config } => {
+            Command::Serve { listen, metrics_listen, data_dir, config } => {
                 let mut cfg = HeraldConfig::load(config.as_deref())?;
                 if let Some(l) = listen {
                     cfg.listen = l;
+                }
+                if let Some(m) = metrics_listen {
+                    cfg.metrics_listen = m;
                 }
                 if let Some(d) = data_dir {
                     cfg.data_dir = d;
@@ -128,7 +146,7 @@ fn main() -> anyhow::Result<()> {
                     anyhow::bail!("--tenant is required for role {role:?}");
                 }
                 let exp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs() + parse_ttl(&ttl)?;
-                let claims = api::Claims { sub, tenant_id: tenant, role, exp };
+                let claims = api::Claims::new(sub, tenant, role, exp);
                 println!("{}", cfg.auth()?.mint(&claims).map_err(anyhow::Error::msg)?);
             }
             Command::Demo { recipients, data_dir, rate, json } => {

@@ -29,6 +29,7 @@ pub async fn tenant_with_campaign<S: Store + ?Sized>(
             burst: spec.burst,
             weight: spec.weight,
             created_ms: now,
+            state: TenantState::Active,
         })
         .await?;
     let template = TemplateId(store.next_id("template").await?);
@@ -82,6 +83,7 @@ pub async fn tenant_with_campaign<S: Store + ?Sized>(
             status: CampaignStatus::Draft,
             created_ms: now,
             triggered_ms: None,
+            version: 0,
         })
         .await?;
     Ok((tenant, campaign))

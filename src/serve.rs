@@ -4,6 +4,7 @@
 use crate::config::HeraldConfig;
 use crate::engine::{Engine, EngineConfig};
 use anyhow::Context;
+use stages::deliver::providers::address::AddressPolicy;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -19,6 +20,7 @@ pub fn engine_config(config: &HeraldConfig) -> EngineConfig {
     engine.throttle.quota_window = Duration::from_secs(config.quota_window_s);
     engine.deliver.call_timeout = Duration::from_millis(config.provider_timeout_ms);
     engine.deliver.receipt_grace = Duration::from_millis(config.receipt_grace_ms);
+    engine.addresses = AddressPolicy { allow_private: config.allow_private_provider_addresses };
     engine
 }
 
@@ -30,6 +32,8 @@ pub fn engine_config(config: &HeraldConfig) -> EngineConfig {
 /// shared runtime under a 1M-recipient send, see the issue note).
 pub struct Server {
     pub addr: std::net::SocketAddr,
+    /// Where `/metrics` is served (None: disabled).
+    pub metrics_addr: Option<std::net::SocketAddr>,
     pub engine: Arc<tokio::sync::Mutex<Option<Engine>>>,
     stop: pipeline::Shutdown,
     task: tokio::task::JoinHandle<anyhow::Result<()>>,
@@ -46,11 +50,25 @@ impl Server {
         let engine = Engine::start(engine_config).await?;
         let mut metrics = api::metrics::Metrics::new(engine.stage_metrics.clone(), Some(engine.reconciler.clone()));
         metrics.senders = Some(engine.senders.clone());
-        let state = api::AppState::new(engine.store.clone(), engine.topics.clone(), auth, metrics, secrets);
+        let api_config = api::ApiConfig {
+            idempotency_ttl: Duration::from_secs(config.idempotency_ttl_s),
+            addresses: AddressPolicy { allow_private: config.allow_private_provider_addresses },
+        };
+        let state = api::AppState::new(engine.store.clone(), engine.topics.clone(), auth, metrics, secrets, api_config);
         let listener =
             std::net::TcpListener::bind(&config.listen).with_context(|| format!("binding {}", config.listen))?;
         listener.set_nonblocking(true)?;
         let addr = listener.local_addr()?;
+        let metrics_listener = match config.metrics_addr() {
+            Some(at) => {
+                let l =
+                    std::net::TcpListener::bind(at).with_context(|| format!("binding the metrics listener {at}"))?;
+                l.set_nonblocking(true)?;
+                Some(l)
+            }
+            None => None,
+        };
+        let metrics_addr = metrics_listener.as_ref().map(|l| l.local_addr()).transpose()?;
         let api_runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .thread_name("herald-api")
@@ -58,7 +76,22 @@ impl Server {
             .build()
             .context("starting the API runtime")?;
         let stop = pipeline::Shutdown::new();
-        tokio::spawn(api::routes::campaigns::run_scheduler(state.clone(), Duration::from_secs(1), stop.clone()));
+        let housekeeping = (state.clone(), stop.clone());
+        let (purge_after, idempotency_ttl) =
+            (Duration::from_secs(config.tenant_purge_after_s), Duration::from_secs(config.idempotency_ttl_s));
+        tokio::spawn(async move {
+            let (state, stop) = housekeeping;
+            state.lifecycle.run_housekeeping(Duration::from_secs(1), purge_after, idempotency_ttl, stop).await
+        });
+        if let Some(listener) = metrics_listener {
+            let (metrics_app, metrics_stop) = (api::metrics::router(state.clone()), stop.clone());
+            api_runtime.spawn(async move {
+                let listener = tokio::net::TcpListener::from_std(listener)?;
+                axum::serve(listener, metrics_app)
+                    .with_graceful_shutdown(async move { metrics_stop.wait().await })
+                    .await
+            });
+        }
         let app = api::router(state);
         let serve_stop = stop.clone();
         let served = api_runtime.spawn(async move {
@@ -74,7 +107,7 @@ impl Server {
             }
             Ok(())
         });
-        Ok(Self { addr, engine, stop, task, api_runtime: Some(api_runtime) })
+        Ok(Self { addr, metrics_addr, engine, stop, task, api_runtime: Some(api_runtime) })
     }
 
     /// Graceful stop: no new requests, in-flight ones finish, the pipeline drains, stores flush.
@@ -100,6 +133,9 @@ impl Drop for Server {
 pub async fn run(config: HeraldConfig) -> anyhow::Result<()> {
     let server = Server::start(&config).await?;
     eprintln!("herald: listening on http://{} (data in {})", server.addr, config.data_dir.display());
+    if let Some(m) = server.metrics_addr {
+        eprintln!("herald: metrics on http://{m}/metrics");
+    }
     crate::wait_for_signal().await;
     eprintln!("herald: draining...");
     server.stop().await?;

@@ -20,15 +20,11 @@ async fn tokens_roles_and_tenant_isolation() {
     // 401s: no token, expired, wrong key, alg none, garbage.
     assert_eq!(s.call("GET", &path, None, None).await.0, 401);
     let exp_past = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() - 600;
-    let expired = s
-        .config
-        .auth()
-        .unwrap()
-        .mint(&api::Claims { sub: "x".into(), tenant_id: Some(a), role: api::Role::Operator, exp: exp_past })
-        .unwrap();
+    let expired =
+        s.config.auth().unwrap().mint(&api::Claims::new("x", Some(a), api::Role::Operator, exp_past)).unwrap();
     assert_eq!(s.call("GET", &path, Some(&expired), None).await.0, 401);
     let wrong_key = api::Auth::hs256(b"another-secret-entirely")
-        .mint(&api::Claims { sub: "x".into(), tenant_id: Some(a), role: api::Role::Operator, exp: exp_past + 7200 })
+        .mint(&api::Claims::new("x", Some(a), api::Role::Operator, exp_past + 7200))
         .unwrap();
     assert_eq!(s.call("GET", &path, Some(&wrong_key), None).await.0, 401);
     let payload = op_a.split('.').nth(1).unwrap();
@@ -160,15 +156,26 @@ async fn webhooks_verify_sign_and_reconcile_idempotently() {
         )
         .await;
     assert_eq!(status, 403);
+    let other = s.ok("POST", "/v1/tenants", &admin, Some(json!({"name": "other"}))).await["id"].as_u64().unwrap();
     let (status, _) = s
         .call(
             "GET",
             &format!("/v1/tenants/{tid}/providers/whatsapp"),
-            Some(&s.token("tenant_admin", Some(tid + 100))),
+            Some(&s.token("tenant_admin", Some(other))),
             None,
         )
         .await;
     assert_eq!(status, 404);
+    // A token of a tenant that does not exist is refused outright.
+    let (status, body) = s
+        .call(
+            "GET",
+            &format!("/v1/tenants/{tid}/providers/whatsapp"),
+            Some(&s.token("tenant_admin", Some(other + 100))),
+            None,
+        )
+        .await;
+    assert_eq!((status, body["error"]["code"].as_str()), (401, Some("tenant_not_found")));
     let (status, body) = s
         .call("PUT", &format!("/v1/tenants/{tid}/providers/whatsapp"), Some(&tenant_admin), Some(json!({"base_url": "ftp://x", "api_version": "v21.0", "access_token": "a", "app_secret": "b", "verify_token": "c", "senders": [{"phone_number_id": "PN1"}]})))
         .await;

@@ -27,7 +27,7 @@ async fn mock(s: &TestServer, inject: Vec<(i64, f64)>, mps: u32, log: Option<std
 }
 
 async fn metrics(s: &TestServer) -> String {
-    s.http.get(format!("{}/metrics", s.base)).send().await.unwrap().text().await.unwrap()
+    s.metrics().await
 }
 
 /// What one drill ended with.

@@ -17,7 +17,7 @@ fn free_port() -> u16 {
 
 fn serve(dir: &Path, port: u16) -> Child {
     Command::new(env!("CARGO_BIN_EXE_herald"))
-        .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--metrics-listen", "127.0.0.1:0", "--data-dir"])
         .arg(dir)
         .env("HERALD_JWT_SECRET", "sigterm-test-secret-0123456789")
         .stdin(Stdio::null())
@@ -167,7 +167,7 @@ async fn traces_are_exported_over_otlp_when_configured() {
     let port = free_port();
     let base = format!("http://127.0.0.1:{port}");
     let mut child = Command::new(env!("CARGO_BIN_EXE_herald"))
-        .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--metrics-listen", "127.0.0.1:0", "--data-dir"])
         .arg(dir.path())
         .env("HERALD_JWT_SECRET", "sigterm-test-secret-0123456789")
         .env("OTEL_EXPORTER_OTLP_ENDPOINT", format!("http://{collector}"))

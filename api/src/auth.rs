@@ -1,5 +1,7 @@
 //! JWT bearer auth: HS256 with a shared secret, or RS256/EdDSA with a public key. Claims are
-//! `sub`, `tenant_id` (absent for platform admins), `role` and `exp`.
+//! `sub`, `tenant_id` (absent for platform admins), `role` and `exp`, plus `iss`/`aud` when the
+//! operator configured them. A token of a tenant that does not exist (never did, or was
+//! deleted) is refused with 401 `tenant_not_found`: deleting a tenant revokes its tokens.
 
 use crate::error::{ApiError, ApiResult};
 use crate::AppState;
@@ -40,6 +42,16 @@ pub struct Claims {
     pub tenant_id: Option<u64>,
     pub role: Role,
     pub exp: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iss: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aud: Option<String>,
+}
+
+impl Claims {
+    pub fn new(sub: impl Into<String>, tenant_id: Option<u64>, role: Role, exp: u64) -> Self {
+        Self { sub: sub.into(), tenant_id, role, exp, iss: None, aud: None }
+    }
 }
 
 /// Verifies (and, with a secret, mints) tokens.
@@ -47,6 +59,9 @@ pub struct Auth {
     decoding: DecodingKey,
     encoding: Option<EncodingKey>,
     algorithm: Algorithm,
+    /// Required `iss` and `aud`, when configured (minted tokens carry them).
+    issuer: Option<String>,
+    audience: Option<String>,
 }
 
 impl Auth {
@@ -56,7 +71,16 @@ impl Auth {
             decoding: DecodingKey::from_secret(secret),
             encoding: Some(EncodingKey::from_secret(secret)),
             algorithm: Algorithm::HS256,
+            issuer: None,
+            audience: None,
         }
+    }
+
+    /// Requires (and mints) these `iss` / `aud` claims.
+    pub fn with_issuer_audience(mut self, issuer: Option<String>, audience: Option<String>) -> Self {
+        self.issuer = issuer;
+        self.audience = audience;
+        self
     }
 
     /// RS256 or EdDSA with a PEM public key (verify only).
@@ -66,18 +90,39 @@ impl Auth {
             "EdDSA" => (Algorithm::EdDSA, DecodingKey::from_ed_pem(pem)),
             other => return Err(format!("unsupported JWT algorithm {other:?} (HS256, RS256, EdDSA)")),
         };
-        Ok(Self { decoding: decoding.map_err(|e| format!("invalid public key: {e}"))?, encoding: None, algorithm })
+        Ok(Self {
+            decoding: decoding.map_err(|e| format!("invalid public key: {e}"))?,
+            encoding: None,
+            algorithm,
+            issuer: None,
+            audience: None,
+        })
     }
 
     pub fn mint(&self, claims: &Claims) -> Result<String, String> {
         let key = self.encoding.as_ref().ok_or("this key can only verify tokens")?;
-        encode(&Header::new(self.algorithm), claims, key).map_err(|e| e.to_string())
+        let mut claims = claims.clone();
+        claims.iss = claims.iss.or_else(|| self.issuer.clone());
+        claims.aud = claims.aud.or_else(|| self.audience.clone());
+        encode(&Header::new(self.algorithm), &claims, key).map_err(|e| e.to_string())
     }
 
     pub fn verify(&self, token: &str) -> ApiResult<Claims> {
         let mut validation = Validation::new(self.algorithm);
         validation.leeway = 5;
-        validation.set_required_spec_claims(&["exp", "sub"]);
+        let mut required = vec!["exp", "sub"];
+        if let Some(iss) = &self.issuer {
+            validation.set_issuer(&[iss]);
+            required.push("iss");
+        }
+        match &self.audience {
+            Some(aud) => {
+                validation.set_audience(&[aud]);
+                required.push("aud");
+            }
+            None => validation.validate_aud = false,
+        }
+        validation.set_required_spec_claims(&required);
         decode::<Claims>(token, &self.decoding, &validation)
             .map(|d| d.claims)
             .map_err(|e| ApiError::unauthorized(format!("invalid token: {e}")))
@@ -123,17 +168,39 @@ impl FromRequestParts<Arc<AppState>> for Caller {
             .ok_or_else(|| ApiError::unauthorized("expected 'Authorization: Bearer <token>'"))?;
         let claims = state.auth.verify(token.trim())?;
         let tenant = match (claims.role, claims.tenant_id) {
-            (Role::PlatformAdmin, _) => parts
-                .headers
-                .get("x-herald-tenant")
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.parse().ok())
-                .map(TenantId),
-            (_, Some(t)) => Some(TenantId(t)),
+            (Role::PlatformAdmin, _) => {
+                let named = parts.headers.get("x-herald-tenant").and_then(|v| v.to_str().ok());
+                match named {
+                    None => None,
+                    Some(raw) => {
+                        let id = raw.trim().parse().map(TenantId).map_err(|_| ApiError::not_found("tenant"))?;
+                        if !active(state, id).await? {
+                            return Err(ApiError::not_found("tenant"));
+                        }
+                        Some(id)
+                    }
+                }
+            }
+            (_, Some(t)) => {
+                // Checked on every request: a deleted tenant's tokens stop working at once.
+                if !active(state, TenantId(t)).await? {
+                    return Err(ApiError::new(
+                        axum::http::StatusCode::UNAUTHORIZED,
+                        "tenant_not_found",
+                        "the token's tenant does not exist",
+                    ));
+                }
+                Some(TenantId(t))
+            }
             (_, None) => return Err(ApiError::unauthorized("token has no tenant_id")),
         };
         Ok(Caller { sub: claims.sub, role: claims.role, tenant })
     }
+}
+
+/// Whether the tenant exists and is not deleted.
+async fn active(state: &AppState, tenant: TenantId) -> ApiResult<bool> {
+    Ok(state.store.get_tenant(tenant).await?.is_some_and(|t| t.is_active()))
 }
 
 #[cfg(test)]
@@ -142,7 +209,7 @@ mod tests {
 
     fn claims(exp_offset: i64) -> Claims {
         let now = jsonwebtoken::get_current_timestamp() as i64;
-        Claims { sub: "u".into(), tenant_id: Some(1), role: Role::Operator, exp: (now + exp_offset) as u64 }
+        Claims::new("u", Some(1), Role::Operator, (now + exp_offset) as u64)
     }
 
     #[test]
@@ -159,6 +226,22 @@ mod tests {
         let none_header = "eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0"; // {"alg":"none","typ":"JWT"}
         assert!(auth.verify(&format!("{none_header}.{}.", parts[1])).is_err());
         assert!(auth.verify("garbage").is_err());
+    }
+
+    #[test]
+    fn configured_issuer_and_audience_are_required() {
+        let strict = Auth::hs256(b"secret-one").with_issuer_audience(Some("herald".into()), Some("api".into()));
+        let minted = strict.mint(&claims(60)).unwrap();
+        assert_eq!(strict.verify(&minted).unwrap().iss.as_deref(), Some("herald"));
+        // A token without them, or with others, is refused.
+        let bare = Auth::hs256(b"secret-one").mint(&claims(60)).unwrap();
+        assert!(strict.verify(&bare).is_err());
+        let other = Auth::hs256(b"secret-one").with_issuer_audience(Some("evil".into()), Some("api".into()));
+        assert!(strict.verify(&other.mint(&claims(60)).unwrap()).is_err());
+        let other = Auth::hs256(b"secret-one").with_issuer_audience(Some("herald".into()), Some("other".into()));
+        assert!(strict.verify(&other.mint(&claims(60)).unwrap()).is_err());
+        // Without configuration, iss/aud are not checked.
+        assert!(Auth::hs256(b"secret-one").verify(&minted).is_ok());
     }
 
     /// A throwaway Ed25519 pair generated for this test only (`openssl genpkey -algorithm ed25519`).

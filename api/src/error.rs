@@ -10,13 +10,27 @@ pub struct ApiError {
     pub status: StatusCode,
     pub code: &'static str,
     pub message: String,
+    /// Extra machine-readable fields beside `code` and `message` (e.g. `imported_before_error`).
+    pub details: serde_json::Map<String, serde_json::Value>,
 }
 
 pub type ApiResult<T> = Result<T, ApiError>;
 
 impl ApiError {
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        Self { status, code, message: message.into() }
+        Self { status, code, message: message.into(), details: serde_json::Map::new() }
+    }
+
+    /// Replaces the code (keeping the status).
+    pub fn with_code(mut self, code: &'static str) -> Self {
+        self.code = code;
+        self
+    }
+
+    /// Adds a field to the error object.
+    pub fn with(mut self, key: &str, value: impl Into<serde_json::Value>) -> Self {
+        self.details.insert(key.to_string(), value.into());
+        self
     }
     pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, code, message)
@@ -49,7 +63,10 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.status, axum::Json(json!({"error": {"code": self.code, "message": self.message}}))).into_response()
+        let mut error = self.details;
+        error.insert("code".into(), json!(self.code));
+        error.insert("message".into(), json!(self.message));
+        (self.status, axum::Json(json!({ "error": error }))).into_response()
     }
 }
 
@@ -57,7 +74,22 @@ impl From<storage::Error> for ApiError {
     fn from(e: storage::Error) -> Self {
         match e {
             storage::Error::NotFound { what, .. } => ApiError::not_found(what),
+            storage::Error::SenderTaken { .. } => ApiError::conflict("sender_taken", e.to_string()),
+            storage::Error::Invalid { code, message } => ApiError::unprocessable(code, message),
             other => ApiError::unavailable(other),
+        }
+    }
+}
+
+impl From<stages::lifecycle::LifecycleError> for ApiError {
+    fn from(e: stages::lifecycle::LifecycleError) -> Self {
+        use stages::lifecycle::LifecycleError as E;
+        match e {
+            E::NotFound => ApiError::not_found("campaign"),
+            E::Illegal { .. } => ApiError::conflict("illegal_transition", e.to_string()),
+            E::Conflict { .. } => ApiError::conflict("campaign_changed", e.to_string()),
+            E::Store(e) => e.into(),
+            E::Pipeline(e) => e.into(),
         }
     }
 }
@@ -79,4 +111,25 @@ pub fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> ApiResult<T> {
 /// Parses an id from a path segment; anything unparsable is simply not found.
 pub fn parse_id(raw: &str, what: &str) -> ApiResult<u64> {
     raw.parse().map_err(|_| ApiError::not_found(what))
+}
+
+/// The body of every error response (the schema in the OpenAPI document).
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+/// An error: a stable machine-readable `code`, a message for people, and for some codes one
+/// more field.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct ErrorDetail {
+    /// Stable, snake_case (e.g. `not_found`, `forbidden_field`, `address_not_allowed`).
+    pub code: String,
+    pub message: String,
+    /// The request field at fault (`forbidden_field`, `null_not_allowed`, `template_too_large`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+    /// Rows a CSV import committed before a fatal error stopped it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub imported_before_error: Option<u64>,
 }

@@ -28,6 +28,21 @@ use storage::Store;
 pub use auth::{Auth, Caller, Claims, Role};
 pub use error::{ApiError, ApiResult};
 
+/// Operator settings the API applies (never tenant input).
+#[derive(Debug, Clone)]
+pub struct ApiConfig {
+    /// How long `Idempotency-Key` responses are replayed.
+    pub idempotency_ttl: std::time::Duration,
+    /// Which addresses tenant provider settings may point at.
+    pub addresses: stages::deliver::providers::address::AddressPolicy,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        Self { idempotency_ttl: std::time::Duration::from_secs(24 * 3_600), addresses: Default::default() }
+    }
+}
+
 /// Everything a handler may touch.
 pub struct AppState {
     pub store: Arc<dyn Store>,
@@ -37,6 +52,10 @@ pub struct AppState {
     pub progress: routes::campaigns::ProgressRates,
     /// Seals and opens provider secrets.
     pub secrets: storage::secrets::SecretKey,
+    /// The one owner of campaign status changes and tenant deletion.
+    pub lifecycle: stages::lifecycle::Lifecycle,
+    pub idempotency_ttl: std::time::Duration,
+    pub addresses: stages::deliver::providers::address::AddressPolicy,
 }
 
 impl AppState {
@@ -46,9 +65,26 @@ impl AppState {
         auth: Auth,
         metrics: metrics::Metrics,
         secrets: storage::secrets::SecretKey,
+        config: ApiConfig,
     ) -> Arc<Self> {
-        Arc::new(Self { store, topics, auth, metrics, progress: Default::default(), secrets })
+        let lifecycle = stages::lifecycle::Lifecycle::new(store.clone(), topics.clone());
+        Arc::new(Self {
+            store,
+            topics,
+            auth,
+            metrics,
+            progress: Default::default(),
+            secrets,
+            lifecycle,
+            idempotency_ttl: config.idempotency_ttl,
+            addresses: config.addresses,
+        })
     }
+}
+
+/// A typed response as JSON (for `idempotency::once`, which stores the bytes it replays).
+pub(crate) fn to_value<T: serde::Serialize>(value: T) -> ApiResult<serde_json::Value> {
+    serde_json::to_value(value).map_err(ApiError::internal)
 }
 
 /// JSON request bodies above this are refused with 413 (CSV import has its own limit).
@@ -63,6 +99,7 @@ pub fn router(state: Arc<AppState>) -> axum::Router {
         .merge(routes::audiences::routes())
         .merge(routes::suppressions::routes())
         .merge(routes::campaigns::routes())
+        .merge(routes::messages::routes())
         .merge(routes::dlq::routes())
         .merge(routes::webhooks::routes())
         .merge(routes::sms_callbacks::routes())

@@ -1,5 +1,9 @@
 //! Prometheus text exposition: HTTP request counts and latency, per-stage runner counters,
 //! reconcile counters, per-tenant campaign counters are read from the store on scrape.
+//!
+//! Served on its own listener ([`router`], `--metrics-listen`, default 127.0.0.1:9464 as
+//! Prometheus exporters do), never on the public API listener: it names every tenant and
+//! sender.
 
 use crate::AppState;
 use axum::extract::{Request, State};
@@ -21,6 +25,8 @@ pub struct Metrics {
     pub reconciler: Option<Arc<Reconciler>>,
     /// The deliver stage's senders (pacing, AIMD rate, stopped).
     pub senders: Option<Arc<stages::deliver::senders::Senders>>,
+    /// WhatsApp webhook changes for phone number ids no tenant owns (answered 200, dropped).
+    pub webhook_unknown_senders: AtomicU64,
     http_by_class: [AtomicU64; 5],
     http_buckets: [AtomicU64; BUCKETS.len()],
     http_count: AtomicU64,
@@ -82,10 +88,23 @@ impl Metrics {
             let m = &r.metrics;
             let _ = writeln!(out, "# TYPE herald_reconcile_events_total counter");
             let _ = writeln!(out, "herald_reconcile_events_total {}", load(&m.events));
+            let _ = writeln!(out, "# TYPE herald_reconcile_transitions_total counter");
             let _ = writeln!(out, "herald_reconcile_transitions_total {}", load(&m.transitions));
-            let _ = writeln!(out, "herald_reconcile_unresolved_receipts_total {}", load(&m.unresolved_receipts));
+            let _ = writeln!(
+                out,
+                "# HELP herald_receipts_unmatched_total receipts that matched no message of their tenant (dropped)\n# TYPE herald_receipts_unmatched_total counter"
+            );
+            let _ = writeln!(out, "herald_receipts_unmatched_total {}", load(&m.unmatched_receipts));
+            let _ = writeln!(out, "# TYPE herald_reconcile_purged_tenant_events_total counter");
+            let _ = writeln!(out, "herald_reconcile_purged_tenant_events_total {}", load(&m.purged_tenant_events));
+            let _ = writeln!(out, "# TYPE herald_campaigns_completed_total counter");
             let _ = writeln!(out, "herald_campaigns_completed_total {}", load(&m.completed_campaigns));
         }
+        let _ = writeln!(
+            out,
+            "# HELP herald_webhooks_unknown_sender_total webhook changes for phone number ids no tenant owns\n# TYPE herald_webhooks_unknown_sender_total counter"
+        );
+        let _ = writeln!(out, "herald_webhooks_unknown_sender_total {}", load(&self.webhook_unknown_senders));
         out
     }
 }
@@ -180,6 +199,14 @@ pub async fn render_live(state: &AppState) -> String {
         render_senders(&mut out, &senders.snapshot());
     }
     out
+}
+
+/// The metrics listener's routes: `GET /metrics`.
+pub fn router(state: Arc<AppState>) -> axum::Router {
+    async fn scrape(State(state): State<Arc<AppState>>) -> impl IntoResponse {
+        ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], render_live(&state).await)
+    }
+    axum::Router::new().route("/metrics", axum::routing::get(scrape)).with_state(state)
 }
 
 /// Per-sender pacing: configured and current (AIMD) rate, pace signals, stopped.

@@ -1,8 +1,33 @@
-//! Address validation: E.164 phone numbers (libphonenumber metadata) and email addresses.
+//! Input validation shared by handlers: names, addresses (E.164 phone numbers with
+//! libphonenumber metadata, email addresses), recipient attributes, PATCH nulls.
+
+use serde::Deserialize as _;
+
+/// The largest recipient attribute value (a CSV cell, a JSON field).
+pub const MAX_ATTRIBUTE_BYTES: usize = 4 * 1024;
+
+/// Checks one recipient attribute.
+pub fn attribute(name: &str, value: &str) -> Result<(), String> {
+    if value.len() > MAX_ATTRIBUTE_BYTES {
+        return Err(format!("{name:?} is {} bytes; attributes are at most {MAX_ATTRIBUTE_BYTES}", value.len()));
+    }
+    Ok(())
+}
+
+/// For `Option<Option<T>>` PATCH fields with `#[serde(default, deserialize_with = "present")]`:
+/// absent → `None`, `null` → `Some(None)`, a value → `Some(Some(v))` (serde alone reads `null`
+/// as absent, which would ignore an explicit `null` silently).
+pub fn present<'de, D, T>(deserializer: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: serde::Deserialize<'de>,
+{
+    Ok(Some(Option::deserialize(deserializer)?))
+}
 
 /// A display name: 1-200 characters, not blank.
 pub fn name(name: &str) -> crate::ApiResult<()> {
-    if name.trim().is_empty() || name.len() > 200 {
+    if name.trim().is_empty() || name.chars().count() > 200 {
         return Err(crate::ApiError::unprocessable("invalid_name", "name must be 1-200 characters"));
     }
     Ok(())

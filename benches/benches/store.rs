@@ -57,7 +57,8 @@ fn bench(c: &mut Criterion) {
                 (n..n + 500)
                     .map(|i| {
                         let id = MessageId::derive(TenantId(2), CampaignId(1), RecipientId(i), Channel::Sms);
-                        (id, Claim::InFlight { attempt: 1, at_ms: i })
+                        let key = MessageKey { tenant: TenantId(2), campaign: CampaignId(1), bucket: 0, id };
+                        (key, Claim::InFlight { attempt: 1, at_ms: i })
                     })
                     .collect::<Vec<_>>()
             },

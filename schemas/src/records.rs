@@ -162,15 +162,20 @@ pub struct Receipt {
     /// Provider name (`whatsapp`, `sms`, `simulator`, ...), scoping `provider_message_id`.
     pub provider: String,
     pub provider_message_id: String,
-    /// Present when the provider echoed our callback data; otherwise resolved via the index.
+    /// Present when the provider echoed our callback data; otherwise resolved through the
+    /// batch tenant's provider-id index.
     pub key: Option<MessageKey>,
     pub status: ReceiptStatus,
     pub at_ms: u64,
     pub error: Option<String>,
 }
 
+/// Receipts of one tenant: the tenant whose provider signed them (webhooks verify the
+/// signature before producing), or whose message the simulator / deliver reports on. Reconcile
+/// applies a receipt only to that tenant's messages.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ReceiptBatch {
+    pub tenant: TenantId,
     pub receipts: Vec<Receipt>,
 }
 

@@ -28,6 +28,11 @@ impl CampaignControl {
         Self { store, ttl, cache: Mutex::new(HashMap::new()) }
     }
 
+    /// How stale a status read may be.
+    pub fn ttl(&self) -> Duration {
+        self.ttl
+    }
+
     /// The campaign's status, at most `ttl` old. A missing campaign reads as cancelled.
     pub async fn status(&self, tenant: TenantId, campaign: CampaignId) -> crate::Result<CampaignStatus> {
         if let Some((status, at)) = self.cache.lock().unwrap_or_else(|p| p.into_inner()).get(&(tenant, campaign)) {

@@ -15,6 +15,7 @@ pub mod chunk;
 pub mod control;
 pub mod deliver;
 pub mod error;
+pub mod lifecycle;
 pub mod quota;
 pub mod reconcile;
 pub mod render;

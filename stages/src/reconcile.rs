@@ -26,6 +26,7 @@ use std::collections::HashMap;
 use std::result::Result;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 use storage::{CampaignCounters, DlqEntry, LogBatch, LogWrite, MessageRecord, MessageStatus};
 
 /// Rank of a status in the reconcile lattice (see the module docs).
@@ -177,15 +178,24 @@ pub fn apply_event(row: &mut Option<MessageRecord>, event: &MessageEvent) -> App
 pub struct ReconcileMetrics {
     pub events: AtomicU64,
     pub transitions: AtomicU64,
-    pub unresolved_receipts: AtomicU64,
+    /// Receipts that matched no message of the tenant they came from (unknown provider id,
+    /// or callback data naming another tenant's message): counted, and they change nothing.
+    pub unmatched_receipts: AtomicU64,
+    /// Events for tenants already purged (late receipts after a deletion): dropped.
+    pub purged_tenant_events: AtomicU64,
     pub completed_campaigns: AtomicU64,
 }
+
+/// How long reconcile trusts what it read of a tenant's state.
+const TENANT_TTL: Duration = Duration::from_secs(5);
 
 /// Shared reconcile state behind the three reconcile consumers.
 pub struct Reconciler {
     store: SharedStore,
     /// Counters of campaigns touched recently (the store holds the truth).
     counters: tokio::sync::Mutex<HashMap<(TenantId, CampaignId), CampaignCounters>>,
+    /// Whether a tenant was purged, as last read.
+    purged: std::sync::Mutex<HashMap<TenantId, (bool, Instant)>>,
     pub metrics: ReconcileMetrics,
 }
 
@@ -202,17 +212,57 @@ enum Event {
     DeadLetter(DlqEntry),
 }
 
+impl Event {
+    fn tenant(&self) -> TenantId {
+        match self {
+            Event::Message(key, _) => key.tenant,
+            Event::Sealed(tenant, _, _) => *tenant,
+            Event::DeadLetter(entry) => entry.key.tenant,
+        }
+    }
+}
+
 impl Reconciler {
     pub fn new(store: SharedStore) -> Arc<Self> {
         Arc::new(Self {
             store,
             counters: tokio::sync::Mutex::new(HashMap::new()),
+            purged: std::sync::Mutex::new(HashMap::new()),
             metrics: ReconcileMetrics::default(),
         })
     }
 
-    async fn apply(&self, events: Vec<Event>) -> crate::Result<()> {
+    /// Whether the tenant's data was purged (a tombstone remains): its events must not
+    /// recreate rows. Deleted-but-not-purged tenants still reconcile, so the campaigns their
+    /// deletion cancelled settle and their counters add up.
+    async fn is_purged(&self, tenant: TenantId) -> crate::Result<bool> {
+        if let Some((purged, at)) = self.purged.lock().unwrap_or_else(|p| p.into_inner()).get(&tenant) {
+            if at.elapsed() < TENANT_TTL {
+                return Ok(*purged);
+            }
+        }
+        let purged =
+            matches!(self.store.get_tenant(tenant).await?.map(|t| t.state), Some(storage::TenantState::Purged { .. }));
+        let mut cache = self.purged.lock().unwrap_or_else(|p| p.into_inner());
+        if cache.len() > 65_536 {
+            cache.clear();
+        }
+        cache.insert(tenant, (purged, Instant::now()));
+        Ok(purged)
+    }
+
+    async fn apply(&self, mut events: Vec<Event>) -> crate::Result<()> {
         self.metrics.events.fetch_add(events.len() as u64, Ordering::Relaxed);
+        let mut tenants: Vec<TenantId> = events.iter().map(Event::tenant).collect();
+        tenants.sort_unstable();
+        tenants.dedup();
+        for tenant in tenants {
+            if self.is_purged(tenant).await? {
+                let before = events.len();
+                events.retain(|e| e.tenant() != tenant);
+                self.metrics.purged_tenant_events.fetch_add((before - events.len()) as u64, Ordering::Relaxed);
+            }
+        }
         // Serializes all reconcile writes: counters and rows are read-modify-write.
         let mut cache = self.counters.lock().await;
         let mut keys: Vec<MessageKey> =
@@ -292,33 +342,35 @@ impl Reconciler {
         Ok(())
     }
 
-    async fn resolve(&self, receipts: Vec<Receipt>) -> crate::Result<Vec<Event>> {
+    /// Turns one tenant's receipts into events on that tenant's messages only: callback data
+    /// must name a message of the tenant, and provider ids resolve through the tenant's own
+    /// index. Anything else is counted as unmatched and changes nothing.
+    async fn resolve(&self, tenant: TenantId, receipts: Vec<Receipt>) -> crate::Result<Vec<Event>> {
         let mut events = Vec::with_capacity(receipts.len());
-        let mut unresolved = Vec::new();
+        let mut by_provider: HashMap<String, Vec<Receipt>> = HashMap::new();
         for r in receipts {
             match r.key {
-                Some(key) => events.push(Event::Message(key, MessageEvent::from_receipt(&r))),
-                None => unresolved.push(r),
+                Some(key) if key.tenant == tenant => events.push(Event::Message(key, MessageEvent::from_receipt(&r))),
+                Some(_) => self.unmatched(tenant, &r, "callback data names another tenant's message"),
+                None => by_provider.entry(r.provider.clone()).or_default().push(r),
             }
-        }
-        let mut by_provider: HashMap<String, Vec<Receipt>> = HashMap::new();
-        for r in unresolved {
-            by_provider.entry(r.provider.clone()).or_default().push(r);
         }
         for (provider, receipts) in by_provider {
             let ids: Vec<&str> = receipts.iter().map(|r| r.provider_message_id.as_str()).collect();
-            let keys = self.store.lookup_provider_ids(&provider, &ids).await?;
+            let keys = self.store.lookup_provider_ids(tenant, &provider, &ids).await?;
             for (r, key) in receipts.iter().zip(keys) {
                 match key {
                     Some(key) => events.push(Event::Message(key, MessageEvent::from_receipt(r))),
-                    None => {
-                        self.metrics.unresolved_receipts.fetch_add(1, Ordering::Relaxed);
-                        tracing::warn!(provider, id = %r.provider_message_id, "receipt for an unknown provider message id");
-                    }
+                    None => self.unmatched(tenant, r, "unknown provider message id"),
                 }
             }
         }
         Ok(events)
+    }
+
+    fn unmatched(&self, tenant: TenantId, r: &Receipt, why: &str) {
+        self.metrics.unmatched_receipts.fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(%tenant, provider = %r.provider, id = %r.provider_message_id, why, "receipt matched no message; dropped");
     }
 }
 
@@ -355,7 +407,7 @@ reconcile_stage!(ReconcileOutcomes, OutcomeBatch, "reconcile", |this, batch| bat
     }
 ));
 reconcile_stage!(ReconcileReceipts, ReceiptBatch, "reconcile-receipts", |this, batch| this
-    .resolve(batch.receipts)
+    .resolve(batch.tenant, batch.receipts)
     .await?);
 reconcile_stage!(ReconcileDeadLetters, DeadLetterBatch, "reconcile-dlq", |this, batch| batch
     .letters

@@ -8,10 +8,15 @@
 //! fails, never the stage. A campaign whose template is missing or invalid fails all its
 //! messages with a reason instead of stalling.
 //!
+//! Output is bounded per channel ([`SMS_MAX_CHARS`], [`WHATSAPP_PARAMETER_MAX_CHARS`],
+//! [`EMAIL_MAX_BYTES`]): rendering stops as soon as a message passes its bound and that message
+//! fails `rendered_too_large`, so one tenant's oversized template cannot exhaust memory for
+//! everyone. Recipient values in an email's HTML part are HTML-escaped.
+//!
 //! It is not: a throttle or a sender; it never calls a provider.
 
 use crate::control::CampaignControl;
-use crate::template::{MissingVariable, Template as Compiled};
+use crate::template::{Escape, RenderError, Template as Compiled};
 use crate::SharedStore;
 use pipeline::{topics, Emitter, Input, Stage, StageError};
 use schemas::*;
@@ -71,34 +76,60 @@ impl CompiledTemplate {
         }
     }
 
-    /// Renders for one recipient. Variables: the recipient's attributes, plus `address`.
-    pub fn render(&self, recipient: &Recipient) -> Result<Content, MissingVariable> {
+    /// Renders for one recipient, within the channel's bounds. Variables: the recipient's
+    /// attributes, plus `address`.
+    pub fn render(&self, recipient: &Recipient) -> Result<Content, RenderError> {
         let lookup = |name: &str| -> Option<&str> {
             if name == "address" {
                 return Some(recipient.address.as_str());
             }
             recipient.attrs.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
         };
+        // Character limits are checked on output bounded in bytes first (a char is ≤ 4 bytes).
+        let chars = |t: &Compiled, max_chars: usize| -> Result<String, RenderError> {
+            let out = t.render_bounded(lookup, Escape::None, max_chars * 4)?;
+            if out.chars().count() > max_chars {
+                return Err(RenderError::TooLarge);
+            }
+            Ok(out)
+        };
         Ok(match self {
-            CompiledTemplate::Sms { text } => Content::Sms { text: text.render(lookup)? },
-            CompiledTemplate::Email { subject, text, html } => Content::Email {
-                subject: subject.render(lookup)?,
-                text: text.render(lookup)?,
-                html: html.as_ref().map(|h| h.render(lookup)).transpose()?,
-            },
+            CompiledTemplate::Sms { text } => Content::Sms { text: chars(text, SMS_MAX_CHARS)? },
+            CompiledTemplate::Email { subject, text, html } => {
+                let mut left = EMAIL_MAX_BYTES;
+                let mut part = |t: &Compiled, escape| -> Result<String, RenderError> {
+                    let out = t.render_bounded(lookup, escape, left)?;
+                    left -= out.len();
+                    Ok(out)
+                };
+                Content::Email {
+                    subject: part(subject, Escape::None)?,
+                    text: part(text, Escape::None)?,
+                    html: html.as_ref().map(|h| part(h, Escape::Html)).transpose()?,
+                }
+            }
             CompiledTemplate::WhatsApp { template_name, language, components } => Content::WhatsApp {
                 template_name: template_name.clone(),
                 language: language.clone(),
                 components: components
                     .iter()
                     .map(|(kind, params)| {
-                        Ok((kind.clone(), params.iter().map(|p| p.render(lookup)).collect::<Result<_, _>>()?))
+                        let params =
+                            params.iter().map(|p| chars(p, WHATSAPP_PARAMETER_MAX_CHARS)).collect::<Result<_, _>>()?;
+                        Ok((kind.clone(), params))
                     })
-                    .collect::<Result<_, MissingVariable>>()?,
+                    .collect::<Result<_, RenderError>>()?,
             },
         })
     }
 }
+
+/// The longest SMS Herald renders (10 concatenated segments of 160 GSM characters).
+pub const SMS_MAX_CHARS: usize = 1_600;
+/// The longest WhatsApp template parameter.
+pub const WHATSAPP_PARAMETER_MAX_CHARS: usize = 1_024;
+/// The largest email (subject, text and HTML parts together).
+pub const EMAIL_MAX_BYTES: usize = 1 << 20;
 
 /// A compiled template, or why the campaign cannot render.
 type CompiledOrReason = Arc<Result<CompiledTemplate, String>>;
@@ -170,9 +201,17 @@ impl Render {
                         });
                         continue;
                     }
-                    Err(missing) => {
+                    Err(RenderError::Missing(missing)) => {
                         OutcomeKind::Failed { code: "missing_variable".into(), reason: missing.to_string() }
                     }
+                    Err(RenderError::TooLarge) => OutcomeKind::Failed {
+                        code: "rendered_too_large".into(),
+                        reason: format!(
+                            "the rendered {} message is over the channel's limit (SMS {SMS_MAX_CHARS} characters, \
+                             WhatsApp parameter {WHATSAPP_PARAMETER_MAX_CHARS} characters, email {EMAIL_MAX_BYTES} bytes)",
+                            channel.as_str()
+                        ),
+                    },
                 },
             };
             outcomes.push(OutcomeEvent::Message(Outcome {

@@ -10,6 +10,13 @@ pub enum Error {
     Io(#[from] std::io::Error),
     #[error("{what} {id} not found")]
     NotFound { what: &'static str, id: String },
+    /// A globally unique sender (a WhatsApp phone number id, an SMS number) owned by another
+    /// tenant. Checked and written atomically by the store, so two tenants cannot both win.
+    #[error("sender {sender:?} belongs to another tenant")]
+    SenderTaken { sender: String },
+    /// A value the store's contract refuses (e.g. a tenant limit out of the platform's bounds).
+    #[error("{message}")]
+    Invalid { code: &'static str, message: String },
 }
 
 pub type Result<T> = std::result::Result<T, Error>;

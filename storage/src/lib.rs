@@ -36,3 +36,6 @@ pub const BUCKET_SIZE: u64 = 10_000;
 pub fn bucket_of(recipient: schemas::RecipientId) -> u32 {
     (recipient.0 / BUCKET_SIZE) as u32
 }
+
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;

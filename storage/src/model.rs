@@ -8,13 +8,76 @@ use serde::{Deserialize, Serialize};
 pub struct Tenant {
     pub id: TenantId,
     pub name: String,
-    /// Messages per second this tenant may send in total (None: only sender limits apply).
+    /// Messages per second this tenant may send in total (None: unlimited, only sender limits
+    /// apply). A platform limit: only platform admins change it.
     pub rate_limit_per_s: Option<u32>,
     /// Burst above the rate, in messages (pacing allows `rate + burst` in any 1 s window).
     pub burst: u32,
     /// Share weight when tenants compete for shared capacity.
     pub weight: u32,
     pub created_ms: u64,
+    pub state: TenantState,
+}
+
+/// Where a tenant is in its life. A deleted tenant is gone for every caller at once (tokens
+/// refused, senders released, campaigns cancelled); its data is purged later, and the row stays
+/// as a tombstone so its id is never reused and late pipeline events for it are dropped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TenantState {
+    Active,
+    /// Deleted at this time; data not yet purged (its cancelled campaigns still settle).
+    Deleted {
+        at_ms: u64,
+    },
+    /// Deleted, and every row it owned removed.
+    Purged {
+        deleted_ms: u64,
+        at_ms: u64,
+    },
+}
+
+/// The platform's bounds on a tenant's limits (`Tenant::check_limits`).
+pub const MAX_TENANT_WEIGHT: u32 = 1_000;
+/// The largest burst any tenant may have.
+pub const MAX_TENANT_BURST: u32 = 100_000;
+/// A tenant's burst may be at most this many times its rate.
+pub const MAX_BURST_PER_RATE: u32 = 10;
+
+/// A tenant limit outside what the platform allows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LimitError {
+    /// Stable machine-readable code (`invalid_rate_limit`, `invalid_burst`, `invalid_weight`).
+    pub code: &'static str,
+    pub message: String,
+}
+
+impl Tenant {
+    pub fn is_active(&self) -> bool {
+        self.state == TenantState::Active
+    }
+
+    /// The platform's rules on limits, kept by every store on every write: `rate_limit_per_s`
+    /// unlimited (None) or ≥ 1, `burst` ≤ 10 × rate and ≤ 100,000, `weight` 1..=1000.
+    pub fn check_limits(&self) -> std::result::Result<(), LimitError> {
+        let err = |code, message: String| Err(LimitError { code, message });
+        if self.rate_limit_per_s == Some(0) {
+            return err("invalid_rate_limit", "rate_limit_per_s must be at least 1 (null: unlimited)".into());
+        }
+        let burst_cap = match self.rate_limit_per_s {
+            Some(rate) => rate.saturating_mul(MAX_BURST_PER_RATE).min(MAX_TENANT_BURST),
+            None => MAX_TENANT_BURST,
+        };
+        if self.burst > burst_cap {
+            return err(
+                "invalid_burst",
+                format!("burst must be at most {burst_cap} (10 x rate_limit_per_s, and at most {MAX_TENANT_BURST})"),
+            );
+        }
+        if !(1..=MAX_TENANT_WEIGHT).contains(&self.weight) {
+            return err("invalid_weight", format!("weight must be 1-{MAX_TENANT_WEIGHT}"));
+        }
+        Ok(())
+    }
 }
 
 /// A stored response to a request made with an `Idempotency-Key`.
@@ -25,6 +88,31 @@ pub struct IdempotencyRecord {
     pub status: u16,
     pub body: Vec<u8>,
     pub created_ms: u64,
+}
+
+/// An `Idempotency-Key` as stored: reserved while its request runs, then its response.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum IdempotencyEntry {
+    /// A request with this key is running; the reservation lapses at `until_ms` (a crashed
+    /// request must not hold the key forever).
+    InProgress {
+        request_hash: String,
+        until_ms: u64,
+    },
+    Done(IdempotencyRecord),
+}
+
+/// What reserving an `Idempotency-Key` found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reservation {
+    /// The caller holds the key: run the request, then `complete` (or `release` on failure).
+    Reserved,
+    /// Another request with this key is running.
+    InProgress,
+    /// The key was used before: replay this response (the same request) ...
+    Replay(IdempotencyRecord),
+    /// ... or refuse, the key was used with a different request.
+    Mismatch,
 }
 
 /// One WhatsApp template component with its parameter templates (`{{ var }}` allowed).
@@ -118,6 +206,9 @@ pub struct Campaign {
     pub status: CampaignStatus,
     pub created_ms: u64,
     pub triggered_ms: Option<u64>,
+    /// Bumped by every status change; changes are compare-and-set on it, so two racing
+    /// requests cannot both win (`CatalogStore::update_campaign`).
+    pub version: u64,
 }
 
 /// How far the chunk stage got; written by the chunk stage only.
@@ -257,7 +348,8 @@ pub struct DlqEntry {
 pub struct LogWrite {
     pub key: MessageKey,
     pub record: MessageRecord,
-    /// `(provider, provider_message_id)` to index, when newly known.
+    /// `(provider, provider_message_id)` to index under the message's own tenant, when newly
+    /// known. One tenant's entry never replaces another's: the index is scoped by tenant.
     pub index: Option<(String, String)>,
 }
 
@@ -293,6 +385,14 @@ impl ProviderKind {
 
     pub fn parse(name: &str) -> Option<Self> {
         Self::ALL.into_iter().find(|k| k.as_str() == name)
+    }
+
+    /// Whether a sender id of this provider names one thing in the world (a WhatsApp phone
+    /// number id, an SMS number): then at most one tenant may own it, and provider webhooks
+    /// are routed to that tenant by it. Webhook URLs and email from-addresses are not: each
+    /// tenant's are its own.
+    pub fn senders_are_global(self) -> bool {
+        matches!(self, ProviderKind::WhatsApp | ProviderKind::Sms)
     }
 }
 
@@ -372,6 +472,10 @@ pub struct ProviderConfig {
     pub settings: ProviderSettings,
     pub secrets: crate::secrets::Sealed,
     pub updated_ms: u64,
+    /// Blind index (keyed HMAC, [`crate::secrets::SecretKey::blind_index`]) of the WhatsApp
+    /// verify token, so the unauthenticated verification handshake finds its tenant without
+    /// opening anyone's sealed secrets.
+    pub verify_token_index: Option<[u8; 32]>,
 }
 
 /// Messages released per time slot over a rolling window (the WhatsApp messaging tier).

@@ -26,9 +26,13 @@ pub enum SecretError {
     Open,
 }
 
-/// The AES-256-GCM key for provider secrets.
+/// The AES-256-GCM key for provider secrets (and, derived from it, the key of blind indexes).
 #[derive(Clone)]
-pub struct SecretKey(Aes256Gcm);
+pub struct SecretKey {
+    cipher: Aes256Gcm,
+    /// HMAC-SHA256 key for [`SecretKey::blind_index`], derived so it never equals the AES key.
+    index_key: [u8; 32],
+}
 
 impl std::fmt::Debug for SecretKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -38,7 +42,16 @@ impl std::fmt::Debug for SecretKey {
 
 impl SecretKey {
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, SecretError> {
-        Aes256Gcm::new_from_slice(bytes).map(SecretKey).map_err(|_| SecretError::BadKey)
+        let cipher = Aes256Gcm::new_from_slice(bytes).map_err(|_| SecretError::BadKey)?;
+        let index_key = hmac(bytes, &[b"herald blind index v1"]);
+        Ok(SecretKey { cipher, index_key })
+    }
+
+    /// A keyed digest of `value` for `purpose` (e.g. the WhatsApp verify token): lets the store
+    /// find a secret's owner by exact match without holding the secret in the clear, and
+    /// without an offline dictionary attack on a stolen store (the key is not in the store).
+    pub fn blind_index(&self, purpose: &str, value: &str) -> [u8; 32] {
+        hmac(&self.index_key, &[purpose.as_bytes(), &[0], value.as_bytes()])
     }
 
     pub fn seal(&self, aad: &str, secrets: &BTreeMap<String, String>) -> Sealed {
@@ -46,7 +59,7 @@ impl SecretKey {
         rand::rng().fill_bytes(&mut nonce);
         let plain = serde_json::to_vec(secrets).unwrap_or_default();
         let ciphertext =
-            self.0.encrypt(&Nonce::from(nonce), Payload { msg: &plain, aad: aad.as_bytes() }).unwrap_or_default();
+            self.cipher.encrypt(&Nonce::from(nonce), Payload { msg: &plain, aad: aad.as_bytes() }).unwrap_or_default();
         Sealed { nonce, ciphertext }
     }
 
@@ -55,11 +68,20 @@ impl SecretKey {
             return Ok(BTreeMap::new());
         }
         let plain = self
-            .0
+            .cipher
             .decrypt(&Nonce::from(sealed.nonce), Payload { msg: &sealed.ciphertext, aad: aad.as_bytes() })
             .map_err(|_| SecretError::Open)?;
         serde_json::from_slice(&plain).map_err(|_| SecretError::Open)
     }
+}
+
+fn hmac(key: &[u8], parts: &[&[u8]]) -> [u8; 32] {
+    use hmac::{KeyInit, Mac};
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(key).expect("HMAC takes keys of any length");
+    for p in parts {
+        mac.update(p);
+    }
+    mac.finalize().into_bytes().into()
 }
 
 /// The associated data binding sealed secrets to their tenant and provider.
@@ -85,5 +107,10 @@ mod tests {
         tampered.ciphertext[0] ^= 1;
         assert_eq!(key.open("herald/1/whatsapp", &tampered), Err(SecretError::Open));
         assert_eq!(SecretKey::from_bytes(&[0u8; 16]).unwrap_err(), SecretError::BadKey);
+        // Blind indexes match exactly, per purpose, and depend on the key.
+        assert_eq!(key.blind_index("verify", "vt"), key.blind_index("verify", "vt"));
+        assert_ne!(key.blind_index("verify", "vt"), key.blind_index("verify", "vu"));
+        assert_ne!(key.blind_index("verify", "vt"), key.blind_index("other", "vt"));
+        assert_ne!(key.blind_index("verify", "vt"), other.blind_index("verify", "vt"));
     }
 }

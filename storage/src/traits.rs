@@ -12,11 +12,18 @@ pub trait CatalogStore: Send + Sync {
     /// A fresh id for a new object of `kind` (tenant, template, audience, campaign).
     async fn next_id(&self, kind: &'static str) -> Result<u64>;
 
+    /// Writes a tenant. Refuses (`Error::Invalid`) limits outside the platform's bounds
+    /// ([`Tenant::check_limits`]), whoever the caller is.
     async fn put_tenant(&self, tenant: &Tenant) -> Result<()>;
+    /// The tenant in any state (deleted and purged tenants keep a tombstone row).
     async fn get_tenant(&self, id: TenantId) -> Result<Option<Tenant>>;
+    /// Every tenant row, tombstones included.
     async fn list_tenants(&self) -> Result<Vec<Tenant>>;
-    /// Removes the tenant row (its objects become unreachable: every lookup is by tenant).
-    async fn delete_tenant(&self, id: TenantId) -> Result<bool>;
+    /// Removes up to `budget` rows the tenant owns in every table (templates, audiences and
+    /// recipients, suppressions, campaigns with their checkpoints, counters, message log,
+    /// provider-id index, claims and DLQ, provider settings and sender index entries, quota,
+    /// idempotency records), never its tenant row. `true` when nothing is left.
+    async fn purge_tenant(&self, id: TenantId, budget: usize) -> Result<bool>;
 
     async fn put_template(&self, template: &Template) -> Result<()>;
     async fn get_template(&self, tenant: TenantId, id: TemplateId) -> Result<Option<Template>>;
@@ -49,10 +56,41 @@ pub trait CatalogStore: Send + Sync {
     /// Up to `limit` suppressed addresses after `after` (exclusive), in address order.
     async fn list_suppressions(&self, tenant: TenantId, after: Option<&str>, limit: usize) -> Result<Vec<String>>;
 
-    async fn get_idempotency(&self, scope: &str, key: &str) -> Result<Option<IdempotencyRecord>>;
-    async fn put_idempotency(&self, scope: &str, key: &str, record: &IdempotencyRecord) -> Result<()>;
+    /// Reserves an `Idempotency-Key` atomically (one compare-and-set: CQL `INSERT ... IF NOT
+    /// EXISTS`, Redis `SET NX PX`): of concurrent requests with one key exactly one gets
+    /// `Reserved`. A reservation lapses after `lease_ms`; a stored response after `ttl_ms`.
+    #[allow(clippy::too_many_arguments)]
+    async fn reserve_idempotency(
+        &self,
+        tenant: TenantId,
+        scope: &str,
+        key: &str,
+        request_hash: &str,
+        now_ms: u64,
+        lease_ms: u64,
+        ttl_ms: u64,
+    ) -> Result<Reservation>;
+    /// Stores the response of a reserved key (replayed until it expires).
+    async fn complete_idempotency(
+        &self,
+        tenant: TenantId,
+        scope: &str,
+        key: &str,
+        record: &IdempotencyRecord,
+    ) -> Result<()>;
+    /// Gives a reserved key back (its request failed before changing anything).
+    async fn release_idempotency(&self, tenant: TenantId, scope: &str, key: &str) -> Result<()>;
+    /// Removes expired records and lapsed reservations; how many.
+    async fn sweep_idempotency(&self, now_ms: u64, ttl_ms: u64, budget: usize) -> Result<usize>;
 
+    /// Creates a campaign (a fresh id). Status changes go through [`update_campaign`].
+    ///
+    /// [`update_campaign`]: CatalogStore::update_campaign
     async fn put_campaign(&self, campaign: &Campaign) -> Result<()>;
+    /// Compare-and-set: writes `campaign` with version `expected_version + 1` if the stored
+    /// campaign still has `expected_version` (a CQL lightweight transaction on the control
+    /// path, never per message). Whether it was written; on `false` nothing changed.
+    async fn update_campaign(&self, campaign: &Campaign, expected_version: u64) -> Result<bool>;
     async fn get_campaign(&self, tenant: TenantId, id: CampaignId) -> Result<Option<Campaign>>;
     async fn list_campaigns(&self, tenant: TenantId) -> Result<Vec<Campaign>>;
 
@@ -65,8 +103,15 @@ pub trait CatalogStore: Send + Sync {
 #[async_trait]
 pub trait MessageLog: Send + Sync {
     async fn get_messages(&self, keys: &[MessageKey]) -> Result<Vec<Option<MessageRecord>>>;
-    /// Resolves provider message ids of `provider` to message keys.
-    async fn lookup_provider_ids(&self, provider: &str, ids: &[&str]) -> Result<Vec<Option<MessageKey>>>;
+    /// Resolves provider message ids of `provider` to the keys of `tenant`'s messages. The
+    /// index is scoped by tenant: a receipt can only ever resolve to a message of the tenant
+    /// that signed it, and one tenant's acceptance never replaces another tenant's entry.
+    async fn lookup_provider_ids(
+        &self,
+        tenant: TenantId,
+        provider: &str,
+        ids: &[&str],
+    ) -> Result<Vec<Option<MessageKey>>>;
     async fn get_counters(&self, tenant: TenantId, campaign: CampaignId) -> Result<Option<CampaignCounters>>;
     /// Writes rows, index entries, counters and DLQ entries; durable when it returns.
     async fn apply(&self, batch: LogBatch) -> Result<()>;
@@ -93,22 +138,27 @@ pub trait MessageLog: Send + Sync {
 /// Send claims: the no-duplicate guard in front of every provider call.
 #[async_trait]
 pub trait ClaimStore: Send + Sync {
-    async fn get_claims(&self, ids: &[MessageId]) -> Result<Vec<Option<Claim>>>;
+    async fn get_claims(&self, keys: &[MessageKey]) -> Result<Vec<Option<Claim>>>;
     /// Records claims; durable (survives a process kill) when it returns.
-    async fn put_claims(&self, claims: &[(MessageId, Claim)]) -> Result<()>;
+    async fn put_claims(&self, claims: &[(MessageKey, Claim)]) -> Result<()>;
 }
 
 /// Tenant provider settings (secrets sealed by the caller), the sender → tenant index used to
 /// route provider webhooks, and the messaging-tier quota.
 #[async_trait]
 pub trait ProviderStore: Send + Sync {
-    /// Stores a tenant's provider settings and indexes its senders (replacing old entries).
+    /// Stores a tenant's provider settings and indexes its globally unique senders and its
+    /// verify token (replacing its old entries). Atomic: when a global sender
+    /// ([`ProviderKind::senders_are_global`]) belongs to another tenant nothing is written and
+    /// the answer is `Error::SenderTaken` (CQL: `INSERT ... IF NOT EXISTS` per sender).
     async fn put_provider(&self, config: &ProviderConfig) -> Result<()>;
     async fn get_provider(&self, tenant: TenantId, kind: ProviderKind) -> Result<Option<ProviderConfig>>;
     async fn list_providers(&self, tenant: TenantId) -> Result<Vec<ProviderConfig>>;
     async fn delete_provider(&self, tenant: TenantId, kind: ProviderKind) -> Result<bool>;
-    /// The tenant whose `kind` provider has a sender with this id.
+    /// The tenant whose `kind` provider has a sender with this id (global kinds only).
     async fn find_sender(&self, kind: ProviderKind, sender: &str) -> Result<Option<TenantId>>;
+    /// The tenant whose WhatsApp verify token has this blind index.
+    async fn find_verify_token(&self, index: &[u8; 32]) -> Result<Option<TenantId>>;
 
     /// Atomically reserves up to `want` messages of the tenant's rolling-window budget.
     async fn reserve_quota(

@@ -26,9 +26,13 @@ impl TestServer {
 
     pub async fn start_with(adjust: impl FnOnce(&mut HeraldConfig)) -> Self {
         let dir = tempfile::tempdir().unwrap();
+        // Mock providers listen on loopback: tests allow private provider addresses (the SSRF
+        // tests turn it off again).
         let mut config = HeraldConfig {
             listen: "127.0.0.1:0".into(),
+            metrics_listen: "127.0.0.1:0".into(),
             data_dir: dir.path().to_path_buf(),
+            allow_private_provider_addresses: true,
             ..HeraldConfig::default()
         };
         config.jwt.secret = Some(SECRET.into());
@@ -83,6 +87,22 @@ impl TestServer {
         }
     }
 
+    /// The Prometheus text from the metrics listener.
+    pub async fn metrics(&self) -> String {
+        let addr = self.server.as_ref().and_then(|s| s.metrics_addr).expect("metrics listener");
+        self.http.get(format!("http://{addr}/metrics")).send().await.unwrap().text().await.unwrap()
+    }
+
+    /// One counter or gauge from [`TestServer::metrics`] (the sum over its label sets).
+    pub async fn metric(&self, name: &str) -> f64 {
+        self.metrics()
+            .await
+            .lines()
+            .filter(|l| l.starts_with(name) && l[name.len()..].starts_with([' ', '{']))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    }
+
     pub fn calls_log(&self) -> PathBuf {
         self.dir.path().join("provider-calls.jsonl")
     }
@@ -118,7 +138,7 @@ impl TestServer {
 }
 
 fn herald_api_claims(role: &str, tenant: Option<u64>, exp: u64) -> api::Claims {
-    api::Claims { sub: "test".into(), tenant_id: tenant, role: role.parse().unwrap(), exp }
+    api::Claims::new("test", tenant, role.parse().unwrap(), exp)
 }
 
 /// Creates a tenant (as platform admin) and returns (tenant id, operator token).
@@ -237,4 +257,105 @@ pub async fn put_whatsapp(
         b.extend(e.clone());
     }
     s.ok("PUT", &format!("/v1/tenants/{tenant}/providers/whatsapp"), admin, Some(body)).await;
+}
+
+/// `X-Hub-Signature-256` of `body` under `secret`.
+pub fn sign_hub(secret: &str, body: &[u8]) -> String {
+    use hmac::{KeyInit, Mac};
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).unwrap();
+    mac.update(body);
+    let bytes = mac.finalize().into_bytes();
+    format!("sha256={}", bytes.iter().map(|b| format!("{b:02x}")).collect::<String>())
+}
+
+/// A WhatsApp status webhook body for `phone_number_id` with `statuses` (each
+/// `{"id", "status", "timestamp", ...}`).
+pub fn whatsapp_webhook(phone_number_id: &str, statuses: Vec<Value>) -> Vec<u8> {
+    serde_json::to_vec(&serde_json::json!({"object": "whatsapp_business_account", "entry": [{"id": "waba",
+        "changes": [{"field": "messages", "value": {"messaging_product": "whatsapp",
+        "metadata": {"display_phone_number": "1555", "phone_number_id": phone_number_id}, "statuses": statuses}}]}]}))
+    .unwrap()
+}
+
+/// POSTs a WhatsApp webhook signed with `secret`; returns the status code.
+pub async fn post_whatsapp_webhook(s: &TestServer, secret: &str, body: Vec<u8>) -> u16 {
+    s.http
+        .post(format!("{}/webhooks/whatsapp", s.base))
+        .header("x-hub-signature-256", sign_hub(secret, &body))
+        .body(body)
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+/// What a [`FakeProvider`] answers: HTTP status and body.
+pub type Answer = (u16, String);
+
+/// A stand-in provider endpoint on 127.0.0.1 whose answers the test chooses (the hostile
+/// `base_url` a tenant controls). Counts the calls it got.
+pub struct FakeProvider {
+    pub addr: std::net::SocketAddr,
+    pub calls: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl FakeProvider {
+    pub async fn start(answer: impl Fn(&Value) -> Answer + Send + Sync + 'static) -> Self {
+        use axum::{body::Bytes, Router};
+        let calls = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let answer = std::sync::Arc::new(answer);
+        let counter = calls.clone();
+        let app = Router::new().fallback(move |body: Bytes| {
+            let (counter, answer) = (counter.clone(), answer.clone());
+            async move {
+                counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let request: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+                let (status, text) = answer(&request);
+                (axum::http::StatusCode::from_u16(status).unwrap(), [("content-type", "application/json")], text)
+            }
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let task = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Self { addr, calls, task }
+    }
+
+    /// A WhatsApp Cloud API stand-in that accepts every message with the id `wamid()` gives.
+    pub async fn whatsapp(wamid: impl Fn() -> String + Send + Sync + 'static) -> Self {
+        Self::start(move |_| (200, serde_json::json!({"messages": [{"id": wamid()}]}).to_string())).await
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn calls(&self) -> u64 {
+        self.calls.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+impl Drop for FakeProvider {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Polls `f` every 100 ms until it returns `Some` (panics with `what` after `timeout`).
+pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }

@@ -10,8 +10,8 @@ use axum::response::Response;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use schemas::{now_ms, AudienceId};
-use serde::Deserialize;
-use serde_json::{json, Map, Value};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
 use std::sync::Arc;
 use storage::{Audience, NewRecipient};
 
@@ -21,14 +21,55 @@ pub const CSV_BODY_LIMIT: usize = 2 << 30;
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct CreateAudience {
+    #[schema(min_length = 1, max_length = 200, pattern = r"\S")]
     name: String,
 }
 
-fn view(a: &Audience) -> Value {
-    json!({"id": a.id.0, "name": a.name, "recipient_count": a.recipient_count, "created_ms": a.created_ms})
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct AudienceView {
+    pub id: u64,
+    pub name: String,
+    pub recipient_count: u64,
+    pub created_ms: u64,
 }
 
-#[utoipa::path(post, path = "/v1/audiences", tag = "audiences", request_body = CreateAudience, responses((status = 201, description = "Audience created"), (status = 400, description = "Malformed request"), (status = 401, description = "Missing or invalid token"), (status = 403, description = "Role too low"), (status = 404, description = "Not found (or another tenant's)")), security(("bearer" = [])))]
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct AudienceList {
+    pub items: Vec<AudienceView>,
+}
+
+fn view(a: &Audience) -> AudienceView {
+    AudienceView { id: a.id.0, name: a.name.clone(), recipient_count: a.recipient_count, created_ms: a.created_ms }
+}
+
+/// A recipient for `POST /v1/audiences/{id}/recipients`: an `address` (E.164 phone number or
+/// email) and any other fields as template variables (strings, numbers or booleans, each at
+/// most 4 KiB; null fields are ignored).
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+pub(crate) struct RecipientBody {
+    #[schema(min_length = 1, max_length = 320)]
+    address: String,
+}
+
+/// What adding recipients did.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct RecipientsReport {
+    pub imported: u64,
+    pub rejected: u64,
+    /// Addresses already in the audience (or twice in the request): skipped.
+    pub duplicates: u64,
+    /// The first 100 rejected recipients, by their position in the request.
+    pub errors: Vec<RecipientError>,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct RecipientError {
+    pub index: u64,
+    pub reason: String,
+}
+
+#[utoipa::path(post, path = "/v1/audiences", tag = "audiences", request_body = CreateAudience, responses((status = 201, description = "Audience created", body = AudienceView)), security(("bearer" = [])))]
 pub(crate) async fn create(
     State(state): State<Arc<AppState>>,
     caller: Caller,
@@ -44,15 +85,15 @@ pub(crate) async fn create(
         let audience =
             Audience { id, tenant, name: req.name, recipient_count: 0, next_recipient_id: 0, created_ms: now_ms() };
         state.store.put_audience(&audience).await?;
-        Ok((StatusCode::CREATED, view(&audience)))
+        Ok((StatusCode::CREATED, crate::to_value(view(&audience))?))
     })
     .await
 }
 
-#[utoipa::path(get, path = "/v1/audiences", tag = "audiences", responses((status = 200, description = "Audiences of the tenant"), (status = 400, description = "Malformed request"), (status = 401, description = "Missing or invalid token"), (status = 403, description = "Role too low"), (status = 404, description = "Not found (or another tenant's)")), security(("bearer" = [])))]
-pub(crate) async fn list(State(state): State<Arc<AppState>>, caller: Caller) -> ApiResult<Json<Value>> {
+#[utoipa::path(get, path = "/v1/audiences", tag = "audiences", responses((status = 200, description = "Audiences of the tenant", body = AudienceList)), security(("bearer" = [])))]
+pub(crate) async fn list(State(state): State<Arc<AppState>>, caller: Caller) -> ApiResult<Json<AudienceList>> {
     let audiences = state.store.list_audiences(caller.tenant()?).await?;
-    Ok(Json(json!({"items": audiences.iter().map(view).collect::<Vec<_>>()})))
+    Ok(Json(AudienceList { items: audiences.iter().map(view).collect() }))
 }
 
 /// Loads an audience of the caller's tenant.
@@ -61,12 +102,12 @@ pub async fn owned(state: &AppState, caller: &Caller, raw: &str) -> ApiResult<Au
     state.store.get_audience(caller.tenant()?, id).await?.ok_or_else(|| ApiError::not_found("audience"))
 }
 
-#[utoipa::path(get, path = "/v1/audiences/{id}", tag = "audiences", responses((status = 200, description = "The audience with its recipient count"), (status = 400, description = "Malformed request"), (status = 401, description = "Missing or invalid token"), (status = 403, description = "Role too low"), (status = 404, description = "Not found (or another tenant's)")), security(("bearer" = [])))]
+#[utoipa::path(get, path = "/v1/audiences/{id}", tag = "audiences", params(("id" = u64, Path, description = "Audience id")), responses((status = 200, description = "The audience with its recipient count", body = AudienceView)), security(("bearer" = [])))]
 pub(crate) async fn show(
     State(state): State<Arc<AppState>>,
     caller: Caller,
     Path(id): Path<String>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<AudienceView>> {
     Ok(Json(view(&owned(&state, &caller, &id).await?)))
 }
 
@@ -86,19 +127,20 @@ fn recipient(value: Value) -> Result<NewRecipient, String> {
         if k == "address" {
             address = Some(validate::address(&text)?);
         } else {
+            validate::attribute(&k, &text)?;
             attrs.push((k, text));
         }
     }
     Ok(NewRecipient { address: address.ok_or("missing \"address\"")?, attrs })
 }
 
-#[utoipa::path(post, path = "/v1/audiences/{id}/recipients", tag = "audiences", request_body = Vec<serde_json::Value>, responses((status = 200, description = "{imported, rejected, duplicates, errors}"), (status = 400, description = "Malformed request"), (status = 401, description = "Missing or invalid token"), (status = 403, description = "Role too low"), (status = 404, description = "Not found (or another tenant's)")), security(("bearer" = [])))]
+#[utoipa::path(post, path = "/v1/audiences/{id}/recipients", tag = "audiences", params(("id" = u64, Path, description = "Audience id")), request_body(content = Vec<RecipientBody>, description = "At most 10,000 recipients"), responses((status = 200, description = "Added; rejected recipients are reported by index", body = RecipientsReport)), security(("bearer" = [])))]
 pub(crate) async fn add_recipients(
     State(state): State<Arc<AppState>>,
     caller: Caller,
     Path(id): Path<String>,
     body: Bytes,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<RecipientsReport>> {
     caller.require(Role::Operator)?;
     let audience = owned(&state, &caller, &id).await?;
     let rows: Vec<Value> = parse_json(&body)?;
@@ -113,23 +155,28 @@ pub(crate) async fn add_recipients(
     for (index, row) in rows.into_iter().enumerate() {
         match recipient(row) {
             Ok(r) => good.push(r),
-            Err(reason) => errors.push(json!({"index": index, "reason": reason})),
+            Err(reason) => errors.push(RecipientError { index: index as u64, reason }),
         }
     }
     let rejected = errors.len();
     let added = state.store.add_recipients(audience.tenant, audience.id, good).await?;
     errors.truncate(100);
-    Ok(Json(json!({"imported": added.added, "rejected": rejected, "duplicates": added.duplicates, "errors": errors})))
+    Ok(Json(RecipientsReport {
+        imported: added.added,
+        rejected: rejected as u64,
+        duplicates: added.duplicates,
+        errors,
+    }))
 }
 
-#[utoipa::path(post, path = "/v1/audiences/{id}/import", tag = "audiences", request_body(content = String, content_type = "text/csv"), responses((status = 200, description = "{imported, rejected, duplicates, errors: [{line, reason}]}"), (status = 413, description = "Body too large"), (status = 415, description = "Not text/csv"), (status = 400, description = "Malformed request"), (status = 401, description = "Missing or invalid token"), (status = 403, description = "Role too low"), (status = 404, description = "Not found (or another tenant's)")), security(("bearer" = [])))]
+#[utoipa::path(post, path = "/v1/audiences/{id}/import", tag = "audiences", params(("id" = u64, Path, description = "Audience id")), request_body(content = String, content_type = "text/csv", description = "A header row with an `address` column; other columns become template variables (each value at most 4 KiB). Up to 2 GiB, streamed."), responses((status = 200, description = "Imported; bad rows are reported with their line", body = import::ImportReport)), security(("bearer" = [])))]
 pub(crate) async fn import_csv(
     State(state): State<Arc<AppState>>,
     caller: Caller,
     Path(id): Path<String>,
     headers: HeaderMap,
     body: Body,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<import::ImportReport>> {
     caller.require(Role::Operator)?;
     let content_type = headers.get(axum::http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
     if !content_type.starts_with("text/csv") {
@@ -140,12 +187,10 @@ pub(crate) async fn import_csv(
         ));
     }
     let audience = owned(&state, &caller, &id).await?;
-    let report = import::csv(&state, &audience, body.into_data_stream()).await?;
-    Ok(Json(serde_json::to_value(report).map_err(ApiError::internal)?))
+    Ok(Json(import::csv(&state, &audience, body.into_data_stream()).await?))
 }
 
 pub fn routes() -> Router<Arc<AppState>> {
-    let _ = Map::<String, Value>::new;
     Router::new()
         .route("/v1/audiences", get(list).post(create))
         .route("/v1/audiences/{id}", get(show))

@@ -1,6 +1,5 @@
 //! `/v1/dlq`: dead-lettered messages with their reasons, and redrive.
 
-use super::Page;
 use crate::error::{parse_json, ApiError, ApiResult};
 use crate::{idempotency, AppState, Caller, Role};
 use axum::body::Bytes;
@@ -11,28 +10,62 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use pipeline::{topics, Emitter};
 use schemas::{CampaignId, MessageId, RenderedMessage, RetryBatch};
-use serde::Deserialize;
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
 use std::collections::HashSet;
 use std::sync::Arc;
 use storage::Claim;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(crate) struct DlqQuery {
+    /// Only this campaign's letters.
     campaign_id: Option<u64>,
+    /// The `next_cursor` of the previous page.
+    #[param(max_length = 64)]
     cursor: Option<String>,
+    /// Page size (default 100).
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<usize>,
 }
 
-#[utoipa::path(get, path = "/v1/dlq", tag = "dlq", responses((status = 200, description = "Dead letters with reasons, paged"), (status = 400, description = "Malformed request"), (status = 401, description = "Missing or invalid token"), (status = 403, description = "Role too low"), (status = 404, description = "Not found (or another tenant's)")), security(("bearer" = [])))]
+/// A dead-lettered message: why, after how many attempts, and when it may be redriven.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct DeadLetterView {
+    pub campaign_id: u64,
+    pub message_id: String,
+    pub address: String,
+    /// The provider's code and message (at most 200 characters), or why Herald gave up.
+    pub reason: String,
+    pub attempts: u32,
+    pub at_ms: u64,
+    /// Not redrivable before this time (WhatsApp 131049); null: any time.
+    pub not_before_ms: Option<u64>,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct DeadLetterPage {
+    pub items: Vec<DeadLetterView>,
+    /// Pass as `cursor` for the next page (null: the last page).
+    pub next_cursor: Option<String>,
+}
+
+/// What a redrive did.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct RedriveResult {
+    pub redriven: u64,
+    /// Letters the provider said must wait (still in the DLQ, redrivable after `not_before_ms`).
+    pub held_until_later: u64,
+}
+
+#[utoipa::path(get, path = "/v1/dlq", tag = "dlq", params(DlqQuery), responses((status = 200, description = "Dead letters with reasons, paged", body = DeadLetterPage)), security(("bearer" = [])))]
 pub(crate) async fn list(
     State(state): State<Arc<AppState>>,
     caller: Caller,
     query: Result<Query<DlqQuery>, axum::extract::rejection::QueryRejection>,
-) -> ApiResult<Json<Page<Value>>> {
-    let Query(q) = query.map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))?;
+) -> ApiResult<Json<DeadLetterPage>> {
+    let q = super::query(query)?;
     let tenant = caller.tenant()?;
-    let limit = q.limit.unwrap_or(100).clamp(1, 1000);
+    let limit = super::limit(q.limit)?;
     // Cursor: "<campaign>.<message id>"; without campaign_id, pages walk the tenant's campaigns.
     let (mut campaign_from, mut after) = match q.cursor.as_deref() {
         None => (q.campaign_id.unwrap_or(0), None),
@@ -56,26 +89,38 @@ pub(crate) async fn list(
         campaign_from = campaign;
         let entries = state.store.scan_dlq(tenant, CampaignId(campaign), after, limit - items.len()).await?;
         for e in &entries {
-            items.push(json!({
-                "campaign_id": campaign, "message_id": e.key.id.to_string(), "address": e.letter.message.address,
-                "reason": e.letter.reason, "attempts": e.letter.attempts, "at_ms": e.letter.at_ms,
-                "not_before_ms": e.letter.not_before_ms,
-            }));
+            items.push(DeadLetterView {
+                campaign_id: campaign,
+                message_id: e.key.id.to_string(),
+                address: e.letter.message.address.clone(),
+                reason: e.letter.reason.clone(),
+                attempts: e.letter.attempts,
+                at_ms: e.letter.at_ms,
+                not_before_ms: e.letter.not_before_ms,
+            });
         }
         if items.len() == limit {
             let last = entries.last().map(|e| e.key.id.to_string()).unwrap_or_default();
-            return Ok(Json(Page { items, next_cursor: Some(format!("{campaign}.{last}")) }));
+            return Ok(Json(DeadLetterPage { items, next_cursor: Some(format!("{campaign}.{last}")) }));
         }
     }
-    Ok(Json(Page { items, next_cursor: None }))
+    Ok(Json(DeadLetterPage { items, next_cursor: None }))
 }
 
+/// What to redrive: a campaign's letters, given messages, or both (at least one).
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct Redrive {
     campaign_id: Option<u64>,
-    message_ids: Option<Vec<String>>,
+    #[schema(max_items = 10000, inline)]
+    message_ids: Option<Vec<MessageIdText>>,
 }
+
+/// A message id: 32 hex digits.
+#[derive(Deserialize, utoipa::ToSchema)]
+#[schema(value_type = String, pattern = "^[0-9a-fA-F]{32}$")]
+#[serde(transparent)]
+pub(crate) struct MessageIdText(String);
 
 /// At most this many messages per redrive call.
 const REDRIVE_LIMIT: usize = 10_000;
@@ -83,7 +128,7 @@ const REDRIVE_LIMIT: usize = 10_000;
 /// Sends dead-lettered messages again: the claim moves past the failed attempt, the message
 /// goes back on `delivery.retry`, and its DLQ entry is removed. Reconcile lets the new
 /// attempt's outcome supersede the dead letter.
-#[utoipa::path(post, path = "/v1/dlq/redrive", tag = "dlq", request_body = Redrive, responses((status = 202, description = "{redriven}"), (status = 400, description = "Malformed request"), (status = 401, description = "Missing or invalid token"), (status = 403, description = "Role too low"), (status = 404, description = "Not found (or another tenant's)")), security(("bearer" = [])))]
+#[utoipa::path(post, path = "/v1/dlq/redrive", tag = "dlq", request_body = Redrive, responses((status = 202, description = "Redriven (at most 10,000 per call)", body = RedriveResult)), security(("bearer" = [])))]
 pub(crate) async fn redrive(
     State(state): State<Arc<AppState>>,
     caller: Caller,
@@ -96,12 +141,15 @@ pub(crate) async fn redrive(
     if req.campaign_id.is_none() && req.message_ids.is_none() {
         return Err(ApiError::unprocessable("nothing_selected", "give campaign_id, message_ids or both"));
     }
+    if req.message_ids.as_ref().is_some_and(|ids| ids.len() > REDRIVE_LIMIT) {
+        return Err(ApiError::unprocessable("too_many_messages", format!("at most {REDRIVE_LIMIT} message_ids")));
+    }
     let wanted: Option<HashSet<MessageId>> = req
         .message_ids
         .as_ref()
         .map(|ids| {
             ids.iter()
-                .map(|id| {
+                .map(|MessageIdText(id)| {
                     id.parse().map_err(|_| {
                         ApiError::unprocessable("invalid_message_id", format!("{id:?} is not a message id"))
                     })
@@ -135,8 +183,7 @@ pub(crate) async fn redrive(
         let now = schemas::now_ms();
         let held = selected.iter().filter(|e| e.letter.not_before_ms.is_some_and(|t| t > now)).count();
         selected.retain(|e| e.letter.not_before_ms.is_none_or(|t| t <= now));
-        let claims: Vec<_> =
-            selected.iter().map(|e| (e.key.id, Claim::Retrying { attempt: e.letter.attempts })).collect();
+        let claims: Vec<_> = selected.iter().map(|e| (e.key, Claim::Retrying { attempt: e.letter.attempts })).collect();
         state.store.put_claims(&claims).await?;
         let mut out = Emitter::new(state.topics.clone());
         out.set_headers(crate::trace::current_headers());
@@ -150,7 +197,10 @@ pub(crate) async fn redrive(
         out.flush().await?;
         let keys: Vec<_> = selected.iter().map(|e| e.key).collect();
         state.store.remove_dead_letters(&keys).await?;
-        Ok((StatusCode::ACCEPTED, json!({"redriven": keys.len(), "held_until_later": held})))
+        Ok((
+            StatusCode::ACCEPTED,
+            crate::to_value(RedriveResult { redriven: keys.len() as u64, held_until_later: held as u64 })?,
+        ))
     })
     .await
 }

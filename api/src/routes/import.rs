@@ -1,7 +1,9 @@
 //! Streaming CSV import: the body is parsed incrementally (csv-core) as it arrives and written
 //! in batches, so a million rows never sit in memory. The header row must have an `address`
 //! column; other columns become template variables. Bad rows are reported with their line and
-//! skipped; good rows import.
+//! skipped; good rows import. A fatal error mid-stream (body too large, a row over 1 MiB) stops
+//! the import; rows committed before it stay, and the error says how many
+//! (`imported_before_error`).
 
 use crate::error::{ApiError, ApiResult};
 use crate::{validate, AppState};
@@ -16,15 +18,18 @@ const MAX_ERRORS: usize = 100;
 const MAX_ROW_BYTES: usize = 1 << 20;
 const MAX_COLUMNS: usize = 1024;
 
-#[derive(Debug, Default, Serialize)]
+/// What a CSV import did.
+#[derive(Debug, Default, Serialize, utoipa::ToSchema)]
 pub struct ImportReport {
     pub imported: u64,
     pub rejected: u64,
+    /// Addresses already in the audience (or repeated in the file): skipped.
     pub duplicates: u64,
+    /// The first 100 rejected rows, with their line in the file (1 = header).
     pub errors: Vec<RowError>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct RowError {
     pub line: u64,
     pub reason: String,
@@ -36,8 +41,11 @@ struct Parser {
     ends: Vec<usize>,
     out_len: usize,
     ends_len: usize,
-    /// Line on which the current record started (1 = header).
+    /// Line on which the next record starts if it starts now (1 = header).
     line: u64,
+    /// Between records: newlines seen now are blank lines, which move `line`.
+    boundary: bool,
+    /// Newlines inside the current record (quoted newlines and its terminator).
     newlines: u64,
 }
 
@@ -50,7 +58,21 @@ impl Parser {
             out_len: 0,
             ends_len: 0,
             line: 1,
+            boundary: true,
             newlines: 0,
+        }
+    }
+
+    /// Counts lines in bytes the reader consumed.
+    fn count(&mut self, consumed: &[u8]) {
+        for &b in consumed {
+            match (self.boundary, b) {
+                (true, b'\n') => self.line += 1,
+                (true, b'\r') => {}
+                (true, _) => self.boundary = false,
+                (false, b'\n') => self.newlines += 1,
+                (false, _) => {}
+            }
         }
     }
 
@@ -60,7 +82,7 @@ impl Parser {
         loop {
             let (result, read, written, ends) =
                 self.reader.read_record(input, &mut self.output[self.out_len..], &mut self.ends[self.ends_len..]);
-            self.newlines += input[..read].iter().filter(|b| **b == b'\n').count() as u64;
+            self.count(&input[..read]);
             input = &input[read..];
             self.out_len += written;
             self.ends_len += ends;
@@ -93,9 +115,10 @@ impl Parser {
                         start = stop;
                     }
                     rows.push((self.line, fields));
-                    // A record spans as many lines as the newlines consumed (quoted newlines).
-                    self.line += self.newlines.max(1);
+                    // A record spans its quoted newlines and its terminator.
+                    self.line += self.newlines;
                     self.newlines = 0;
+                    self.boundary = true;
                     self.out_len = 0;
                     self.ends_len = 0;
                 }
@@ -119,22 +142,26 @@ where
     let mut rows = Vec::new();
     let mut finished = false;
     while !finished {
+        // A fatal error says how many rows were committed before it.
+        let fatal = |e: ApiError, report: &ImportReport| e.with("imported_before_error", report.imported);
         let chunk = match body.next().await {
             Some(Ok(bytes)) if bytes.is_empty() => continue,
             Some(Ok(bytes)) => bytes,
             Some(Err(e)) => {
                 let message = e.to_string();
-                if message.contains("length limit") {
-                    return Err(ApiError::new(axum::http::StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", message));
-                }
-                return Err(ApiError::bad_request("body_read_failed", message));
+                let error = if message.contains("length limit") {
+                    ApiError::new(axum::http::StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", message)
+                } else {
+                    ApiError::bad_request("body_read_failed", message)
+                };
+                return Err(fatal(error, &report));
             }
             None => {
                 finished = true;
                 Bytes::new()
             }
         };
-        parser.feed(&chunk, &mut rows)?;
+        parser.feed(&chunk, &mut rows).map_err(|e| fatal(e, &report))?;
         for (line, fields) in rows.drain(..) {
             let Some(columns) = &header else {
                 let columns: Vec<String> =
@@ -148,8 +175,16 @@ where
             if fields.len() == 1 && fields[0].trim().is_empty() {
                 continue; // blank line
             }
+            let oversized = columns
+                .iter()
+                .zip(&fields)
+                .enumerate()
+                .filter(|(i, _)| *i != address_column)
+                .find_map(|(_, (k, v))| validate::attribute(k, v).err());
             let row = if fields.len() != columns.len() {
                 Err(format!("expected {} columns, found {}", columns.len(), fields.len()))
+            } else if let Some(reason) = oversized {
+                Err(reason)
             } else {
                 validate::address(&fields[address_column]).map(|address| NewRecipient {
                     address,
@@ -206,5 +241,12 @@ mod tests {
         assert_eq!(rows[2].0, 3);
         assert_eq!(rows[2].1[1], "multi\nline");
         assert_eq!(rows[3], (5, vec!["+12025550145".to_string(), "Bo".to_string()]));
+    }
+
+    #[test]
+    fn blank_lines_and_crlf_keep_line_numbers() {
+        let rows = parse(&["address\r\n\r\n\n+12025550143\r\n\n", "\n+12025550144\n\"a\nb\"\n+1202555", "0145"]);
+        let lines: Vec<u64> = rows.iter().map(|(line, _)| *line).collect();
+        assert_eq!(lines, vec![1, 4, 7, 8, 10], "{rows:?}");
     }
 }

@@ -1,35 +1,42 @@
-//! `/healthz`, `/readyz`, `/metrics`.
+//! `/healthz`, `/readyz` (`/metrics` is on its own listener: `crate::metrics::router`).
 
 use crate::AppState;
 use axum::extract::State;
-use axum::http::{header, StatusCode};
-use axum::response::IntoResponse;
+use axum::http::StatusCode;
 use axum::routing::get;
 use axum::{Json, Router};
 use pipeline::topics;
 use schemas::TenantId;
-use serde_json::json;
+use serde::Serialize;
 use std::sync::Arc;
 
-#[utoipa::path(get, path = "/healthz", tag = "ops", responses((status = 200, description = "Alive")))]
-pub(crate) async fn healthz() -> Json<serde_json::Value> {
-    Json(json!({"status": "ok"}))
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct Health {
+    /// Always `ok`: the process answers.
+    pub status: &'static str,
+}
+
+/// Which backends answered.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct Readiness {
+    pub store: bool,
+    pub topics: bool,
+}
+
+#[utoipa::path(get, path = "/healthz", tag = "ops", responses((status = 200, description = "Alive", body = Health)))]
+pub(crate) async fn healthz() -> Json<Health> {
+    Json(Health { status: "ok" })
 }
 
 /// Ready when the store answers a read and the topics answer an offset query.
-#[utoipa::path(get, path = "/readyz", tag = "ops", responses((status = 200, description = "Store and topics usable"), (status = 503, description = "Not ready")))]
-pub(crate) async fn readyz(State(state): State<Arc<AppState>>) -> (StatusCode, Json<serde_json::Value>) {
+#[utoipa::path(get, path = "/readyz", tag = "ops", responses((status = 200, description = "Store and topics usable", body = Readiness), (status = 503, description = "A backend does not answer", body = Readiness)))]
+pub(crate) async fn readyz(State(state): State<Arc<AppState>>) -> (StatusCode, Json<Readiness>) {
     let store = state.store.get_tenant(TenantId(0)).await.is_ok();
     let topics = state.topics.end_offset(topics::SENDS.name(), 0).await.is_ok();
     let status = if store && topics { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
-    (status, Json(json!({"store": store, "topics": topics})))
-}
-
-#[utoipa::path(get, path = "/metrics", tag = "ops", responses((status = 200, description = "Prometheus text")))]
-pub(crate) async fn metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], crate::metrics::render_live(&state).await)
+    (status, Json(Readiness { store, topics }))
 }
 
 pub fn routes() -> Router<Arc<AppState>> {
-    Router::new().route("/healthz", get(healthz)).route("/readyz", get(readyz)).route("/metrics", get(metrics))
+    Router::new().route("/healthz", get(healthz)).route("/readyz", get(readyz))
 }

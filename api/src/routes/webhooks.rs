@@ -1,7 +1,13 @@
 //! `/webhooks/whatsapp`: Meta's verification handshake (GET) and signed status callbacks
 //! (POST). The signature (`X-Hub-Signature-256`, HMAC-SHA256 of the raw body with the tenant's
 //! app secret) is checked in constant time before anything in the body is acted on. Statuses go
-//! to `receipts.inbound`; an inbound "STOP" suppresses the sender for the tenant.
+//! to `receipts.inbound` as the signing tenant's receipts (reconcile applies them to that
+//! tenant's messages only); an inbound "STOP" suppresses the sender for the tenant.
+//!
+//! A POST for a phone number id no tenant owns is answered 200 and dropped (counted as
+//! `herald_webhooks_unknown_sender_total`): an error would make Meta retry it and eventually
+//! disable the app's subscription. The verification GET finds its tenant by a blind index of
+//! the verify token, without opening anyone's sealed secrets.
 
 use crate::error::{ApiError, ApiResult};
 use crate::AppState;
@@ -20,17 +26,23 @@ use std::sync::Arc;
 use storage::secrets::aad;
 use storage::ProviderKind;
 
-#[derive(Deserialize)]
+/// Meta's verification handshake parameters.
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)]
 pub(crate) struct Verify {
+    /// `subscribe`.
     #[serde(rename = "hub.mode")]
     mode: Option<String>,
+    /// Echoed back when the token matches.
     #[serde(rename = "hub.challenge")]
     challenge: Option<String>,
+    /// A tenant's WhatsApp `verify_token`.
     #[serde(rename = "hub.verify_token")]
     verify_token: Option<String>,
 }
 
-#[utoipa::path(get, path = "/webhooks/whatsapp", tag = "webhooks", responses((status = 200, description = "The challenge"), (status = 403, description = "Verify token mismatch")))]
+#[utoipa::path(get, path = "/webhooks/whatsapp", tag = "webhooks", params(Verify), responses((status = 200, description = "The challenge, as sent", body = String, content_type = "text/plain")))]
 pub(crate) async fn verify(
     State(state): State<Arc<AppState>>,
     Query(q): Query<HashMap<String, String>>,
@@ -43,18 +55,11 @@ pub(crate) async fn verify(
     let (Some("subscribe"), Some(challenge), Some(token)) = (q.mode.as_deref(), q.challenge, q.verify_token) else {
         return Err(ApiError::forbidden("verification failed"));
     };
-    // A rare handshake: every tenant with a WhatsApp provider is checked.
-    let mut known = false;
-    for tenant in state.store.list_tenants().await? {
-        if let Some(secrets) = provider_secrets(&state, tenant.id, ProviderKind::WhatsApp).await? {
-            let expected = secrets.get("verify_token").map(String::as_bytes).unwrap_or_default();
-            known |= !expected.is_empty() && constant_time_eq(expected, token.as_bytes());
-        }
-    }
-    if known {
-        Ok((StatusCode::OK, challenge))
-    } else {
-        Err(ApiError::forbidden("verification failed"))
+    // An exact match on a keyed digest: no secret is opened, no tenant is scanned.
+    let index = state.secrets.blind_index(crate::routes::providers::VERIFY_TOKEN_INDEX, &token);
+    match state.store.find_verify_token(&index).await? {
+        Some(_) if !token.is_empty() => Ok((StatusCode::OK, challenge)),
+        _ => Err(ApiError::forbidden("verification failed")),
     }
 }
 
@@ -137,7 +142,7 @@ struct InboundText {
     body: String,
 }
 
-#[utoipa::path(post, path = "/webhooks/whatsapp", tag = "webhooks", request_body = serde_json::Value, responses((status = 200, description = "Accepted"), (status = 401, description = "Bad signature")))]
+#[utoipa::path(post, path = "/webhooks/whatsapp", tag = "webhooks", params(("X-Hub-Signature-256" = String, Header, description = "`sha256=<hex HMAC-SHA256 of the raw body with the tenant's app secret>`")), request_body(content = Object, description = "Meta's webhook envelope (`entry[].changes[].value` with `metadata.phone_number_id`, `statuses`, `messages`)"), responses((status = 200, description = "Accepted (also for a phone number id no tenant owns: dropped and counted)")))]
 pub(crate) async fn receive(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
@@ -150,27 +155,34 @@ pub(crate) async fn receive(
     // Parsed only to find whose secret signs it; nothing is acted on before the check.
     let envelope: Envelope =
         serde_json::from_slice(&body).map_err(|e| ApiError::bad_request("malformed_json", e.to_string()))?;
-    let phone_ids: Vec<&str> = envelope
-        .entry
-        .iter()
-        .flat_map(|e| &e.changes)
-        .filter_map(|c| c.value.as_ref()?.metadata.as_ref().map(|m| m.phone_number_id.as_str()))
-        .collect();
-    let mut owners = Vec::with_capacity(phone_ids.len());
-    for id in &phone_ids {
-        owners.push(state.store.find_sender(ProviderKind::WhatsApp, id).await?);
+    let values: Vec<&ChangeValue> =
+        envelope.entry.iter().flat_map(|e| &e.changes).filter_map(|c| c.value.as_ref()).collect();
+    let mut owners = Vec::with_capacity(values.len());
+    for value in &values {
+        owners.push(match &value.metadata {
+            Some(m) => state.store.find_sender(ProviderKind::WhatsApp, &m.phone_number_id).await?,
+            None => None,
+        });
     }
-    let Some(Some(tenant_id)) = owners.first().copied() else {
-        return Err(ApiError::unauthorized("unknown phone_number_id"));
+    let known: Vec<TenantId> = owners.iter().flatten().copied().collect();
+    let Some(&tenant_id) = known.first() else {
+        // Nobody's phone number: acknowledged and dropped, so Meta does not retry forever.
+        state.metrics.webhook_unknown_senders.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        tracing::warn!("WhatsApp webhook for a phone_number_id no tenant owns; dropped");
+        return Ok(StatusCode::OK);
     };
     let secrets = provider_secrets(&state, tenant_id, ProviderKind::WhatsApp).await?.unwrap_or_default();
     let secret = secrets.get("app_secret").map(String::as_str).unwrap_or_default();
-    // Every phone number in one POST must belong to the tenant whose secret signed it.
-    if secret.is_empty() || !signature_valid(secret, &body, signature) || owners.iter().any(|o| *o != Some(tenant_id)) {
+    // Every known phone number in one POST must belong to the tenant whose secret signed it.
+    if secret.is_empty() || !signature_valid(secret, &body, signature) || known.iter().any(|o| *o != tenant_id) {
         return Err(ApiError::unauthorized("bad signature"));
     }
     let mut receipts = Vec::new();
-    for value in envelope.entry.iter().flat_map(|e| &e.changes).filter_map(|c| c.value.as_ref()) {
+    for (value, owner) in values.into_iter().zip(owners) {
+        if owner != Some(tenant_id) {
+            state.metrics.webhook_unknown_senders.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            continue;
+        }
         for s in &value.statuses {
             let status = match s.status.as_str() {
                 "sent" => ReceiptStatus::Sent,
@@ -188,7 +200,7 @@ pub(crate) async fn receive(
                 .timestamp
                 .as_deref()
                 .and_then(|t| t.parse::<u64>().ok())
-                .map(|t| t * 1000)
+                .and_then(|t| t.checked_mul(1000))
                 .unwrap_or_else(schemas::now_ms);
             let error =
                 s.errors.first().map(|e| format!("{}: {}", e.code.unwrap_or(0), e.title.clone().unwrap_or_default()));
@@ -212,7 +224,7 @@ pub(crate) async fn receive(
     if !receipts.is_empty() {
         let mut out = Emitter::new(state.topics.clone());
         out.set_headers(crate::trace::current_headers());
-        out.emit(&topics::RECEIPTS, tenant_id, &ReceiptBatch { receipts })?;
+        out.emit(&topics::RECEIPTS, tenant_id, &ReceiptBatch { tenant: tenant_id, receipts })?;
         out.flush().await?;
     }
     Ok(StatusCode::OK)

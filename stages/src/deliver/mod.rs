@@ -143,8 +143,8 @@ impl Deliver {
 
     /// Decides per message from its claim; asks the provider about calls lost mid-flight.
     async fn plan(&self, route: &Route, messages: Vec<RenderedMessage>) -> crate::Result<Vec<Plan>> {
-        let ids: Vec<MessageId> = messages.iter().map(|m| m.key.id).collect();
-        let claims = self.store.get_claims(&ids).await?;
+        let keys: Vec<MessageKey> = messages.iter().map(|m| m.key).collect();
+        let claims = self.store.get_claims(&keys).await?;
         let lookup_sender = route.senders.first().map(|s| s.id.as_str()).unwrap_or_default();
         // A message about to be sent again after a failed attempt: did a receipt show that the
         // provider got it after all (a timeout after the request went out)? Then it is not sent
@@ -252,7 +252,10 @@ impl Deliver {
             FailureClass::Permanent | FailureClass::RetryLater => false,
         };
         if retry {
-            let mut wait = e.retry_after.unwrap_or_else(|| self.backoff(attempt, e.class));
+            // A provider's Retry-After is a hint, capped like our own backoff: a hostile or
+            // broken endpoint must not park messages for hours.
+            let mut wait =
+                e.retry_after.map(|w| w.min(self.config.backoff_max)).unwrap_or_else(|| self.backoff(attempt, e.class));
             if e.maybe_received {
                 wait = wait.max(self.config.receipt_grace);
             }
@@ -295,7 +298,7 @@ impl Deliver {
                 Plan::Send(m) => to_send.push(m),
                 Plan::Emit(o) => outcomes.push(OutcomeEvent::Message(o)),
                 Plan::Proven(o) => {
-                    proven.push((o.key.id, Claim::Done { attempt: o.attempts, outcome: o.kind.clone() }));
+                    proven.push((o.key, Claim::Done { attempt: o.attempts, outcome: o.kind.clone() }));
                     outcomes.push(OutcomeEvent::Message(o));
                 }
                 Plan::Retry(m) => retries.push(m),
@@ -306,7 +309,7 @@ impl Deliver {
         // The claim is durable before the provider hears of the message.
         let now = now_ms();
         let claims: Vec<_> =
-            to_send.iter().map(|m| (m.key.id, Claim::InFlight { attempt: m.attempt + 1, at_ms: now })).collect();
+            to_send.iter().map(|m| (m.key, Claim::InFlight { attempt: m.attempt + 1, at_ms: now })).collect();
         self.store.put_claims(&claims).await.map_err(crate::Error::from)?;
 
         // The campaign's status is checked at each call slot when calls are paced (a paced batch
@@ -323,16 +326,39 @@ impl Deliver {
                 let batch_status = batch_status.as_ref().map(|s| s.as_ref().map(|s| *s).map_err(|_| ()));
                 async move {
                     let attempt = message.attempt + 1;
-                    let Some(sender) = route.acquire().await else {
+                    let held = |status: Result<CampaignStatus, ()>| match status {
+                        Ok(s @ (CampaignStatus::Paused | CampaignStatus::Cancelled)) => Some(s),
+                        _ => None,
+                    };
+                    let current = || async {
+                        match batch_status {
+                            Some(s) => s,
+                            None => self.control.status(message.key.tenant, message.key.campaign).await.map_err(|_| ()),
+                        }
+                    };
+                    // A held message never takes a pacing slot (a paused or cancelled campaign
+                    // must not hold up the sender's other work): the wait for a slot ends when
+                    // the campaign is paused or cancelled, and the status is checked again once
+                    // the slot comes.
+                    let until_held = async {
+                        loop {
+                            if let Some(s) = held(current().await) {
+                                return s;
+                            }
+                            tokio::time::sleep(self.control.ttl()).await;
+                        }
+                    };
+                    let sender = tokio::select! {
+                        biased;
+                        s = until_held => return Done { attempt, message, result: Attempt::Held(s) },
+                        sender = route.acquire() => sender,
+                    };
+                    let Some(sender) = sender else {
                         return Done { attempt, message, result: Attempt::NoSender };
                     };
-                    let status = match batch_status {
-                        Some(s) => s,
-                        None => self.control.status(message.key.tenant, message.key.campaign).await.map_err(|_| ()),
-                    };
-                    let result = match status {
-                        Ok(s @ (CampaignStatus::Paused | CampaignStatus::Cancelled)) => Attempt::Held(s),
-                        _ => {
+                    let result = match held(current().await) {
+                        Some(s) => Attempt::Held(s),
+                        None => {
                             let answer = route.provider.send(&sender.id, &message).await;
                             if let SendResult::Failed(e) = &answer {
                                 Self::adapt(&sender, message.key.tenant, e);
@@ -358,13 +384,11 @@ impl Deliver {
                 Attempt::Held(status) => {
                     // Never called: the claim goes back to the previous attempt.
                     if status == CampaignStatus::Cancelled {
-                        settled.push((
-                            message.key.id,
-                            Claim::Done { attempt: attempt - 1, outcome: OutcomeKind::Cancelled },
-                        ));
+                        settled
+                            .push((message.key, Claim::Done { attempt: attempt - 1, outcome: OutcomeKind::Cancelled }));
                         outcomes.push(OutcomeEvent::Message(outcome_of(&message, OutcomeKind::Cancelled, attempt - 1)));
                     } else {
-                        settled.push((message.key.id, Claim::Retrying { attempt: attempt - 1 }));
+                        settled.push((message.key, Claim::Retrying { attempt: attempt - 1 }));
                         not_before = not_before.max(now_ms() + 500);
                         retries.push(message);
                     }
@@ -402,7 +426,7 @@ impl Deliver {
             match verdict {
                 Verdict::Retry(wait) => {
                     not_before = not_before.max(now_ms() + wait.as_millis() as u64);
-                    settled.push((message.key.id, Claim::Retrying { attempt }));
+                    settled.push((message.key, Claim::Retrying { attempt }));
                     message.attempt = attempt;
                     retries.push(message);
                 }
@@ -419,7 +443,7 @@ impl Deliver {
                             });
                         }
                     }
-                    settled.push((message.key.id, Claim::Done { attempt, outcome: kind.clone() }));
+                    settled.push((message.key, Claim::Done { attempt, outcome: kind.clone() }));
                     outcomes.push(OutcomeEvent::Message(outcome_of(&message, kind, attempt)));
                     letters.extend(letter.map(|l| *l));
                 }
@@ -446,7 +470,7 @@ impl Deliver {
             out.emit(&topics::DLQ, tenant, &DeadLetterBatch { tenant, letters }).map_err(emit)?;
         }
         if !receipts.is_empty() {
-            out.emit(&topics::RECEIPTS, tenant, &ReceiptBatch { receipts }).map_err(emit)?;
+            out.emit(&topics::RECEIPTS, tenant, &ReceiptBatch { tenant, receipts }).map_err(emit)?;
         }
         Ok(())
     }

@@ -38,9 +38,26 @@ pub struct ProviderError {
     pub maybe_received: bool,
 }
 
+/// How much of a provider's own error text Herald keeps (it is shown to the tenant in the
+/// message log and the DLQ).
+pub const MAX_ERROR_CHARS: usize = 200;
+
+/// `text` cut to [`MAX_ERROR_CHARS`] characters.
+pub fn clip(text: &str) -> String {
+    text.chars().take(MAX_ERROR_CHARS).collect()
+}
+
 impl ProviderError {
+    /// `code` and `message` are the provider's own error code and message (never its raw
+    /// response body); both are cut to [`MAX_ERROR_CHARS`].
     pub fn new(class: FailureClass, code: impl Into<String>, message: impl Into<String>) -> Self {
-        Self { class, code: code.into(), message: message.into(), retry_after: None, maybe_received: false }
+        Self {
+            class,
+            code: clip(&code.into()),
+            message: clip(&message.into()),
+            retry_after: None,
+            maybe_received: false,
+        }
     }
 
     pub fn after(mut self, wait: Duration) -> Self {

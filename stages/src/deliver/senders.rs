@@ -9,6 +9,7 @@
 
 use super::pacing::{Route, Sender};
 use super::provider::{FailureClass, Provider, ProviderError, SendResult};
+use super::providers::address::AddressPolicy;
 use super::providers::email::{Email, SmtpSettings};
 use super::providers::{http_client, sms::Sms, webhook::Webhook, whatsapp::WhatsApp};
 use crate::throttle::TokenBucket;
@@ -47,6 +48,7 @@ pub struct Senders {
     routes: Mutex<RouteCache>,
     tenant_buckets: Mutex<HashMap<TenantId, TenantBucket>>,
     ttl: Duration,
+    policy: AddressPolicy,
 }
 
 /// A provider that cannot be built (no secrets key, bad settings): every call is a transient
@@ -75,21 +77,24 @@ fn kind_of(channel: Channel) -> ProviderKind {
 }
 
 impl Senders {
-    /// `call_timeout` bounds each HTTP provider call.
+    /// `call_timeout` bounds each HTTP provider call; `policy` says which addresses tenant
+    /// providers may reach.
     pub fn new(
         store: SharedStore,
         default_provider: Arc<dyn Provider>,
         secrets: Option<SecretKey>,
         call_timeout: Duration,
+        policy: AddressPolicy,
     ) -> Self {
         Self {
             store,
             secrets,
             default_provider,
-            client: http_client(call_timeout),
+            client: http_client(call_timeout, policy),
             routes: Mutex::new(HashMap::new()),
             tenant_buckets: Mutex::new(HashMap::new()),
             ttl: Duration::from_secs(5),
+            policy,
         }
     }
 
@@ -125,7 +130,7 @@ impl Senders {
                 fingerprint,
             ),
             Some(config) => {
-                let provider = self.provider(&config);
+                let provider = self.provider(&config).await;
                 let senders = config
                     .settings
                     .senders()
@@ -164,7 +169,7 @@ impl Senders {
         }
     }
 
-    fn provider(&self, config: &ProviderConfig) -> Arc<dyn Provider> {
+    async fn provider(&self, config: &ProviderConfig) -> Arc<dyn Provider> {
         let kind = config.settings.kind().as_str();
         let unavailable = |reason: String| -> Arc<dyn Provider> {
             tracing::error!(tenant = %config.tenant, provider = kind, %reason, "provider unavailable");
@@ -178,6 +183,17 @@ impl Senders {
             None => return unavailable("no secrets key configured".into()),
         };
         let secret = |name: &str| secrets.get(name).cloned().unwrap_or_default();
+        // A literal IP never passes the connection-time resolver guard: check it here.
+        let url = match &config.settings {
+            ProviderSettings::WhatsApp { base_url, .. } | ProviderSettings::Sms { base_url, .. } => Some(base_url),
+            ProviderSettings::Webhook { url, .. } => Some(url),
+            ProviderSettings::Email { .. } => None,
+        };
+        if let Some(host) = url.and_then(|u| reqwest::Url::parse(u).ok()).and_then(|u| u.host_str().map(String::from)) {
+            if let Err(e) = self.policy.check_literal(&host) {
+                return unavailable(e.to_string());
+            }
+        }
         match &config.settings {
             ProviderSettings::WhatsApp { base_url, api_version, .. } => {
                 Arc::new(WhatsApp::new(self.client.clone(), base_url, api_version, secret("access_token")))
@@ -191,7 +207,13 @@ impl Senders {
                 config.tenant,
             )),
             ProviderSettings::Email { host, port, tls, username, list_unsubscribe, .. } => {
+                // lettre connects by name on its own: resolve and check first, connect to that.
+                let connect = match self.policy.resolve(host, *port).await {
+                    Ok(addr) => addr.ip().to_string(),
+                    Err(e) => return unavailable(e.to_string()),
+                };
                 let settings = SmtpSettings {
+                    connect,
                     host: host.clone(),
                     port: *port,
                     tls: *tls,

@@ -14,6 +14,9 @@ fn tenant_key(t: TenantId) -> Vec<u8> {
 fn child_key(t: TenantId, id: u64) -> Vec<u8> {
     Key::new().u64(t.0).u64(id).build()
 }
+fn idempotency_key(t: TenantId, scope: &str, key: &str) -> Vec<u8> {
+    Key::new().u64(t.0).str(scope).str(key).build()
+}
 fn recipient_key(t: TenantId, a: AudienceId, r: RecipientId) -> Vec<u8> {
     Key::new().u64(t.0).u64(a.0).u32(bucket_of(r)).u64(r.0).build()
 }
@@ -31,6 +34,7 @@ impl CatalogStore for EmbeddedStore {
     }
 
     async fn put_tenant(&self, tenant: &Tenant) -> Result<()> {
+        tenant.check_limits().map_err(|e| Error::Invalid { code: e.code, message: e.message })?;
         let mut batch = self.batch();
         put(&mut batch, &self.tenants, tenant_key(tenant.id), tenant)?;
         Ok(batch.commit()?)
@@ -44,8 +48,45 @@ impl CatalogStore for EmbeddedStore {
         Ok(scan(&self.tenants, &[], Vec::new(), usize::MAX)?.into_iter().map(|(_, t)| t).collect())
     }
 
-    async fn delete_tenant(&self, id: TenantId) -> Result<bool> {
-        remove(self, &self.tenants, tenant_key(id))
+    async fn purge_tenant(&self, id: TenantId, budget: usize) -> Result<bool> {
+        // Provider settings first: their sender and verify-token index entries are found
+        // through them.
+        for kind in ProviderKind::ALL {
+            crate::ProviderStore::delete_provider(self, id, kind).await?;
+        }
+        let prefix = tenant_key(id);
+        let mut left = budget.max(1);
+        for ks in [
+            &self.templates,
+            &self.audiences,
+            &self.recipients,
+            &self.recipient_addresses,
+            &self.suppressions,
+            &self.campaigns,
+            &self.checkpoints,
+            &self.counters,
+            &self.messages,
+            &self.provider_ids,
+            &self.claims,
+            &self.dlq,
+            &self.quota,
+            &self.idempotency,
+        ] {
+            let keys = ks.prefix(&prefix).take(left).map(|g| g.key()).collect::<std::result::Result<Vec<_>, _>>()?;
+            if keys.is_empty() {
+                continue;
+            }
+            left -= keys.len();
+            let mut batch = self.batch();
+            for k in keys {
+                batch.remove(ks, k);
+            }
+            batch.commit()?;
+            if left == 0 {
+                return Ok(false);
+            }
+        }
+        Ok(true)
     }
 
     async fn put_template(&self, template: &Template) -> Result<()> {
@@ -185,20 +226,113 @@ impl CatalogStore for EmbeddedStore {
         Ok(out)
     }
 
-    async fn get_idempotency(&self, scope: &str, key: &str) -> Result<Option<IdempotencyRecord>> {
-        get(&self.meta, &Key::new().str("idem").str(scope).str(key).build())
+    async fn reserve_idempotency(
+        &self,
+        tenant: TenantId,
+        scope: &str,
+        key: &str,
+        request_hash: &str,
+        now_ms: u64,
+        lease_ms: u64,
+        ttl_ms: u64,
+    ) -> Result<Reservation> {
+        let _guard = self.cas_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let k = idempotency_key(tenant, scope, key);
+        let live = match get::<IdempotencyEntry>(&self.idempotency, &k)? {
+            Some(IdempotencyEntry::InProgress { until_ms, .. }) if until_ms > now_ms => {
+                return Ok(Reservation::InProgress);
+            }
+            Some(IdempotencyEntry::Done(record)) if record.created_ms.saturating_add(ttl_ms) > now_ms => Some(record),
+            // Lapsed or expired: the key is free again.
+            _ => None,
+        };
+        if let Some(record) = live {
+            return Ok(if record.request_hash == request_hash {
+                Reservation::Replay(record)
+            } else {
+                Reservation::Mismatch
+            });
+        }
+        let entry = IdempotencyEntry::InProgress {
+            request_hash: request_hash.to_string(),
+            until_ms: now_ms.saturating_add(lease_ms),
+        };
+        let mut batch = self.batch();
+        put(&mut batch, &self.idempotency, k, &entry)?;
+        batch.commit()?;
+        Ok(Reservation::Reserved)
     }
 
-    async fn put_idempotency(&self, scope: &str, key: &str, record: &IdempotencyRecord) -> Result<()> {
+    async fn complete_idempotency(
+        &self,
+        tenant: TenantId,
+        scope: &str,
+        key: &str,
+        record: &IdempotencyRecord,
+    ) -> Result<()> {
+        let _guard = self.cas_lock.lock().unwrap_or_else(|p| p.into_inner());
         let mut batch = self.batch();
-        put(&mut batch, &self.meta, Key::new().str("idem").str(scope).str(key).build(), record)?;
+        put(
+            &mut batch,
+            &self.idempotency,
+            idempotency_key(tenant, scope, key),
+            &IdempotencyEntry::Done(record.clone()),
+        )?;
         Ok(batch.commit()?)
+    }
+
+    async fn release_idempotency(&self, tenant: TenantId, scope: &str, key: &str) -> Result<()> {
+        let _guard = self.cas_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let k = idempotency_key(tenant, scope, key);
+        if matches!(get::<IdempotencyEntry>(&self.idempotency, &k)?, Some(IdempotencyEntry::InProgress { .. })) {
+            remove(self, &self.idempotency, k)?;
+        }
+        Ok(())
+    }
+
+    async fn sweep_idempotency(&self, now_ms: u64, ttl_ms: u64, budget: usize) -> Result<usize> {
+        let mut stale = Vec::new();
+        for guard in self.idempotency.iter() {
+            let (k, v) = guard.into_inner()?;
+            let expired = match codec::decode::<IdempotencyEntry>(&v)? {
+                IdempotencyEntry::InProgress { until_ms, .. } => until_ms <= now_ms,
+                IdempotencyEntry::Done(r) => r.created_ms.saturating_add(ttl_ms) <= now_ms,
+            };
+            if expired {
+                stale.push(k);
+                if stale.len() >= budget {
+                    break;
+                }
+            }
+        }
+        let _guard = self.cas_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let mut batch = self.batch();
+        for k in &stale {
+            batch.remove(&self.idempotency, k.clone());
+        }
+        batch.commit()?;
+        Ok(stale.len())
     }
 
     async fn put_campaign(&self, campaign: &Campaign) -> Result<()> {
+        let _guard = self.cas_lock.lock().unwrap_or_else(|p| p.into_inner());
         let mut batch = self.batch();
         put(&mut batch, &self.campaigns, child_key(campaign.tenant, campaign.id.0), campaign)?;
         Ok(batch.commit()?)
+    }
+
+    async fn update_campaign(&self, campaign: &Campaign, expected_version: u64) -> Result<bool> {
+        let _guard = self.cas_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let key = child_key(campaign.tenant, campaign.id.0);
+        let current = get::<Campaign>(&self.campaigns, &key)?.map(|c| c.version);
+        if current != Some(expected_version) {
+            return Ok(false);
+        }
+        let next = Campaign { version: expected_version + 1, ..campaign.clone() };
+        let mut batch = self.batch();
+        put(&mut batch, &self.campaigns, key, &next)?;
+        batch.commit()?;
+        Ok(true)
     }
 
     async fn get_campaign(&self, tenant: TenantId, id: CampaignId) -> Result<Option<Campaign>> {

@@ -13,8 +13,11 @@ fn message_key(k: &MessageKey) -> Vec<u8> {
 fn campaign_key(t: TenantId, c: CampaignId) -> Vec<u8> {
     Key::new().u64(t.0).u64(c.0).build()
 }
-fn provider_key(provider: &str, id: &str) -> Vec<u8> {
-    Key::new().str(provider).str(id).build()
+fn provider_key(tenant: TenantId, provider: &str, id: &str) -> Vec<u8> {
+    Key::new().u64(tenant.0).str(provider).str(id).build()
+}
+fn claim_key(k: &MessageKey) -> Vec<u8> {
+    Key::new().u64(k.tenant.0).u64(k.campaign.0).u128(k.id.0).build()
 }
 
 #[async_trait]
@@ -23,8 +26,13 @@ impl MessageLog for EmbeddedStore {
         keys.iter().map(|k| get(&self.messages, &message_key(k))).collect()
     }
 
-    async fn lookup_provider_ids(&self, provider: &str, ids: &[&str]) -> Result<Vec<Option<MessageKey>>> {
-        ids.iter().map(|id| get(&self.provider_ids, &provider_key(provider, id))).collect()
+    async fn lookup_provider_ids(
+        &self,
+        tenant: TenantId,
+        provider: &str,
+        ids: &[&str],
+    ) -> Result<Vec<Option<MessageKey>>> {
+        ids.iter().map(|id| get(&self.provider_ids, &provider_key(tenant, provider, id))).collect()
     }
 
     async fn get_counters(&self, tenant: TenantId, campaign: CampaignId) -> Result<Option<CampaignCounters>> {
@@ -37,7 +45,7 @@ impl MessageLog for EmbeddedStore {
         for w in &batch.writes {
             put(&mut wb, &self.messages, message_key(&w.key), &w.record)?;
             if let Some((provider, id)) = &w.index {
-                put(&mut wb, &self.provider_ids, provider_key(provider, id), &w.key)?;
+                put(&mut wb, &self.provider_ids, provider_key(w.key.tenant, provider, id), &w.key)?;
             }
         }
         for (tenant, campaign, counters) in &batch.counters {
@@ -106,15 +114,15 @@ impl MessageLog for EmbeddedStore {
 
 #[async_trait]
 impl ClaimStore for EmbeddedStore {
-    async fn get_claims(&self, ids: &[MessageId]) -> Result<Vec<Option<Claim>>> {
-        ids.iter().map(|id| get(&self.claims, &id.to_bytes())).collect()
+    async fn get_claims(&self, keys: &[MessageKey]) -> Result<Vec<Option<Claim>>> {
+        keys.iter().map(|k| get(&self.claims, &claim_key(k))).collect()
     }
 
-    async fn put_claims(&self, claims: &[(MessageId, Claim)]) -> Result<()> {
+    async fn put_claims(&self, claims: &[(MessageKey, Claim)]) -> Result<()> {
         self.within_budget().await;
         let mut batch = self.batch();
-        for (id, claim) in claims {
-            put(&mut batch, &self.claims, id.to_bytes().to_vec(), claim)?;
+        for (key, claim) in claims {
+            put(&mut batch, &self.claims, claim_key(key), claim)?;
         }
         Ok(batch.commit()?)
     }

@@ -92,9 +92,14 @@ pub struct EmbeddedStore {
     claims: Keyspace,
     dlq: Keyspace,
     providers: Keyspace,
+    /// Global sender → tenant and verify-token blind index → tenant.
+    provider_index: Keyspace,
     quota: Keyspace,
+    idempotency: Keyspace,
     /// Serializes read-modify-write of id sequences and audience rows (single writer).
     sequence_lock: Mutex<()>,
+    /// Serializes compare-and-set writes (campaign versions, idempotency reservations).
+    cas_lock: Mutex<()>,
 }
 
 impl EmbeddedStore {
@@ -129,10 +134,13 @@ impl EmbeddedStore {
             claims: ks("claims")?,
             dlq: ks("dlq")?,
             providers: ks("providers")?,
+            provider_index: ks("provider_index")?,
             quota: ks("quota")?,
+            idempotency: ks("idempotency")?,
             durability: config.durability,
             write_budget: config.write_budget_bytes,
             sequence_lock: Mutex::new(()),
+            cas_lock: Mutex::new(()),
             db,
         })
     }

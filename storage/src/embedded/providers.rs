@@ -4,7 +4,7 @@
 use super::keys::Key;
 use super::{get, put, EmbeddedStore};
 use crate::model::*;
-use crate::{ProviderStore, Result};
+use crate::{Error, ProviderStore, Result};
 use async_trait::async_trait;
 use schemas::*;
 
@@ -15,22 +15,37 @@ fn provider_key(t: TenantId, kind: ProviderKind) -> Vec<u8> {
     Key::new().u64(t.0).u32(kind_index(kind)).build()
 }
 fn sender_key(kind: ProviderKind, sender: &str) -> Vec<u8> {
-    Key::new().u32(kind_index(kind)).str(sender).build()
+    Key::new().str("sender").u32(kind_index(kind)).str(sender).build()
+}
+fn verify_key(index: &[u8; 32]) -> Vec<u8> {
+    let mut k = Key::new().str("verify").build();
+    k.extend_from_slice(index);
+    k
 }
 fn ledger_key(t: TenantId) -> Vec<u8> {
-    Key::new().str("ledger").u64(t.0).build()
+    Key::new().u64(t.0).str("ledger").build()
 }
 fn wait_key(t: TenantId, c: CampaignId) -> Vec<u8> {
-    Key::new().str("wait").u64(t.0).u64(c.0).build()
+    Key::new().u64(t.0).str("wait").u64(c.0).build()
+}
+
+/// The index entries a stored configuration owns: its global senders and its verify token.
+fn index_keys(config: &ProviderConfig) -> Vec<Vec<u8>> {
+    let kind = config.settings.kind();
+    let mut keys = Vec::new();
+    if kind.senders_are_global() {
+        keys.extend(config.settings.senders().iter().map(|s| sender_key(kind, &s.id)));
+    }
+    keys.extend(config.verify_token_index.as_ref().map(verify_key));
+    keys
 }
 
 impl EmbeddedStore {
-    /// Removes the sender index entries of a stored config that still point at its tenant.
+    /// Removes the index entries of a stored config that still point at its tenant.
     fn unindex(&self, batch: &mut fjall::OwnedWriteBatch, old: &ProviderConfig) -> Result<()> {
-        for s in old.settings.senders() {
-            let key = sender_key(old.settings.kind(), &s.id);
-            if get::<TenantId>(&self.providers, &key)? == Some(old.tenant) {
-                batch.remove(&self.providers, key);
+        for key in index_keys(old) {
+            if get::<TenantId>(&self.provider_index, &key)? == Some(old.tenant) {
+                batch.remove(&self.provider_index, key);
             }
         }
         Ok(())
@@ -40,16 +55,25 @@ impl EmbeddedStore {
 #[async_trait]
 impl ProviderStore for EmbeddedStore {
     async fn put_provider(&self, config: &ProviderConfig) -> Result<()> {
+        // Check and write under one lock: two tenants racing for one sender cannot both win.
         let _guard = self.sequence_lock.lock().unwrap_or_else(|p| p.into_inner());
         let kind = config.settings.kind();
+        if kind.senders_are_global() {
+            for s in config.settings.senders() {
+                let owner = get::<TenantId>(&self.provider_index, &sender_key(kind, &s.id))?;
+                if owner.is_some_and(|o| o != config.tenant) {
+                    return Err(Error::SenderTaken { sender: s.id.clone() });
+                }
+            }
+        }
         let key = provider_key(config.tenant, kind);
         let mut batch = self.batch();
         if let Some(old) = get::<ProviderConfig>(&self.providers, &key)? {
             self.unindex(&mut batch, &old)?;
         }
         put(&mut batch, &self.providers, key, config)?;
-        for s in config.settings.senders() {
-            put(&mut batch, &self.providers, sender_key(kind, &s.id), &config.tenant)?;
+        for k in index_keys(config) {
+            put(&mut batch, &self.provider_index, k, &config.tenant)?;
         }
         Ok(batch.commit()?)
     }
@@ -78,7 +102,14 @@ impl ProviderStore for EmbeddedStore {
     }
 
     async fn find_sender(&self, kind: ProviderKind, sender: &str) -> Result<Option<TenantId>> {
-        get(&self.providers, &sender_key(kind, sender))
+        if !kind.senders_are_global() {
+            return Ok(None);
+        }
+        get(&self.provider_index, &sender_key(kind, sender))
+    }
+
+    async fn find_verify_token(&self, index: &[u8; 32]) -> Result<Option<TenantId>> {
+        get(&self.provider_index, &verify_key(index))
     }
 
     async fn reserve_quota(
@@ -143,6 +174,7 @@ mod tests {
             },
             secrets: Sealed::default(),
             updated_ms: 0,
+            verify_token_index: Some([tenant as u8; 32]),
         }
     }
 
@@ -154,6 +186,11 @@ mod tests {
         rt.block_on(async {
             store.put_provider(&whatsapp(1, &["p1", "p2"])).await.unwrap();
             store.put_provider(&whatsapp(2, &["p3"])).await.unwrap();
+            // A global sender has one owner: the second tenant is refused and nothing changes.
+            let taken = store.put_provider(&whatsapp(2, &["p3", "p1"])).await;
+            assert!(matches!(taken, Err(Error::SenderTaken { ref sender }) if sender == "p1"), "{taken:?}");
+            assert_eq!(store.find_sender(ProviderKind::WhatsApp, "p3").await.unwrap(), Some(TenantId(2)));
+            assert_eq!(store.find_verify_token(&[2; 32]).await.unwrap(), Some(TenantId(2)));
             assert_eq!(store.find_sender(ProviderKind::WhatsApp, "p2").await.unwrap(), Some(TenantId(1)));
             assert_eq!(store.find_sender(ProviderKind::Sms, "p2").await.unwrap(), None);
             store.put_provider(&whatsapp(1, &["p1"])).await.unwrap();
@@ -161,8 +198,54 @@ mod tests {
             assert_eq!(store.list_providers(TenantId(1)).await.unwrap().len(), 1);
             assert!(store.delete_provider(TenantId(1), ProviderKind::WhatsApp).await.unwrap());
             assert_eq!(store.find_sender(ProviderKind::WhatsApp, "p1").await.unwrap(), None);
+            assert_eq!(store.find_verify_token(&[1; 32]).await.unwrap(), None);
             assert_eq!(store.find_sender(ProviderKind::WhatsApp, "p3").await.unwrap(), Some(TenantId(2)));
+            store.put_provider(&whatsapp(3, &["p1"])).await.unwrap();
         });
+    }
+
+    #[test]
+    fn webhook_and_email_senders_are_per_tenant() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = EmbeddedStore::open(dir.path(), Default::default()).unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let webhook = |tenant: u64| ProviderConfig {
+            tenant: TenantId(tenant),
+            settings: ProviderSettings::Webhook {
+                url: "https://example.com/hook".into(),
+                senders: vec![SenderSettings { id: "webhook".into(), rate_limit_per_s: None, burst: 0 }],
+            },
+            secrets: Sealed::default(),
+            updated_ms: 0,
+            verify_token_index: None,
+        };
+        rt.block_on(async {
+            store.put_provider(&webhook(1)).await.unwrap();
+            store.put_provider(&webhook(2)).await.unwrap();
+            assert_eq!(store.find_sender(ProviderKind::Webhook, "webhook").await.unwrap(), None);
+            assert_eq!(store.list_providers(TenantId(2)).await.unwrap().len(), 1);
+        });
+    }
+
+    #[test]
+    fn racing_tenants_cannot_both_take_a_sender() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = std::sync::Arc::new(EmbeddedStore::open(dir.path(), Default::default()).unwrap());
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(4).enable_all().build().unwrap();
+        let won = rt.block_on(async {
+            let tasks: Vec<_> = (1..=16u64)
+                .map(|t| {
+                    let store = store.clone();
+                    tokio::spawn(async move { store.put_provider(&whatsapp(t, &["RACE"])).await.is_ok() })
+                })
+                .collect();
+            let mut won = 0;
+            for t in tasks {
+                won += u32::from(t.await.unwrap());
+            }
+            won
+        });
+        assert_eq!(won, 1, "exactly one tenant may own a phone number id");
     }
 
     #[test]

@@ -18,6 +18,9 @@ use storage::SmtpTls;
 /// How to reach one tenant's SMTP server.
 #[derive(Debug, Clone)]
 pub struct SmtpSettings {
+    /// The checked address to connect to (see `address::AddressPolicy::resolve`).
+    pub connect: String,
+    /// The server's name (TLS certificate verification).
     pub host: String,
     pub port: u16,
     pub tls: SmtpTls,
@@ -36,7 +39,7 @@ pub struct Email {
 impl Email {
     pub fn new(settings: &SmtpSettings) -> Result<Self, String> {
         let tls = |host: &str| TlsParameters::new(host.to_string()).map_err(|e| format!("tls: {e}"));
-        let mut builder = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(settings.host.clone())
+        let mut builder = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(settings.connect.clone())
             .port(settings.port)
             .timeout(Some(Duration::from_secs(30)));
         builder = match settings.tls {

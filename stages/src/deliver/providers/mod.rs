@@ -9,6 +9,7 @@
 //! It is not: pacing or retrying (see `deliver::pacing` and `deliver`); a provider makes one
 //! call and classifies its answer.
 
+pub mod address;
 pub mod email;
 pub mod sms;
 pub mod webhook;
@@ -20,12 +21,16 @@ use std::time::Duration;
 /// How long one HTTP provider call may take by default before it counts as a transient failure.
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// The HTTP client providers share (connection pooling, rustls).
-pub fn http_client(timeout: Duration) -> reqwest::Client {
+/// The HTTP client providers share (connection pooling, rustls). Every connection goes
+/// through the address guard, and redirects are never followed (a redirect to a private
+/// address would bypass it).
+pub fn http_client(timeout: Duration, policy: address::AddressPolicy) -> reqwest::Client {
     reqwest::Client::builder()
         .timeout(timeout)
         .connect_timeout(Duration::from_secs(5))
         .pool_max_idle_per_host(64)
+        .redirect(reqwest::redirect::Policy::none())
+        .dns_resolver(address::resolver(policy))
         .build()
         .unwrap_or_else(|_| reqwest::Client::new())
 }
@@ -40,6 +45,7 @@ pub fn transport_failure(e: &reqwest::Error) -> SendResult {
     } else {
         "transport"
     };
+    // reqwest's message names the URL and the cause, never a response body.
     let mut error = ProviderError::new(FailureClass::Retry, code, e.to_string());
     error.maybe_received = !e.is_connect();
     SendResult::Failed(error)
@@ -57,5 +63,6 @@ pub fn class_of_status(status: u16) -> FailureClass {
 /// `Retry-After` in seconds, if the provider sent one.
 pub fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
     let secs: u64 = headers.get(reqwest::header::RETRY_AFTER)?.to_str().ok()?.trim().parse().ok()?;
+    // Capped again by deliver at its maximum backoff.
     Some(Duration::from_secs(secs.min(3_600)))
 }

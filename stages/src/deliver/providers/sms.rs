@@ -108,8 +108,9 @@ impl Provider for Sms {
                 serde_json::from_slice::<Created>(&bytes).map(|c| c.sid).unwrap_or_else(|_| message.key.to_callback());
             return SendResult::Accepted { provider_message_id: sid };
         }
+        // Only the provider's own code and message fields; never the raw body.
         let error = serde_json::from_slice::<ApiError>(&bytes)
-            .unwrap_or(ApiError { code: 0, message: String::from_utf8_lossy(&bytes).chars().take(200).collect() });
+            .unwrap_or(ApiError { code: 0, message: format!("HTTP {status} without an API error") });
         let code = if error.code == 0 { format!("http_{status}") } else { error.code.to_string() };
         let mut e = ProviderError::new(classify(error.code, status), code, error.message);
         e.retry_after = wait;

@@ -127,9 +127,11 @@ impl Provider for WhatsApp {
                 None => SendResult::Accepted { provider_message_id: message.key.to_callback() },
             };
         }
+        // Only the envelope's own code and message are kept; a body that is not the envelope
+        // (a proxy's error page, whatever a hostile endpoint returns) is never echoed.
         let (code, text) = match serde_json::from_slice::<ErrorEnvelope>(&bytes) {
             Ok(e) => (e.error.code, e.error.message),
-            Err(_) => (0, String::from_utf8_lossy(&bytes).chars().take(200).collect()),
+            Err(_) => (0, format!("HTTP {status} without a Graph API error")),
         };
         let (class, after) = classify(code, status);
         let code = if code == 0 { format!("http_{status}") } else { code.to_string() };
