@@ -129,18 +129,34 @@ impl Auth {
     }
 }
 
+/// The tenant a request acts in, as its credentials say.
+#[derive(Debug, Clone, Copy)]
+enum Acting {
+    /// A tenant token's tenant, or the existing tenant a platform admin named.
+    In(TenantId),
+    /// A platform admin who named no tenant.
+    Unnamed,
+    /// A platform admin who named a tenant that does not exist (or is deleted): only endpoints
+    /// that act in a tenant refuse it (404).
+    Missing,
+}
+
 /// The authenticated caller of a request.
 #[derive(Debug, Clone)]
 pub struct Caller {
     pub sub: String,
     pub role: Role,
-    tenant: Option<TenantId>,
+    acting: Acting,
 }
 
 impl Caller {
     /// The tenant this request acts in; platform admins name one with `X-Herald-Tenant`.
     pub fn tenant(&self) -> ApiResult<TenantId> {
-        self.tenant.ok_or_else(|| ApiError::bad_request("tenant_required", "this endpoint acts inside a tenant"))
+        match self.acting {
+            Acting::In(t) => Ok(t),
+            Acting::Unnamed => Err(ApiError::bad_request("tenant_required", "this endpoint acts inside a tenant")),
+            Acting::Missing => Err(ApiError::not_found("tenant")),
+        }
     }
 
     /// Fails with 403 unless the caller has at least `role`.
@@ -167,20 +183,14 @@ impl FromRequestParts<Arc<AppState>> for Caller {
             .and_then(|h| h.strip_prefix("Bearer "))
             .ok_or_else(|| ApiError::unauthorized("expected 'Authorization: Bearer <token>'"))?;
         let claims = state.auth.verify(token.trim())?;
-        let tenant = match (claims.role, claims.tenant_id) {
-            (Role::PlatformAdmin, _) => {
-                let named = parts.headers.get("x-herald-tenant").and_then(|v| v.to_str().ok());
-                match named {
-                    None => None,
-                    Some(raw) => {
-                        let id = raw.trim().parse().map(TenantId).map_err(|_| ApiError::not_found("tenant"))?;
-                        if !active(state, id).await? {
-                            return Err(ApiError::not_found("tenant"));
-                        }
-                        Some(id)
-                    }
-                }
-            }
+        let acting = match (claims.role, claims.tenant_id) {
+            (Role::PlatformAdmin, _) => match parts.headers.get("x-herald-tenant") {
+                None => Acting::Unnamed,
+                Some(raw) => match raw.to_str().ok().and_then(|r| r.trim().parse().ok()).map(TenantId) {
+                    Some(id) if active(state, id).await? => Acting::In(id),
+                    _ => Acting::Missing,
+                },
+            },
             (_, Some(t)) => {
                 // Checked on every request: a deleted tenant's tokens stop working at once.
                 if !active(state, TenantId(t)).await? {
@@ -190,11 +200,11 @@ impl FromRequestParts<Arc<AppState>> for Caller {
                         "the token's tenant does not exist",
                     ));
                 }
-                Some(TenantId(t))
+                Acting::In(TenantId(t))
             }
             (_, None) => return Err(ApiError::unauthorized("token has no tenant_id")),
         };
-        Ok(Caller { sub: claims.sub, role: claims.role, tenant })
+        Ok(Caller { sub: claims.sub, role: claims.role, acting })
     }
 }
 

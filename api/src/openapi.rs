@@ -73,6 +73,61 @@ pub const ERRORS: &[(&str, &str, &[u16], Extra)] = &[
     ("get", "/readyz", &[], Extra::None),
 ];
 
+/// Links from creating operations to the operations that use what they created (OpenAPI
+/// links: SDKs and stateful fuzzers follow them): `(method, path, status, parameter, value,
+/// target operation ids)`.
+const LINKS: &[(&str, &str, &str, &str, &str, &[&str])] = &[
+    (
+        "post",
+        "/v1/tenants",
+        "201",
+        "id",
+        "$response.body#/id",
+        &[
+            "tenants_show",
+            "tenants_patch",
+            "tenants_delete",
+            "providers_put",
+            "providers_show",
+            "providers_list",
+            "providers_delete",
+        ],
+    ),
+    (
+        "post",
+        "/v1/templates",
+        "201",
+        "id",
+        "$response.body#/id",
+        &["templates_show", "templates_replace", "templates_delete"],
+    ),
+    (
+        "post",
+        "/v1/audiences",
+        "201",
+        "id",
+        "$response.body#/id",
+        &["audiences_show", "audiences_add_recipients", "audiences_import_csv"],
+    ),
+    (
+        "post",
+        "/v1/campaigns",
+        "201",
+        "id",
+        "$response.body#/id",
+        &[
+            "campaigns_show",
+            "campaigns_send",
+            "campaigns_pause",
+            "campaigns_resume",
+            "campaigns_cancel",
+            "campaigns_progress",
+            "campaigns_messages",
+        ],
+    ),
+    ("post", "/v1/suppressions", "201", "address", "$response.body#/address", &["suppressions_remove"]),
+];
+
 /// What each error status means, with the codes it carries.
 fn describe(status: u16) -> &'static str {
     match status {
@@ -103,8 +158,49 @@ fn method_of(name: &str) -> Option<HttpMethod> {
 /// Applies [`ERRORS`] and the bearer security scheme to the generated document.
 struct Contract;
 
+/// The operation of `item` for `method`.
+fn operation_mut<'a>(
+    item: &'a mut utoipa::openapi::PathItem,
+    method: &str,
+) -> Option<&'a mut utoipa::openapi::path::Operation> {
+    match method_of(method)? {
+        HttpMethod::Get => item.get.as_mut(),
+        HttpMethod::Post => item.post.as_mut(),
+        HttpMethod::Put => item.put.as_mut(),
+        HttpMethod::Patch => item.patch.as_mut(),
+        HttpMethod::Delete => item.delete.as_mut(),
+        _ => None,
+    }
+}
+
 impl Modify for Contract {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        // Operation ids unique across the document: `<tag>_<handler>` (handlers of different
+        // resources share names such as `create`).
+        for item in openapi.paths.paths.values_mut() {
+            for method in ["get", "post", "put", "patch", "delete"] {
+                if let Some(op) = operation_mut(item, method) {
+                    let tag = op.tags.as_ref().and_then(|t| t.first()).cloned().unwrap_or_default();
+                    if let Some(id) = op.operation_id.as_mut().filter(|id| !id.starts_with(&format!("{tag}_"))) {
+                        *id = format!("{tag}_{id}");
+                    }
+                }
+            }
+        }
+        for (method, path, status, parameter, value, targets) in LINKS {
+            let Some(op) = openapi.paths.paths.get_mut(*path).and_then(|item| operation_mut(item, method)) else {
+                continue;
+            };
+            if let Some(RefOr::T(response)) = op.responses.responses.get_mut(*status) {
+                for target in *targets {
+                    let link = utoipa::openapi::link::LinkBuilder::new()
+                        .operation_id(*target)
+                        .parameter(*parameter, *value)
+                        .build();
+                    response.links.insert(target.to_string(), RefOr::T(link));
+                }
+            }
+        }
         let components = openapi.components.get_or_insert_with(Default::default);
         components.add_security_scheme(
             "bearer",
@@ -113,16 +209,10 @@ impl Modify for Contract {
         components.schemas.insert(ErrorBody::name().into_owned(), ErrorBody::schema());
         components.schemas.insert(crate::error::ErrorDetail::name().into_owned(), crate::error::ErrorDetail::schema());
         for (method, path, statuses, extra) in ERRORS {
-            let Some(item) = openapi.paths.paths.get_mut(*path) else { continue };
-            let operation = match method_of(method) {
-                Some(HttpMethod::Get) => item.get.as_mut(),
-                Some(HttpMethod::Post) => item.post.as_mut(),
-                Some(HttpMethod::Put) => item.put.as_mut(),
-                Some(HttpMethod::Patch) => item.patch.as_mut(),
-                Some(HttpMethod::Delete) => item.delete.as_mut(),
-                _ => None,
+            let Some(operation) = openapi.paths.paths.get_mut(*path).and_then(|item| operation_mut(item, method))
+            else {
+                continue;
             };
-            let Some(operation) = operation else { continue };
             for status in *statuses {
                 let response = ResponseBuilder::new()
                     .description(describe(*status))
@@ -190,9 +280,35 @@ impl Modify for Contract {
 )]
 pub struct ApiDoc;
 
+/// The document as served. utoipa 5.5 writes a link's `operationId` as `operation_id`, which
+/// no client reads; the served JSON spells it as the specification does.
+pub fn document() -> serde_json::Value {
+    let mut doc = serde_json::to_value(ApiDoc::openapi()).unwrap_or_default();
+    for item in children(&mut doc, "paths") {
+        for op in item.as_object_mut().into_iter().flat_map(|o| o.values_mut()) {
+            for response in children(op, "responses") {
+                for link in children(response, "links") {
+                    if let Some(obj) = link.as_object_mut() {
+                        if let Some(id) = obj.remove("operation_id") {
+                            obj.insert("operationId".into(), id);
+                        }
+                    }
+                }
+            }
+        }
+    }
+    doc
+}
+
+/// The values of object `v`'s member `key` (`get_mut`: indexing a missing key would insert a
+/// `null`).
+fn children<'a>(v: &'a mut serde_json::Value, key: &str) -> Vec<&'a mut serde_json::Value> {
+    v.get_mut(key).and_then(|c| c.as_object_mut()).map(|c| c.values_mut().collect()).unwrap_or_default()
+}
+
 /// `/openapi.json` and `/docs`.
 pub fn routes() -> axum::Router<Arc<AppState>> {
-    utoipa_swagger_ui::SwaggerUi::new("/docs").url("/openapi.json", ApiDoc::openapi()).into()
+    utoipa_swagger_ui::SwaggerUi::new("/docs").external_url_unchecked("/openapi.json", document()).into()
 }
 
 #[cfg(test)]
@@ -201,7 +317,7 @@ mod tests {
 
     #[test]
     fn every_operation_has_its_errors_and_every_entry_an_operation() {
-        let doc = serde_json::to_value(ApiDoc::openapi()).unwrap();
+        let doc = document();
         let paths = doc["paths"].as_object().unwrap();
         let mut operations = 0;
         for (path, item) in paths {
@@ -231,6 +347,20 @@ mod tests {
             }
         }
         assert_eq!(operations, ERRORS.len(), "an ERRORS entry names no operation");
+        // Operation ids are unique, and every link names one.
+        let ids: Vec<&str> = paths
+            .values()
+            .flat_map(|item| item.as_object().unwrap().values())
+            .filter_map(|op| op["operationId"].as_str())
+            .collect();
+        let unique: std::collections::HashSet<&&str> = ids.iter().collect();
+        assert_eq!(unique.len(), ids.len(), "duplicate operationIds: {ids:?}");
+        for (method, path, status, _, _, targets) in LINKS {
+            for t in *targets {
+                assert!(ids.contains(t), "a link names no operation: {t}");
+                assert_eq!(doc["paths"][path][method]["responses"][status]["links"][t]["operationId"], *t);
+            }
+        }
         assert!(doc["components"]["securitySchemes"]["bearer"].is_object());
         assert_eq!(doc["components"]["schemas"]["CreateTenant"]["additionalProperties"], false);
     }

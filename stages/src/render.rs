@@ -250,3 +250,53 @@ impl Stage for Render {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn recipient(name: &str) -> Recipient {
+        Recipient {
+            id: RecipientId(1),
+            bucket: 0,
+            address: "a@example.com".into(),
+            attrs: vec![("name".into(), name.into())],
+        }
+    }
+
+    fn email(html: &str) -> CompiledTemplate {
+        let template = storage::Template {
+            id: TemplateId(1),
+            tenant: TenantId(1),
+            name: "t".into(),
+            channel: Channel::Email,
+            body: Some("Hi {{ name }}".into()),
+            subject: Some("For {{ name }}".into()),
+            html: Some(html.into()),
+            whatsapp: None,
+        };
+        CompiledTemplate::compile(&template).unwrap()
+    }
+
+    #[test]
+    fn html_email_escapes_recipient_values_and_text_parts_do_not() {
+        let t = email("<p>Hi {{ name }}</p>");
+        let Content::Email { subject, text, html } = t.render(&recipient("<img src=x onerror=alert(1)>")).unwrap()
+        else {
+            panic!("not an email")
+        };
+        assert_eq!(html.as_deref(), Some("<p>Hi &lt;img src=x onerror=alert(1)&gt;</p>"));
+        assert_eq!(text, "Hi <img src=x onerror=alert(1)>");
+        assert_eq!(subject, "For <img src=x onerror=alert(1)>");
+    }
+
+    #[test]
+    fn output_over_the_channel_bound_fails_without_building_it() {
+        let t = email(&"{{ name }}".repeat(6_000));
+        // 6,000 x 4 KiB would be 24 MiB; the email's bound is 1 MiB.
+        assert_eq!(t.render(&recipient(&"x".repeat(4_096))), Err(RenderError::TooLarge));
+        let sms = CompiledTemplate::Sms { text: crate::template::Template::compile("{{ name }}").unwrap() };
+        assert!(sms.render(&recipient(&"é".repeat(SMS_MAX_CHARS))).is_ok(), "characters, not bytes");
+        assert_eq!(sms.render(&recipient(&"é".repeat(SMS_MAX_CHARS + 1))), Err(RenderError::TooLarge));
+    }
+}

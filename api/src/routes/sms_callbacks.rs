@@ -32,7 +32,7 @@ pub fn twilio_signature(token: &str, url: &str, form: &[(String, String)]) -> St
     base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes())
 }
 
-#[utoipa::path(post, path = "/webhooks/sms/{tenant}", tag = "webhooks", params(("tenant" = u64, Path, description = "The tenant whose SMS provider posts this"), ("cb" = Option<String>, Query, description = "Herald's callback data for the message (set by Herald in StatusCallback)"), ("X-Twilio-Signature" = String, Header, description = "base64 HMAC-SHA1 of the callback URL and the form fields with the tenant's auth token")), request_body(content = String, content_type = "application/x-www-form-urlencoded", description = "Twilio's status callback fields (`MessageSid`, `MessageStatus`, `ErrorCode`, ...)"), responses((status = 200, description = "Accepted")))]
+#[utoipa::path(post, path = "/webhooks/sms/{tenant}", tag = "webhooks", operation_id = "sms_receive", params(("tenant" = u64, Path, description = "The tenant whose SMS provider posts this"), ("cb" = Option<String>, Query, description = "Herald's callback data for the message (set by Herald in StatusCallback)"), ("X-Twilio-Signature" = String, Header, description = "base64 HMAC-SHA1 of the callback URL and the form fields with the tenant's auth token")), request_body(content = String, content_type = "application/x-www-form-urlencoded", description = "Twilio's status callback fields (`MessageSid`, `MessageStatus`, `ErrorCode`, ...)"), responses((status = 200, description = "Accepted")))]
 pub(crate) async fn receive(
     State(state): State<Arc<AppState>>,
     Path(tenant): Path<String>,

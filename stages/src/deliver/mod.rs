@@ -130,17 +130,6 @@ impl Deliver {
         Arc::new(Self { store, senders, control, config })
     }
 
-    fn backoff(&self, attempt: u32, class: FailureClass) -> Duration {
-        let base = match class {
-            // A recipient pair-rate limit backs off ~4^n seconds (WhatsApp 131056).
-            FailureClass::RecipientBackoff => Duration::from_secs(4u64.saturating_pow(attempt.min(6))),
-            FailureClass::Pace | FailureClass::SlowDown => Duration::from_secs(1),
-            _ => self.config.backoff_base.saturating_mul(1 << attempt.min(16)),
-        };
-        let jitter = rand::rng().random_range(0.0..0.25);
-        base.mul_f64(1.0 + jitter).min(self.config.backoff_max)
-    }
-
     /// Decides per message from its claim; asks the provider about calls lost mid-flight.
     async fn plan(&self, route: &Route, messages: Vec<RenderedMessage>) -> crate::Result<Vec<Plan>> {
         let keys: Vec<MessageKey> = messages.iter().map(|m| m.key).collect();
@@ -252,14 +241,7 @@ impl Deliver {
             FailureClass::Permanent | FailureClass::RetryLater => false,
         };
         if retry {
-            // A provider's Retry-After is a hint, capped like our own backoff: a hostile or
-            // broken endpoint must not park messages for hours.
-            let mut wait =
-                e.retry_after.map(|w| w.min(self.config.backoff_max)).unwrap_or_else(|| self.backoff(attempt, e.class));
-            if e.maybe_received {
-                wait = wait.max(self.config.receipt_grace);
-            }
-            return Verdict::Retry(wait);
+            return Verdict::Retry(retry_wait(&self.config, attempt, &e));
         }
         let reason = format!("{}: {}", e.code, e.message);
         let gave_up = matches!(
@@ -330,10 +312,11 @@ impl Deliver {
                         Ok(s @ (CampaignStatus::Paused | CampaignStatus::Cancelled)) => Some(s),
                         _ => None,
                     };
-                    let current = || async {
+                    let (tenant, campaign) = (message.key.tenant, message.key.campaign);
+                    let current = || async move {
                         match batch_status {
                             Some(s) => s,
-                            None => self.control.status(message.key.tenant, message.key.campaign).await.map_err(|_| ()),
+                            None => self.control.status(tenant, campaign).await.map_err(|_| ()),
                         }
                     };
                     // A held message never takes a pacing slot (a paused or cancelled campaign
@@ -348,10 +331,18 @@ impl Deliver {
                             tokio::time::sleep(self.control.ttl()).await;
                         }
                     };
-                    let sender = tokio::select! {
-                        biased;
-                        s = until_held => return Done { attempt, message, result: Attempt::Held(s) },
-                        sender = route.acquire() => sender,
+                    let sender = if per_call {
+                        tokio::select! {
+                            biased;
+                            s = until_held => return Done { attempt, message, result: Attempt::Held(s) },
+                            sender = route.acquire() => sender,
+                        }
+                    } else {
+                        // Unpaced: no wait for a slot, and the status was read once for the batch.
+                        if let Some(s) = held(current().await) {
+                            return Done { attempt, message, result: Attempt::Held(s) };
+                        }
+                        route.acquire().await
                     };
                     let Some(sender) = sender else {
                         return Done { attempt, message, result: Attempt::NoSender };
@@ -476,6 +467,29 @@ impl Deliver {
     }
 }
 
+/// How long a message waits before its next attempt after `e`: the provider's `Retry-After`
+/// (a hint, capped at `backoff_max` like Herald's own backoff: a hostile or broken endpoint must
+/// not park messages for hours), else exponential backoff with jitter; at least the receipt
+/// grace when the call may have reached the provider.
+pub fn retry_wait(config: &DeliverConfig, attempt: u32, e: &ProviderError) -> Duration {
+    let backoff = || {
+        let base = match e.class {
+            // A recipient pair-rate limit backs off ~4^n seconds (WhatsApp 131056).
+            FailureClass::RecipientBackoff => Duration::from_secs(4u64.saturating_pow(attempt.min(6))),
+            FailureClass::Pace | FailureClass::SlowDown => Duration::from_secs(1),
+            _ => config.backoff_base.saturating_mul(1 << attempt.min(16)),
+        };
+        let jitter = rand::rng().random_range(0.0..0.25);
+        base.mul_f64(1.0 + jitter).min(config.backoff_max)
+    };
+    let wait = e.retry_after.map(|w| w.min(config.backoff_max)).unwrap_or_else(backoff);
+    if e.maybe_received {
+        wait.max(config.receipt_grace)
+    } else {
+        wait
+    }
+}
+
 fn outcome_of(message: &RenderedMessage, kind: OutcomeKind, attempts: u32) -> Outcome {
     Outcome {
         key: message.key,
@@ -533,5 +547,26 @@ impl Stage for Redeliver {
             self.deliver.deliver(input.value.tenant, input.value.messages, out).await?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_waits_are_capped_and_respect_the_receipt_grace() {
+        let config = DeliverConfig::default();
+        let hostile = ProviderError::new(FailureClass::Retry, "503", "busy").after(Duration::from_secs(86_400));
+        assert_eq!(retry_wait(&config, 1, &hostile), config.backoff_max, "Retry-After is capped");
+        let polite = ProviderError::new(FailureClass::Retry, "503", "busy").after(Duration::from_secs(3));
+        assert_eq!(retry_wait(&config, 1, &polite), Duration::from_secs(3));
+        for attempt in 0..20 {
+            let own = retry_wait(&config, attempt, &ProviderError::new(FailureClass::Retry, "503", "busy"));
+            assert!(own <= config.backoff_max && own >= config.backoff_base, "{attempt}: {own:?}");
+        }
+        let mut maybe = ProviderError::new(FailureClass::Retry, "timeout", "t");
+        maybe.maybe_received = true;
+        assert!(retry_wait(&config, 1, &maybe) >= config.receipt_grace);
     }
 }
