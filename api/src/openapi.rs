@@ -73,16 +73,26 @@ pub const ERRORS: &[(&str, &str, &[u16], Extra)] = &[
     ("get", "/readyz", &[], Extra::None),
 ];
 
-/// Links from creating operations to the operations that use what they created (OpenAPI
-/// links: SDKs and stateful fuzzers follow them): `(method, path, status, parameter, value,
-/// target operation ids)`.
-const LINKS: &[(&str, &str, &str, &str, &str, &[&str])] = &[
-    (
+/// A link from a creating operation to the operations that use what it created (OpenAPI
+/// links: SDKs and stateful fuzzers follow them).
+struct LinkSpec {
+    method: &'static str,
+    path: &'static str,
+    status: &'static str,
+    /// The target's parameter, and the runtime expression giving it.
+    parameter: &'static str,
+    value: &'static str,
+    targets: &'static [&'static str],
+}
+
+const fn by_id(method: &'static str, path: &'static str, targets: &'static [&'static str]) -> LinkSpec {
+    LinkSpec { method, path, status: "201", parameter: "id", value: "$response.body#/id", targets }
+}
+
+const LINKS: &[LinkSpec] = &[
+    by_id(
         "post",
         "/v1/tenants",
-        "201",
-        "id",
-        "$response.body#/id",
         &[
             "tenants_show",
             "tenants_patch",
@@ -93,28 +103,11 @@ const LINKS: &[(&str, &str, &str, &str, &str, &[&str])] = &[
             "providers_delete",
         ],
     ),
-    (
-        "post",
-        "/v1/templates",
-        "201",
-        "id",
-        "$response.body#/id",
-        &["templates_show", "templates_replace", "templates_delete"],
-    ),
-    (
-        "post",
-        "/v1/audiences",
-        "201",
-        "id",
-        "$response.body#/id",
-        &["audiences_show", "audiences_add_recipients", "audiences_import_csv"],
-    ),
-    (
+    by_id("post", "/v1/templates", &["templates_show", "templates_replace", "templates_delete"]),
+    by_id("post", "/v1/audiences", &["audiences_show", "audiences_add_recipients", "audiences_import_csv"]),
+    by_id(
         "post",
         "/v1/campaigns",
-        "201",
-        "id",
-        "$response.body#/id",
         &[
             "campaigns_show",
             "campaigns_send",
@@ -125,7 +118,14 @@ const LINKS: &[(&str, &str, &str, &str, &str, &[&str])] = &[
             "campaigns_messages",
         ],
     ),
-    ("post", "/v1/suppressions", "201", "address", "$response.body#/address", &["suppressions_remove"]),
+    LinkSpec {
+        method: "post",
+        path: "/v1/suppressions",
+        status: "201",
+        parameter: "address",
+        value: "$response.body#/address",
+        targets: &["suppressions_remove"],
+    },
 ];
 
 /// What each error status means, with the codes it carries.
@@ -187,15 +187,16 @@ impl Modify for Contract {
                 }
             }
         }
-        for (method, path, status, parameter, value, targets) in LINKS {
-            let Some(op) = openapi.paths.paths.get_mut(*path).and_then(|item| operation_mut(item, method)) else {
+        for link in LINKS {
+            let Some(op) = openapi.paths.paths.get_mut(link.path).and_then(|item| operation_mut(item, link.method))
+            else {
                 continue;
             };
-            if let Some(RefOr::T(response)) = op.responses.responses.get_mut(*status) {
-                for target in *targets {
+            if let Some(RefOr::T(response)) = op.responses.responses.get_mut(link.status) {
+                for target in link.targets {
                     let link = utoipa::openapi::link::LinkBuilder::new()
                         .operation_id(*target)
-                        .parameter(*parameter, *value)
+                        .parameter(link.parameter, link.value)
                         .build();
                     response.links.insert(target.to_string(), RefOr::T(link));
                 }
@@ -355,10 +356,13 @@ mod tests {
             .collect();
         let unique: std::collections::HashSet<&&str> = ids.iter().collect();
         assert_eq!(unique.len(), ids.len(), "duplicate operationIds: {ids:?}");
-        for (method, path, status, _, _, targets) in LINKS {
-            for t in *targets {
+        for link in LINKS {
+            for t in link.targets {
                 assert!(ids.contains(t), "a link names no operation: {t}");
-                assert_eq!(doc["paths"][path][method]["responses"][status]["links"][t]["operationId"], *t);
+                assert_eq!(
+                    doc["paths"][link.path][link.method]["responses"][link.status]["links"][t]["operationId"],
+                    *t
+                );
             }
         }
         assert!(doc["components"]["securitySchemes"]["bearer"].is_object());
