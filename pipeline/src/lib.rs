@@ -1,37 +1,44 @@
 //! Herald's streaming core: typed topics, the [`Stage`] trait and the runner that drives stages.
 //!
-//! Topics are shaped after Fluvio: a topic has partitions chosen by key (the tenant), records
+//! Topics are shaped after Fluvio: a topic has partitions (Herald picks each record's), records
 //! have offsets and headers, consumer groups commit offsets, delivery is at-least-once. The
 //! [`TopicBackend`] trait is that contract at the byte level; [`EmbeddedTopics`] implements it
-//! durably on fjall, and a Fluvio backend can implement it without any stage changing.
+//! durably on fjall, and a Fluvio backend implements it without any stage changing. The
+//! [`conformance`] kit says what any backend must do.
 //!
-//! The runner ([`runner::spawn`]) owns flow control: it fetches bounded batches per partition,
-//! calls [`Stage::process`], produces what the stage emitted, and only then commits the input
-//! offset — so an offset is never committed before its downstream effect is durable. Producers
-//! block while a bounded topic is full, so backpressure runs all the way up to the chunk stage.
-//! Failed batches are retried per the stage's [`RetryHint`] and dead-lettered with a reason
-//! after that; records that do not decode are dead-lettered individually.
+//! The runner ([`runner::spawn`]) owns flow control: per partition it puts records in lanes
+//! (chosen by the stage), runs lanes concurrently so one that waits never holds up another,
+//! produces what a step emitted, and only then counts its input done; the committed offset is
+//! the lowest offset not yet done. Waiting work goes to the runner's durable held store
+//! ([`held`]), so memory stays bounded by configuration. Producers wait while a bounded topic's
+//! consumers are behind ([`room`]); the backend itself never blocks.
 //!
 //! # Layout
 //! - [`topic`]: `Topic<T>`, records, the `TopicBackend` trait.
-//! - [`topics`]: the typed topic constants of the dataflow.
-//! - [`embedded`]: the embedded, durable topic backend.
-//! - [`stage`]: the `Stage` trait, `Emitter`, `StageError`.
-//! - [`runner`]: per-partition consumer loops, retries, dead letters, graceful drain.
+//! - [`topics`]: the typed topic constants and the stages consuming them, declared once.
+//! - [`stage`]: the `Stage` trait (lanes, `Step::Wait`, lifecycle hooks), `Emitter`.
+//! - [`runner`]: per-partition consumer loops with lanes, holding, retries, dead letters, drain.
+//! - [`held`]: the held store contract; [`room`]: backpressure from committed offsets.
+//! - [`embedded`]: the embedded, durable topic backend and held store.
 //!
 //! It is not: a stage (see `stages`), nor a place for business rules.
 
+#[cfg(any(test, feature = "conformance"))]
+pub mod conformance;
 pub mod embedded;
 pub mod error;
+pub mod held;
+pub mod room;
 pub mod runner;
 pub mod shutdown;
 pub mod stage;
 pub mod topic;
 pub mod topics;
 
-pub use embedded::{EmbeddedTopics, EmbeddedTopicsConfig};
+pub use embedded::{EmbeddedHeld, EmbeddedTopics, EmbeddedTopicsConfig};
 pub use error::{Error, Result};
-pub use runner::{RunnerConfig, StageMetrics};
+pub use held::{HeldRecord, HeldRecords};
+pub use runner::{RunnerConfig, StageHandle, StageHealth, StageMetrics};
 pub use shutdown::Shutdown;
-pub use stage::{Emitter, Input, RetryHint, Stage, StageError};
+pub use stage::{Emitter, Input, Lane, RetryHint, Stage, StageError, Step};
 pub use topic::{ConsumerRecord, Offset, Partition, ProducerRecord, Topic, TopicBackend, TopicSpec};

@@ -1,13 +1,23 @@
-//! The `Stage` trait: one required method, `process(batch, out)`.
+//! The `Stage` trait: one required method, `process(batch, out)`, and lifecycle hooks the
+//! runner calls; the `Emitter` stages produce through.
+//!
+//! A stage never spawns tasks, sleeps or produces behind the runner's back. Work that must
+//! wait — a retry not yet due, a paced call slot, a quota window, a paused campaign — returns
+//! [`Step::Wait`], and the runner holds the rest of the batch (in memory briefly, then durably
+//! in its held store) while every other lane goes on.
 
-use crate::topic::{Offset, Partition, ProducerRecord, Topic, TopicBackend};
+use crate::topic::{partition_for, Offset, Partition, ProducerRecord, Topic, TopicBackend};
 use crate::Result;
 use schemas::envelope::Headers;
-use schemas::{codec, TenantId};
+use schemas::{codec, CampaignId, TenantId};
 use serde::{de::DeserializeOwned, Serialize};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
+
+/// The header carrying a record's due time (ms since the epoch): the runner does not hand the
+/// record to its stage before then.
+pub const DUE_HEADER: &str = "herald-due";
 
 /// What the runner should do with a batch whose processing failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,19 +45,57 @@ impl StageError {
     }
 }
 
+impl From<crate::Error> for StageError {
+    fn from(e: crate::Error) -> Self {
+        if e.is_transient() {
+            StageError::retry(Duration::from_millis(200), e.to_string())
+        } else {
+            StageError::permanent(e.to_string())
+        }
+    }
+}
+
+/// A lane of a partition: records of one lane are processed in order, one step at a time;
+/// lanes run concurrently, and a lane that waits never holds up another.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Lane(pub u64);
+
+impl Lane {
+    /// The lane of a tenant's campaign (the usual lane: one campaign waiting — paused, paced,
+    /// out of quota — never holds up another campaign or tenant).
+    pub fn campaign(tenant: TenantId, campaign: CampaignId) -> Lane {
+        let mut bytes = [0u8; 16];
+        bytes[..8].copy_from_slice(&tenant.0.to_le_bytes());
+        bytes[8..].copy_from_slice(&campaign.0.to_le_bytes());
+        Lane(xxhash_rust::xxh3::xxh3_64(&bytes))
+    }
+}
+
 /// A decoded input record with where it came from.
 #[derive(Debug, Clone)]
 pub struct Input<T> {
     pub partition: Partition,
-    pub offset: Offset,
+    /// Its offset in the topic (None: the record came back from the runner's held store).
+    pub offset: Option<Offset>,
     pub headers: Headers,
     pub value: T,
 }
 
-/// Collects what a stage emits; the runner produces it before committing the input.
-/// A stage may [`Emitter::flush`] early (e.g. deliver, to publish outcomes while it paces).
+/// What a step did with its batch.
+#[derive(Debug)]
+pub enum Step<T> {
+    /// Every input is done.
+    Done,
+    /// Inputs before `from` are done; input `from` (replaced by `replacement` when given: the
+    /// part still to do) and the inputs after it wait until `until_ms`.
+    Wait { from: usize, replacement: Option<T>, until_ms: u64 },
+}
+
+/// Collects what a stage emits; the runner produces it before the input counts as done.
+/// A stage may [`Emitter::flush`] early (e.g. deliver, to publish outcomes as calls finish).
 pub struct Emitter {
     backend: Arc<dyn TopicBackend>,
+    room: Arc<crate::room::Room>,
     pending: Vec<ProducerRecord>,
     /// Headers propagated to every emitted record (trace context of the input batch).
     headers: Headers,
@@ -56,7 +104,13 @@ pub struct Emitter {
 
 impl Emitter {
     pub fn new(backend: Arc<dyn TopicBackend>) -> Self {
-        Self { backend, pending: Vec::new(), headers: Headers::default(), emitted: 0 }
+        let room = crate::room::Room::new(backend.clone());
+        Self::with_room(backend, room)
+    }
+
+    /// An emitter sharing a room tracker (the runner gives all its steps one).
+    pub fn with_room(backend: Arc<dyn TopicBackend>, room: Arc<crate::room::Room>) -> Self {
+        Self { backend, room, pending: Vec::new(), headers: Headers::default(), emitted: 0 }
     }
 
     /// Headers (trace context) put on every record emitted from now on.
@@ -64,22 +118,37 @@ impl Emitter {
         self.headers = headers;
     }
 
-    /// Queues `value` for `topic`, partitioned by `tenant`.
-    pub fn emit<T: Serialize>(&mut self, topic: &Topic<T>, tenant: TenantId, value: &T) -> Result<()> {
+    /// Queues `value` for `topic`, keyed (and partitioned) by `key`.
+    pub fn emit<T: Serialize>(&mut self, topic: &Topic<T>, key: u64, value: &T) -> Result<()> {
+        self.push(topic, key, value, self.headers.clone())
+    }
+
+    /// Queues `value` for `topic`, not to be processed before `due_ms`.
+    pub fn emit_due<T: Serialize>(&mut self, topic: &Topic<T>, key: u64, value: &T, due_ms: u64) -> Result<()> {
+        let mut headers = self.headers.clone();
+        headers.set(DUE_HEADER, due_ms.to_string());
+        self.push(topic, key, value, headers)
+    }
+
+    fn push<T: Serialize>(&mut self, topic: &Topic<T>, key: u64, value: &T, headers: Headers) -> Result<()> {
         self.pending.push(ProducerRecord {
             topic: topic.name(),
-            key: tenant.0,
-            headers: self.headers.clone(),
+            partition: partition_for(key, topic.spec.partitions),
+            key,
+            headers,
             value: codec::encode(value)?,
         });
         Ok(())
     }
 
-    /// Produces everything queued so far (durable when it returns); returns where each record
-    /// landed, in emit order.
-    pub async fn flush(&mut self) -> Result<Vec<(Partition, Offset)>> {
+    /// Produces everything queued so far, waiting first while a bounded target partition has
+    /// no room (backpressure from its consumers' committed offsets); durable when it returns.
+    pub async fn flush(&mut self) -> Result<Vec<Offset>> {
         if self.pending.is_empty() {
             return Ok(Vec::new());
+        }
+        for r in &self.pending {
+            self.room.wait(r.topic, r.partition).await?;
         }
         let records = std::mem::take(&mut self.pending);
         self.emitted += records.len() as u64;
@@ -87,7 +156,7 @@ impl Emitter {
     }
 
     /// Drops what was queued but not flushed (the batch will be processed again).
-    pub(crate) fn discard(&mut self) {
+    pub fn discard(&mut self) {
         self.pending.clear();
     }
 
@@ -97,23 +166,57 @@ impl Emitter {
     }
 }
 
-/// A stage of the dataflow. The runner owns batching, backpressure, commits, retries and
-/// dead-lettering; a stage only turns a batch of inputs into emitted records and side effects.
+/// A stage of the dataflow. The runner owns batching, lanes, waiting, backpressure, commits,
+/// retries and dead-lettering; a stage only turns a batch of inputs into emitted records and
+/// side effects.
 ///
 /// `process` may be called again with the same records after a crash or a retry (at-least-once),
 /// so its effects must be idempotent — Herald's are, by deterministic message ids, send claims
 /// and the monotonic reconcile state machine.
 pub trait Stage: Send + Sync + 'static {
-    type In: DeserializeOwned + Send + 'static;
+    type In: DeserializeOwned + Serialize + Send + Sync + 'static;
 
-    /// The stage's name (also its consumer group).
+    /// The stage's name (also its consumer group; declared in [`crate::topics::STAGES`]).
     fn name(&self) -> &'static str;
 
+    /// The lane of a record (default: one lane per partition, records strictly in order).
+    fn lane(&self, _input: &Self::In) -> Lane {
+        Lane(0)
+    }
+
+    /// Processes a batch of one lane's records, in order.
     fn process(
         &self,
         batch: Vec<Input<Self::In>>,
         out: &mut Emitter,
-    ) -> impl Future<Output = std::result::Result<(), StageError>> + Send;
+    ) -> impl Future<Output = std::result::Result<Step<Self::In>, StageError>> + Send;
+
+    /// Once, before any partition is consumed; what it emits is produced before consuming
+    /// starts (e.g. chunk resuming the campaigns a previous run left mid-way).
+    fn on_start(&self, _out: &mut Emitter) -> impl Future<Output = std::result::Result<(), StageError>> + Send {
+        async { Ok(()) }
+    }
+
+    /// This runner now consumes `partition` (at start, or when a worker takes it over).
+    fn on_assigned(&self, _partition: Partition) -> impl Future<Output = ()> + Send {
+        async {}
+    }
+
+    /// This runner stopped consuming `partition`.
+    fn on_revoked(&self, _partition: Partition) -> impl Future<Output = ()> + Send {
+        async {}
+    }
+
+    /// Every runner tick (`RunnerConfig::tick`), for work driven by time rather than records
+    /// (e.g. throttle returning run-ahead budget as deliver commits).
+    fn on_tick(&self) -> impl Future<Output = ()> + Send {
+        async {}
+    }
+
+    /// Once, after the last partition stopped.
+    fn on_stop(&self) -> impl Future<Output = ()> + Send {
+        async {}
+    }
 }
 
 /// Converts lower-level errors into a retryable stage error.

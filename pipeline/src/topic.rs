@@ -1,4 +1,13 @@
-//! Typed topics and the byte-level topic backend contract (Fluvio's semantics).
+//! Typed topics and the byte-level topic backend contract: what Fluvio gives, and no more.
+//!
+//! - Partitioned append: the producer (Herald, through [`crate::Emitter`]) picks each record's
+//!   partition; the backend never chooses one.
+//! - Offsets per partition, dense from 0; stored consumer offsets per group; at-least-once.
+//! - `produce` is durable when it returns and never waits for room: backpressure is the
+//!   runner's business (it reads consumers' committed offsets), not the backend's.
+//! - Retention is the backend's business: records every consumer group of a topic has
+//!   committed past may disappear (`start_offset` says where a partition begins now).
+//! - Errors say whether retrying can help ([`crate::Error::is_transient`]).
 
 use crate::Result;
 use async_trait::async_trait;
@@ -10,8 +19,8 @@ pub type Partition = u32;
 pub type Offset = u64;
 
 /// How a topic is laid out: its name, partition count and how many unconsumed records a
-/// partition may hold before producers block (None: unbounded, for feedback loops such as
-/// `delivery.retry` where blocking could deadlock the consumer that produces to it).
+/// partition may hold before producers wait (None: unbounded, for feedback loops such as
+/// `delivery.retry` where waiting could deadlock the consumer that produces to it).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TopicSpec {
     pub name: &'static str,
@@ -41,10 +50,12 @@ impl<T> Clone for Topic<T> {
 }
 impl<T> Copy for Topic<T> {}
 
-/// A record to produce. `key` picks the partition (Herald keys by tenant).
+/// A record to produce, to a partition Herald chose.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProducerRecord {
     pub topic: &'static str,
+    pub partition: Partition,
+    /// The record's key (kept with it; Herald partitions by it, see [`partition_for`]).
     pub key: u64,
     pub headers: Headers,
     pub value: Vec<u8>,
@@ -60,22 +71,25 @@ pub struct ConsumerRecord {
     pub value: Vec<u8>,
 }
 
-/// The partition a key maps to.
+/// The partition Herald gives a key: a stable hash, so keys spread even when they are dense
+/// (tenant 1, 2, 3 ...) and the mapping never depends on a backend's partitioner.
 pub fn partition_for(key: u64, partitions: u32) -> Partition {
-    (key % u64::from(partitions.max(1))) as Partition
+    let mixed = xxhash_rust::xxh3::xxh3_64(&key.to_le_bytes());
+    (mixed % u64::from(partitions.max(1))) as Partition
 }
 
-/// Topic storage with Fluvio's semantics: partitions by key, offsets, consumer groups with
-/// committed offsets, headers, at-least-once.
+/// Topic storage with Fluvio's semantics (see the module docs).
 #[async_trait]
 pub trait TopicBackend: Send + Sync {
     fn spec(&self, topic: &str) -> Result<TopicSpec>;
 
-    /// Appends records (possibly to several topics); durable when it returns. Blocks while a
-    /// bounded partition is full. Returns `(partition, offset)` per record, in order.
-    async fn produce(&self, records: Vec<ProducerRecord>) -> Result<Vec<(Partition, Offset)>>;
+    /// Appends records (possibly to several topics and partitions); durable when it returns;
+    /// never waits for room. Returns each record's offset, in order.
+    async fn produce(&self, records: Vec<ProducerRecord>) -> Result<Vec<Offset>>;
 
-    /// Up to `max_records` records from `from` on, waiting up to `max_wait` for the first one.
+    /// Up to `max_records` records of a partition from `from` on (records below
+    /// [`TopicBackend::start_offset`] are gone), waiting up to `max_wait` for the first one.
+    /// Offsets come back contiguous and ascending.
     async fn fetch(
         &self,
         topic: &str,
@@ -85,12 +99,32 @@ pub trait TopicBackend: Send + Sync {
         max_wait: Duration,
     ) -> Result<Vec<ConsumerRecord>>;
 
-    /// The group's next offset to read (0 for a new group, which is registered by this call).
-    async fn committed(&self, topic: &str, group: &str, partition: Partition) -> Result<Offset>;
+    /// The group's committed next offset on a partition; `None` if it never committed there.
+    /// Reading never registers a group.
+    async fn committed(&self, topic: &str, group: &str, partition: Partition) -> Result<Option<Offset>>;
 
     /// Records that the group has processed everything before `next`; durable when it returns.
     async fn commit(&self, topic: &str, group: &str, partition: Partition, next: Offset) -> Result<()>;
 
     /// The offset the next produced record will get.
     async fn end_offset(&self, topic: &str, partition: Partition) -> Result<Offset>;
+
+    /// The oldest offset still stored (retention may have dropped what is below it).
+    async fn start_offset(&self, topic: &str, partition: Partition) -> Result<Offset>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dense_keys_spread_over_partitions() {
+        let mut counts = [0u32; 8];
+        for tenant in 1..=800u64 {
+            counts[partition_for(tenant, 8) as usize] += 1;
+        }
+        assert!(counts.iter().all(|c| (70..=130).contains(c)), "{counts:?}");
+        assert_eq!(partition_for(42, 8), partition_for(42, 8));
+        assert_eq!(partition_for(42, 1), 0);
+    }
 }

@@ -10,12 +10,15 @@
 //! - [`envelope`]: headers carried beside every record (room for W3C `traceparent`).
 //! - [`codec`]: the compact binary codec for topic payloads and stored values (bincode 2,
 //!   prefixed by a format version byte).
+//! - [`helpers`]: pure building blocks several crates use once: token bucket, sliding window,
+//!   TTL cache, HMAC signatures.
 //!
 //! It is not: a topic implementation (see `pipeline`) nor a storage schema (see `storage`).
 
 pub mod codec;
 pub mod envelope;
 pub mod error;
+pub mod helpers;
 pub mod ids;
 pub mod records;
 

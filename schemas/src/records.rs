@@ -14,13 +14,16 @@
 use crate::ids::*;
 use serde::{Deserialize, Serialize};
 
-/// A request to send one campaign (produced by the API or `herald demo`/`bench`).
+/// A request to chunk a campaign from chunk `from_seq` on (the lifecycle sends 0; chunk sends
+/// itself the continuation after each step, so a 10M-recipient campaign is many small steps).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SendRequest {
     pub tenant: TenantId,
     pub campaign: CampaignId,
     /// When the send was triggered (ms since the Unix epoch); latency is measured from here.
     pub requested_at_ms: u64,
+    /// The chunk this request starts at; a request behind the checkpoint is a stale duplicate.
+    pub from_seq: u64,
 }
 
 /// One recipient as read from the audience.
@@ -94,11 +97,13 @@ pub struct MessageBatch {
     pub messages: Vec<RenderedMessage>,
 }
 
-/// Messages waiting for another delivery attempt (`delivery.retry`).
+/// Messages for another delivery attempt (`delivery.retry`, due when the record's due header
+/// says): retries, and DLQ redrives (`redrive`: the dead-lettered attempt may be sent again).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RetryBatch {
     pub tenant: TenantId,
-    pub not_before_ms: u64,
+    pub campaign: CampaignId,
+    pub redrive: bool,
     pub messages: Vec<RenderedMessage>,
 }
 

@@ -23,9 +23,3 @@ pub mod template;
 pub mod throttle;
 
 pub use error::{Error, Result};
-
-use std::sync::Arc;
-use storage::Store;
-
-/// The store handle every stage shares.
-pub type SharedStore = Arc<dyn Store>;

@@ -20,13 +20,12 @@
 //!
 //! It is not: the stages' view of the status (see [`crate::control`]), nor the HTTP layer.
 
-use crate::SharedStore;
 use pipeline::{topics, Emitter, TopicBackend};
 use schemas::envelope::Headers;
 use schemas::{now_ms, CampaignId, SendRequest, TenantId};
 use std::sync::Arc;
 use std::time::Duration;
-use storage::{Campaign, CampaignCounters, CampaignStatus, ProviderKind, TenantState};
+use storage::{Campaign, CampaignCounters, CampaignStatus, ProviderKind, SharedState, Store, TenantState};
 
 /// A lifecycle request on a campaign.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -91,7 +90,8 @@ fn decide(action: Action, shown: CampaignStatus, scheduled_ahead: bool) -> Optio
 
 /// The lifecycle owner (see the module docs).
 pub struct Lifecycle {
-    store: SharedStore,
+    store: Arc<dyn Store>,
+    state: Arc<dyn SharedState>,
     topics: Arc<dyn TopicBackend>,
 }
 
@@ -102,8 +102,13 @@ const PURGE_STEP: usize = 10_000;
 const PURGE_SETTLE: Duration = Duration::from_secs(60);
 
 impl Lifecycle {
-    pub fn new(store: SharedStore, topics: Arc<dyn TopicBackend>) -> Self {
-        Self { store, topics }
+    pub fn new(store: Arc<dyn Store>, state: Arc<dyn SharedState>, topics: Arc<dyn TopicBackend>) -> Self {
+        Self { store, state, topics }
+    }
+
+    /// The shared state (ids for new objects).
+    pub fn state(&self) -> &Arc<dyn SharedState> {
+        &self.state
     }
 
     /// Applies `action` to a campaign of `tenant` (compare-and-set; see the module docs).
@@ -143,13 +148,15 @@ impl Lifecycle {
             return Err(LifecycleError::Conflict { status: shown_status(&current, &counters).as_str() });
         }
         campaign.version = version + 1;
+        // Every stage sees the new status within its cache TTL.
+        self.state.publish_status(campaign.tenant, campaign.id, status).await?;
         // The status is durable first: if the process dies before the request is produced,
-        // the chunk stage resumes the campaign at start-up from its status and checkpoint.
+        // chunk resumes the campaign at start-up from its status and checkpoint.
         if chunk && (status == CampaignStatus::Running || chunk_cancelled) {
             let mut out = Emitter::new(self.topics.clone());
             out.set_headers(headers.clone());
-            let request = SendRequest { tenant: campaign.tenant, campaign: campaign.id, requested_at_ms: now };
-            out.emit(&topics::SENDS, campaign.tenant, &request)?;
+            let request = SendRequest { tenant: campaign.tenant, campaign: campaign.id, requested_at_ms: now, from_seq: 0 };
+            out.emit(&topics::SENDS, campaign.tenant.0, &request)?;
             out.flush().await?;
         }
         Ok((campaign, counters))
@@ -238,12 +245,13 @@ impl Lifecycle {
                 TenantState::Purged { at_ms, .. } => {
                     if now.saturating_sub(at_ms) < PURGE_SETTLE.as_millis() as u64 {
                         self.store.purge_tenant(tenant.id, PURGE_STEP).await?;
+                        self.state.purge_tenant(tenant.id, PURGE_STEP).await?;
                     }
                 }
             }
         }
         let ttl = idempotency_ttl.as_millis() as u64;
-        while self.store.sweep_idempotency(now, ttl, PURGE_STEP).await? == PURGE_STEP {}
+        while self.state.sweep_idempotency(now, ttl, PURGE_STEP).await? == PURGE_STEP {}
         Ok(())
     }
 

@@ -12,14 +12,22 @@
 //! earlier attempt's failure is ignored once a later attempt is known.
 //!
 //! **Exact counters.** Counters count messages per current status; they change only on a
-//! transition and are written in the same atomic store write as the rows they count. Reconcile
-//! is the single writer of both. `Sealed { total }` (from chunk) fixes the campaign's total; the
-//! campaign completes when every one of those messages is terminal.
+//! transition and are written in the same atomic store write as the rows they count
+//! (`MessageLog::apply`). **Contract: one writer per partition.** A tenant's outcomes, receipts
+//! and dead letters all go to the same partition number of their three topics, and one
+//! reconciler owns that partition of all three (one process here; the holder of the partition's
+//! lease in the distributed deployment), serializing its steps per partition. So a campaign's
+//! rows and counters have exactly one writer and read-modify-write is safe without any
+//! cross-process lock. `Sealed { total }` (from chunk) fixes the campaign's total; the campaign
+//! completes when every one of those messages is terminal.
+//!
+//! **Dead letters** are written for failed attempts; an accept from a later attempt (a redrive
+//! that went through) clears the message's entry, and a letter older than what the log already
+//! knows (it raced the redrive's outcome) is not written.
 //!
 //! It is not: a sender. It never calls a provider.
 
-use crate::SharedStore;
-use pipeline::{Emitter, Input, Stage, StageError};
+use pipeline::{topics, Emitter, Input, Partition, Stage, StageError, Step};
 use schemas::*;
 use std::collections::hash_map::Entry;
 use std::collections::HashMap;
@@ -27,7 +35,7 @@ use std::result::Result;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use storage::{CampaignCounters, DlqEntry, LogBatch, LogWrite, MessageRecord, MessageStatus};
+use storage::{CampaignCounters, Catalog, DlqEntry, LogBatch, LogWrite, MessageLog, MessageRecord, MessageStatus};
 
 /// Rank of a status in the reconcile lattice (see the module docs).
 pub fn rank(status: MessageStatus) -> u8 {
@@ -108,6 +116,8 @@ pub struct Applied {
     pub changed: bool,
     /// Whether the row learned its provider message id (the index needs an entry).
     pub learned_provider_id: bool,
+    /// A later attempt's acceptance superseded a failure (its dead letter is cleared).
+    pub superseded: bool,
 }
 
 /// Applies `event` to a message row (see the module docs for the merge rule).
@@ -170,7 +180,12 @@ pub fn apply_event(row: &mut Option<MessageRecord>, event: &MessageEvent) -> App
     record.history.push((event.status, event.at_ms));
     applied.changed = true;
     applied.transition = Some(if was_new { None } else { Some(previous) });
+    applied.superseded = supersedes;
     applied
+}
+
+fn is_failure(status: MessageStatus) -> bool {
+    matches!(status, MessageStatus::Failed | MessageStatus::DeadLettered)
 }
 
 /// Counters of what reconcile saw (for metrics and reports).
@@ -189,11 +204,16 @@ pub struct ReconcileMetrics {
 /// How long reconcile trusts what it read of a tenant's state.
 const TENANT_TTL: Duration = Duration::from_secs(5);
 
+/// Counters of campaigns touched recently, per partition (the store holds the truth).
+type CounterCache = HashMap<(TenantId, CampaignId), CampaignCounters>;
+
 /// Shared reconcile state behind the three reconcile consumers.
 pub struct Reconciler {
-    store: SharedStore,
-    /// Counters of campaigns touched recently (the store holds the truth).
-    counters: tokio::sync::Mutex<HashMap<(TenantId, CampaignId), CampaignCounters>>,
+    catalog: Arc<dyn Catalog>,
+    log: Arc<dyn MessageLog>,
+    /// One per partition: held for a step, so the partition's steps are serialized (the
+    /// single-writer contract in the module docs).
+    partitions: Vec<tokio::sync::Mutex<CounterCache>>,
     /// Whether a tenant was purged, as last read.
     purged: std::sync::Mutex<HashMap<TenantId, (bool, Instant)>>,
     pub metrics: ReconcileMetrics,
@@ -223,10 +243,12 @@ impl Event {
 }
 
 impl Reconciler {
-    pub fn new(store: SharedStore) -> Arc<Self> {
+    pub fn new(catalog: Arc<dyn Catalog>, log: Arc<dyn MessageLog>) -> Arc<Self> {
+        let partitions = (0..topics::OUTCOMES.spec.partitions).map(|_| tokio::sync::Mutex::default()).collect();
         Arc::new(Self {
-            store,
-            counters: tokio::sync::Mutex::new(HashMap::new()),
+            catalog,
+            log,
+            partitions,
             purged: std::sync::Mutex::new(HashMap::new()),
             metrics: ReconcileMetrics::default(),
         })
@@ -242,7 +264,7 @@ impl Reconciler {
             }
         }
         let purged =
-            matches!(self.store.get_tenant(tenant).await?.map(|t| t.state), Some(storage::TenantState::Purged { .. }));
+            matches!(self.catalog.get_tenant(tenant).await?.map(|t| t.state), Some(storage::TenantState::Purged { .. }));
         let mut cache = self.purged.lock().unwrap_or_else(|p| p.into_inner());
         if cache.len() > 65_536 {
             cache.clear();
@@ -251,7 +273,8 @@ impl Reconciler {
         Ok(purged)
     }
 
-    async fn apply(&self, mut events: Vec<Event>) -> crate::Result<()> {
+    /// Applies one step's events (all of partition `partition`).
+    async fn apply(&self, partition: Partition, mut events: Vec<Event>) -> crate::Result<()> {
         self.metrics.events.fetch_add(events.len() as u64, Ordering::Relaxed);
         let mut tenants: Vec<TenantId> = events.iter().map(Event::tenant).collect();
         tenants.sort_unstable();
@@ -263,13 +286,22 @@ impl Reconciler {
                 self.metrics.purged_tenant_events.fetch_add((before - events.len()) as u64, Ordering::Relaxed);
             }
         }
-        // Serializes all reconcile writes: counters and rows are read-modify-write.
-        let mut cache = self.counters.lock().await;
-        let mut keys: Vec<MessageKey> =
-            events.iter().filter_map(|e| if let Event::Message(k, _) = e { Some(*k) } else { None }).collect();
+        // Serializes the partition's writes: counters and rows are read-modify-write.
+        let slot = self.partitions.get(partition as usize).ok_or_else(|| {
+            crate::Error::Pipeline(pipeline::Error::Fatal(format!("reconcile has no partition {partition}")))
+        })?;
+        let mut cache = slot.lock().await;
+        let mut keys: Vec<MessageKey> = events
+            .iter()
+            .filter_map(|e| match e {
+                Event::Message(k, _) => Some(*k),
+                Event::DeadLetter(entry) => Some(entry.key),
+                Event::Sealed(..) => None,
+            })
+            .collect();
         keys.sort_by_key(|k| (k.tenant, k.campaign, k.bucket, k.id));
         keys.dedup();
-        let existing = self.store.get_messages(&keys).await?;
+        let existing = self.log.get_messages(&keys).await?;
         let mut rows: HashMap<MessageKey, PendingRow> =
             keys.into_iter().zip(existing).map(|(k, row)| (k, PendingRow { row, dirty: false, index: None })).collect();
         let mut touched: HashMap<(TenantId, CampaignId), CampaignCounters> = HashMap::new();
@@ -282,7 +314,7 @@ impl Reconciler {
                     if let Entry::Vacant(slot) = touched.entry(campaign) {
                         let c = match cache.get(&campaign) {
                             Some(c) => *c,
-                            None => self.store.get_counters(key.tenant, key.campaign).await?.unwrap_or_default(),
+                            None => self.log.get_counters(key.tenant, key.campaign).await?.unwrap_or_default(),
                         };
                         slot.insert(c);
                     }
@@ -290,6 +322,10 @@ impl Reconciler {
                     let applied = apply_event(row, &event);
                     if applied.learned_provider_id {
                         *index = event.provider_message_id.clone();
+                    }
+                    if applied.superseded {
+                        batch.cleared_dead_letters.push(key);
+                        batch.dead_letters.retain(|e| e.key != key);
                     }
                     *dirty |= applied.changed;
                     if let (Some(previous), Some(counters), Some(row)) =
@@ -307,11 +343,19 @@ impl Reconciler {
                 Event::Sealed(tenant, campaign, total) => {
                     let counters = match touched.get(&(tenant, campaign)).or(cache.get(&(tenant, campaign))) {
                         Some(c) => *c,
-                        None => self.store.get_counters(tenant, campaign).await?.unwrap_or_default(),
+                        None => self.log.get_counters(tenant, campaign).await?.unwrap_or_default(),
                     };
                     touched.insert((tenant, campaign), CampaignCounters { total: Some(total), ..counters });
                 }
-                Event::DeadLetter(entry) => batch.dead_letters.push(entry),
+                Event::DeadLetter(entry) => {
+                    // A letter older than what the log knows (a later attempt went through).
+                    let superseded = rows.get(&entry.key).and_then(|r| r.row.as_ref()).is_some_and(|r| {
+                        r.attempts > entry.letter.attempts && !is_failure(r.status) && rank(r.status) > rank(MessageStatus::Queued)
+                    });
+                    if !superseded {
+                        batch.dead_letters.push(entry);
+                    }
+                }
             }
         }
 
@@ -333,7 +377,7 @@ impl Reconciler {
                 batch.writes.push(LogWrite { key, record, index });
             }
         }
-        self.store.apply(batch).await?;
+        self.log.apply(batch).await?;
         // Only now, with the write durable, does the cache move forward.
         if cache.len() > 4_096 {
             cache.retain(|_, c| c.completed_ms.is_none());
@@ -357,7 +401,7 @@ impl Reconciler {
         }
         for (provider, receipts) in by_provider {
             let ids: Vec<&str> = receipts.iter().map(|r| r.provider_message_id.as_str()).collect();
-            let keys = self.store.lookup_provider_ids(tenant, &provider, &ids).await?;
+            let keys = self.log.lookup_provider_ids(tenant, &provider, &ids).await?;
             for (r, key) in receipts.iter().zip(keys) {
                 match key {
                     Some(key) => events.push(Event::Message(key, MessageEvent::from_receipt(r))),
@@ -375,7 +419,7 @@ impl Reconciler {
 }
 
 macro_rules! reconcile_stage {
-    ($name:ident, $input:ty, $group:literal, |$this:ident, $value:ident| $events:expr) => {
+    ($name:ident, $input:ty, $group:expr, |$this:ident, $value:ident| $events:expr) => {
         /// A reconcile consumer (see the module docs).
         pub struct $name(pub Arc<Reconciler>);
 
@@ -383,33 +427,34 @@ macro_rules! reconcile_stage {
             type In = $input;
 
             fn name(&self) -> &'static str {
-                $group
+                $group.name
             }
 
-            async fn process(&self, batch: Vec<Input<$input>>, _out: &mut Emitter) -> Result<(), StageError> {
+            async fn process(&self, batch: Vec<Input<$input>>, _out: &mut Emitter) -> Result<Step<$input>, StageError> {
                 let $this = &self.0;
+                let Some(partition) = batch.first().map(|i| i.partition) else { return Ok(Step::Done) };
                 let mut events = Vec::new();
                 for input in batch {
                     let $value = input.value;
                     events.extend($events);
                 }
-                $this.apply(events).await?;
-                Ok(())
+                $this.apply(partition, events).await?;
+                Ok(Step::Done)
             }
         }
     };
 }
 
-reconcile_stage!(ReconcileOutcomes, OutcomeBatch, "reconcile", |this, batch| batch.events.into_iter().map(
+reconcile_stage!(ReconcileOutcomes, OutcomeBatch, topics::RECONCILE, |this, batch| batch.events.into_iter().map(
     |e| match e {
         OutcomeEvent::Message(o) => Event::Message(o.key, MessageEvent::from_outcome(&o)),
         OutcomeEvent::Sealed { tenant, campaign, total } => Event::Sealed(tenant, campaign, total),
     }
 ));
-reconcile_stage!(ReconcileReceipts, ReceiptBatch, "reconcile-receipts", |this, batch| this
+reconcile_stage!(ReconcileReceipts, ReceiptBatch, topics::RECONCILE_RECEIPTS, |this, batch| this
     .resolve(batch.tenant, batch.receipts)
     .await?);
-reconcile_stage!(ReconcileDeadLetters, DeadLetterBatch, "reconcile-dlq", |this, batch| batch
+reconcile_stage!(ReconcileDeadLetters, DeadLetterBatch, topics::RECONCILE_DLQ, |this, batch| batch
     .letters
     .into_iter()
     .map(|letter| Event::DeadLetter(DlqEntry { key: letter.message.key, letter })));

@@ -17,12 +17,13 @@
 
 use crate::control::CampaignControl;
 use crate::template::{Escape, RenderError, Template as Compiled};
-use crate::SharedStore;
-use pipeline::{topics, Emitter, Input, Stage, StageError};
+use pipeline::{topics, Emitter, Input, Lane, Stage, StageError, Step};
+use schemas::helpers::TtlCache;
 use schemas::*;
-use std::collections::HashMap;
 use std::result::Result;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use std::time::Duration;
+use storage::Catalog;
 
 /// A campaign's template, compiled for its channel.
 #[derive(Debug, Clone)]
@@ -136,34 +137,32 @@ type CompiledOrReason = Arc<Result<CompiledTemplate, String>>;
 
 /// The render stage.
 pub struct Render {
-    store: SharedStore,
+    catalog: Arc<dyn Catalog>,
     control: Arc<CampaignControl>,
-    /// Compiled templates per campaign (`Err`: why the campaign cannot render).
-    cache: Mutex<HashMap<(TenantId, CampaignId), CompiledOrReason>>,
+    /// Compiled templates per campaign (`Err`: why the campaign cannot render). A campaign's
+    /// template is fixed once it is sent, so entries never go stale; the bound keeps memory
+    /// in check (recompiling is cheap next to a chunk).
+    cache: TtlCache<(TenantId, CampaignId), CompiledOrReason>,
 }
 
 impl Render {
-    pub fn new(store: SharedStore, control: Arc<CampaignControl>) -> Self {
-        Self { store, control, cache: Mutex::new(HashMap::new()) }
+    pub fn new(catalog: Arc<dyn Catalog>, control: Arc<CampaignControl>) -> Self {
+        Self { catalog, control, cache: TtlCache::new(Duration::from_secs(3_600), 4_096) }
     }
 
     async fn template(&self, tenant: TenantId, campaign: CampaignId) -> crate::Result<CompiledOrReason> {
-        if let Some(t) = self.cache.lock().unwrap_or_else(|p| p.into_inner()).get(&(tenant, campaign)) {
-            return Ok(t.clone());
+        if let Some(t) = self.cache.get(&(tenant, campaign)) {
+            return Ok(t);
         }
-        let compiled = match self.store.get_campaign(tenant, campaign).await? {
+        let compiled = match self.catalog.get_campaign(tenant, campaign).await? {
             None => Err(format!("campaign {campaign} not found")),
-            Some(c) => match self.store.get_template(tenant, c.template).await? {
+            Some(c) => match self.catalog.get_template(tenant, c.template).await? {
                 None => Err(format!("template {} not found", c.template)),
                 Some(t) => CompiledTemplate::compile(&t),
             },
         };
         let compiled = Arc::new(compiled);
-        let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
-        if cache.len() > 4_096 {
-            cache.clear(); // bounded: recompiling is cheap compared with a chunk
-        }
-        cache.insert((tenant, campaign), compiled.clone());
+        self.cache.insert((tenant, campaign), compiled.clone());
         Ok(compiled)
     }
 
@@ -172,7 +171,7 @@ impl Render {
         let (tenant, campaign) = (chunk.tenant, chunk.campaign);
         let template = self.template(tenant, campaign).await?;
         let addresses: Vec<&str> = chunk.recipients.iter().map(|r| r.address.as_str()).collect();
-        let suppressed = self.store.suppressed(tenant, &addresses).await?;
+        let suppressed = self.catalog.suppressed(tenant, &addresses).await?;
         let cancelled = self.control.status(tenant, campaign).await? == storage::CampaignStatus::Cancelled;
         let channel = template.as_ref().as_ref().map(CompiledTemplate::channel).unwrap_or(Channel::Sms);
         let now = now_ms();
@@ -232,22 +231,26 @@ impl Stage for Render {
     type In = schemas::Chunk;
 
     fn name(&self) -> &'static str {
-        "render"
+        topics::RENDER.name
     }
 
-    async fn process(&self, batch: Vec<Input<schemas::Chunk>>, out: &mut Emitter) -> Result<(), StageError> {
+    fn lane(&self, chunk: &schemas::Chunk) -> Lane {
+        Lane::campaign(chunk.tenant, chunk.campaign)
+    }
+
+    async fn process(&self, batch: Vec<Input<schemas::Chunk>>, out: &mut Emitter) -> Result<Step<schemas::Chunk>, StageError> {
         for input in batch {
             let tenant = input.value.tenant;
             let (messages, outcomes) = self.render_chunk(input.value).await?;
             if !messages.messages.is_empty() {
-                out.emit(&topics::RENDERED, tenant, &messages).map_err(crate::Error::from)?;
+                out.emit(&topics::RENDERED, tenant.0, &messages).map_err(crate::Error::from)?;
             }
             if !outcomes.is_empty() {
-                out.emit(&topics::OUTCOMES, tenant, &OutcomeBatch { tenant, events: outcomes })
+                out.emit(&topics::OUTCOMES, tenant.0, &OutcomeBatch { tenant, events: outcomes })
                     .map_err(crate::Error::from)?;
             }
         }
-        Ok(())
+        Ok(Step::Done)
     }
 }
 

@@ -14,6 +14,9 @@ pub enum Error {
     /// tenant. Checked and written atomically by the store, so two tenants cannot both win.
     #[error("sender {sender:?} belongs to another tenant")]
     SenderTaken { sender: String },
+    /// A write fenced by a lease that is no longer current (the writer lost its partition).
+    #[error("lease {lease} is held by another worker now")]
+    Fenced { lease: String },
     /// A value the store's contract refuses (e.g. a tenant limit out of the platform's bounds).
     #[error("{message}")]
     Invalid { code: &'static str, message: String },

@@ -11,21 +11,29 @@
 //! # Layout
 //! - [`model`]: stored types (tenants, templates, audiences, campaigns, message records, ...).
 //! - [`secrets`]: AES-256-GCM sealing of provider secrets at rest.
-//! - [`traits`]: `CatalogStore`, `MessageLog`, `ClaimStore`.
-//! - [`embedded`]: the fjall implementation with batched, crash-safe commits.
+//! - [`traits`]: `Catalog`, `Audiences`, `Checkpoints`, `MessageLog` (the store, split by who
+//!   needs what), with what each promises atomically.
+//! - [`state`]: `SharedState`: ids, send claims, leases, pacing tokens, campaign control flags,
+//!   idempotency reservations, quotas, stopped senders.
+//! - [`embedded`]: the fjall implementation with batched, crash-safe commits, and the
+//!   in-process shared state.
 //!
 //! It is not: a cache, a query engine, or the place where message state transitions are decided
 //! (that is `stages::reconcile`).
 
+#[cfg(any(test, feature = "conformance"))]
+pub mod conformance;
 pub mod embedded;
 pub mod error;
 pub mod model;
 pub mod secrets;
+pub mod state;
 pub mod traits;
 
-pub use embedded::{Durability, EmbeddedStore, EmbeddedStoreConfig};
+pub use embedded::{Durability, EmbeddedState, EmbeddedStore, EmbeddedStoreConfig};
 pub use error::{Error, Result};
 pub use model::*;
+pub use state::{ClaimWrite, Fence, Lease, Pace, SharedState, TokenGrant};
 pub use traits::*;
 
 /// Recipients per bucket: a bucket is one partition of the recipients and message-log tables,

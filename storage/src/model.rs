@@ -325,15 +325,25 @@ impl CampaignCounters {
     }
 }
 
-/// A send claim: recorded durably before the provider is called.
+/// A send claim: recorded durably right before the provider is called for this message.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Claim {
     /// The provider is (or was) being called for this attempt; outcome not yet known.
     InFlight { attempt: u32, at_ms: u64 },
-    /// The call finished with this outcome; a replay re-emits it instead of calling again.
-    Done { attempt: u32, outcome: OutcomeKind },
-    /// The attempt failed transiently; a later attempt may call the provider again.
-    Retrying { attempt: u32 },
+    /// The call finished. A replay re-emits everything the call produced instead of calling
+    /// again: the outcome, the dead letter (rebuilt from the message and `letter`) and, for
+    /// providers without receipts, the delivered receipt.
+    Done { attempt: u32, outcome: OutcomeKind, letter: Option<LetterInfo>, receipt: bool },
+    /// The attempt failed transiently; attempt `attempt + 1` is due at `due_ms` (a replay
+    /// schedules it again; a duplicate retry finds the claim moved on and does nothing).
+    Retrying { attempt: u32, due_ms: u64 },
+}
+
+/// What a dead letter said, kept in the claim so a replay can write it again.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LetterInfo {
+    pub reason: String,
+    pub not_before_ms: Option<u64>,
 }
 
 /// A dead-lettered message kept for inspection and redrive.
@@ -353,12 +363,14 @@ pub struct LogWrite {
     pub index: Option<(String, String)>,
 }
 
-/// Everything one reconcile step writes, committed atomically by the embedded store.
+/// Everything one reconcile step writes (see `MessageLog::apply` for what is atomic).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct LogBatch {
     pub writes: Vec<LogWrite>,
     pub counters: Vec<(TenantId, CampaignId, CampaignCounters)>,
     pub dead_letters: Vec<DlqEntry>,
+    /// DLQ entries a later attempt superseded (a redrive that went through).
+    pub cleared_dead_letters: Vec<MessageKey>,
 }
 
 /// The providers a tenant can configure (`PUT /v1/tenants/{id}/providers/{name}`).
@@ -533,5 +545,36 @@ impl QuotaLedger {
         let resume_at_ms = (granted < want)
             .then(|| self.slots.first().map(|(start, _)| start + slot_ms + window_ms).unwrap_or(now_ms));
         QuotaGrant { granted, resume_at_ms }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quota_grants_up_to_the_limit_and_frees_after_the_window() {
+        let mut ledger = QuotaLedger::default();
+        let window = 10_000;
+        let g = ledger.reserve(100, window, 60, 1_000);
+        assert_eq!((g.granted, g.resume_at_ms), (60, None));
+        let g = ledger.reserve(100, window, 60, 2_000);
+        assert_eq!(g.granted, 40);
+        let resume = g.resume_at_ms.unwrap();
+        assert!((11_000..=11_020).contains(&resume), "{resume}");
+        assert_eq!(ledger.reserve(100, window, 1, resume - 1).granted, 0);
+        // The first 60 expire; the 40 from t=2000 still count.
+        assert_eq!(ledger.reserve(100, window, 100, resume).granted, 60);
+    }
+
+    #[test]
+    fn restamped_counts_expire_from_the_send_time() {
+        let mut ledger = QuotaLedger::default();
+        let window = 10_000;
+        assert_eq!(ledger.reserve(10, window, 10, 0).granted, 10);
+        // Released at 0, sent at 5 s: they count until 15 s, not 10 s.
+        ledger.restamp(10, 5_000);
+        assert_eq!(ledger.reserve(10, window, 10, 12_000).granted, 0);
+        assert_eq!(ledger.reserve(10, window, 10, 15_020).granted, 10);
     }
 }

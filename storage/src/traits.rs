@@ -1,19 +1,33 @@
-//! Store traits. Async so a network store (ScyllaDB) implements them without blocking; held as
-//! `Arc<dyn ...>` by the stages.
+//! The store contracts, split by who needs them. Async so a network store (ScyllaDB)
+//! implements them without blocking; held as `Arc<dyn ...>`.
+//!
+//! Every method's doc says what it promises atomically, and only what a CQL table can keep:
+//! single-partition batches are atomic, nothing across partitions is; a lightweight transaction
+//! (`IF ...`) is a compare-and-set but costs four round trips, so it is only on control paths
+//! (never per message). The embedded store gives more (fjall batches span tables) but callers
+//! rely only on what is written here; the conformance kit (`crate::conformance`) checks it.
+//!
+//! | trait | used by |
+//! |---|---|
+//! | [`Catalog`] | the API, lifecycle, render, throttle, deliver's routes, webhooks |
+//! | [`Audiences`] | the API (imports), chunk (reads) |
+//! | [`Checkpoints`] | chunk |
+//! | [`MessageLog`] | reconcile (the single writer), the API (reads) |
+//!
+//! Send claims, ids, idempotency reservations, quotas, leases, pacing tokens, campaign control
+//! flags and stopped senders are shared state, not store data: [`crate::state::SharedState`].
 
 use crate::model::*;
 use crate::Result;
 use async_trait::async_trait;
 use schemas::*;
 
-/// Tenants, templates, audiences with their recipients, suppressions, campaigns, checkpoints.
+/// Tenants, templates, campaigns, suppressions and provider settings: the control plane's
+/// definitions. Written by the API and the lifecycle; read everywhere.
 #[async_trait]
-pub trait CatalogStore: Send + Sync {
-    /// A fresh id for a new object of `kind` (tenant, template, audience, campaign).
-    async fn next_id(&self, kind: &'static str) -> Result<u64>;
-
-    /// Writes a tenant. Refuses (`Error::Invalid`) limits outside the platform's bounds
-    /// ([`Tenant::check_limits`]), whoever the caller is.
+pub trait Catalog: Send + Sync {
+    /// Writes a tenant (one partition). Refuses (`Error::Invalid`) limits outside the
+    /// platform's bounds ([`Tenant::check_limits`]), whoever the caller is.
     async fn put_tenant(&self, tenant: &Tenant) -> Result<()>;
     /// The tenant in any state (deleted and purged tenants keep a tombstone row).
     async fn get_tenant(&self, id: TenantId) -> Result<Option<Tenant>>;
@@ -21,8 +35,8 @@ pub trait CatalogStore: Send + Sync {
     async fn list_tenants(&self) -> Result<Vec<Tenant>>;
     /// Removes up to `budget` rows the tenant owns in every table (templates, audiences and
     /// recipients, suppressions, campaigns with their checkpoints, counters, message log,
-    /// provider-id index, claims and DLQ, provider settings and sender index entries, quota,
-    /// idempotency records), never its tenant row. `true` when nothing is left.
+    /// provider-id index, DLQ, provider settings and their index entries), never its tenant
+    /// row; not atomic (partition by partition: call again until it answers `true`).
     async fn purge_tenant(&self, id: TenantId, budget: usize) -> Result<bool>;
 
     async fn put_template(&self, template: &Template) -> Result<()>;
@@ -30,10 +44,50 @@ pub trait CatalogStore: Send + Sync {
     async fn list_templates(&self, tenant: TenantId) -> Result<Vec<Template>>;
     async fn delete_template(&self, tenant: TenantId, id: TemplateId) -> Result<bool>;
 
+    async fn put_suppression(&self, tenant: TenantId, address: &str) -> Result<()>;
+    async fn remove_suppression(&self, tenant: TenantId, address: &str) -> Result<bool>;
+    /// For each address, whether it is suppressed for the tenant (one partition per tenant).
+    async fn suppressed(&self, tenant: TenantId, addresses: &[&str]) -> Result<Vec<bool>>;
+    /// Up to `limit` suppressed addresses after `after` (exclusive), in address order.
+    async fn list_suppressions(&self, tenant: TenantId, after: Option<&str>, limit: usize) -> Result<Vec<String>>;
+
+    /// Creates a campaign (a fresh id, version 0). Status changes go through
+    /// [`Catalog::update_campaign`].
+    async fn put_campaign(&self, campaign: &Campaign) -> Result<()>;
+    /// Compare-and-set: writes `campaign` with version `expected_version + 1` if the stored
+    /// campaign still has `expected_version` (a lightweight transaction on the control path,
+    /// never per message). Whether it was written; on `false` nothing changed.
+    async fn update_campaign(&self, campaign: &Campaign, expected_version: u64) -> Result<bool>;
+    async fn get_campaign(&self, tenant: TenantId, id: CampaignId) -> Result<Option<Campaign>>;
+    async fn list_campaigns(&self, tenant: TenantId) -> Result<Vec<Campaign>>;
+
+    /// Stores a tenant's provider settings and indexes its globally unique senders and its
+    /// verify token (replacing its old entries). When a global sender
+    /// ([`ProviderKind::senders_are_global`]) belongs to another tenant nothing is written and
+    /// the answer is `Error::SenderTaken`: the ownership check and the write are one step
+    /// (CQL: `INSERT ... IF NOT EXISTS` per sender, rare, on the control path).
+    async fn put_provider(&self, config: &ProviderConfig) -> Result<()>;
+    async fn get_provider(&self, tenant: TenantId, kind: ProviderKind) -> Result<Option<ProviderConfig>>;
+    async fn list_providers(&self, tenant: TenantId) -> Result<Vec<ProviderConfig>>;
+    /// Removes the settings and the index entries that still point at this tenant.
+    async fn delete_provider(&self, tenant: TenantId, kind: ProviderKind) -> Result<bool>;
+    /// The tenant whose `kind` provider has a sender with this id (global kinds only).
+    async fn find_sender(&self, kind: ProviderKind, sender: &str) -> Result<Option<TenantId>>;
+    /// The tenant whose WhatsApp verify token has this blind index.
+    async fn find_verify_token(&self, index: &[u8; 32]) -> Result<Option<TenantId>>;
+}
+
+/// Audiences and their recipients (bucketed, so chunk reads are range scans of one partition).
+#[async_trait]
+pub trait Audiences: Send + Sync {
     async fn put_audience(&self, audience: &Audience) -> Result<()>;
     async fn get_audience(&self, tenant: TenantId, id: AudienceId) -> Result<Option<Audience>>;
     async fn list_audiences(&self, tenant: TenantId) -> Result<Vec<Audience>>;
-    /// Appends recipients (ids assigned densely, duplicates by address skipped and counted).
+    /// Appends recipients: ids assigned densely from the audience's `next_recipient_id`,
+    /// duplicates by address skipped and counted. The caller is the audience's single writer
+    /// (one import at a time per audience: the API takes an import lease); recipients are
+    /// written before the audience row that counts them, so a crash leaves rows past the count
+    /// that the next import overwrites, never a count past the rows.
     async fn add_recipients(
         &self,
         tenant: TenantId,
@@ -48,58 +102,19 @@ pub trait CatalogStore: Send + Sync {
         from: RecipientId,
         limit: usize,
     ) -> Result<Vec<Recipient>>;
+}
 
-    async fn put_suppression(&self, tenant: TenantId, address: &str) -> Result<()>;
-    async fn remove_suppression(&self, tenant: TenantId, address: &str) -> Result<bool>;
-    /// For each address, whether it is suppressed for the tenant.
-    async fn suppressed(&self, tenant: TenantId, addresses: &[&str]) -> Result<Vec<bool>>;
-    /// Up to `limit` suppressed addresses after `after` (exclusive), in address order.
-    async fn list_suppressions(&self, tenant: TenantId, after: Option<&str>, limit: usize) -> Result<Vec<String>>;
-
-    /// Reserves an `Idempotency-Key` atomically (one compare-and-set: CQL `INSERT ... IF NOT
-    /// EXISTS`, Redis `SET NX PX`): of concurrent requests with one key exactly one gets
-    /// `Reserved`. A reservation lapses after `lease_ms`; a stored response after `ttl_ms`.
-    #[allow(clippy::too_many_arguments)]
-    async fn reserve_idempotency(
-        &self,
-        tenant: TenantId,
-        scope: &str,
-        key: &str,
-        request_hash: &str,
-        now_ms: u64,
-        lease_ms: u64,
-        ttl_ms: u64,
-    ) -> Result<Reservation>;
-    /// Stores the response of a reserved key (replayed until it expires).
-    async fn complete_idempotency(
-        &self,
-        tenant: TenantId,
-        scope: &str,
-        key: &str,
-        record: &IdempotencyRecord,
-    ) -> Result<()>;
-    /// Gives a reserved key back (its request failed before changing anything).
-    async fn release_idempotency(&self, tenant: TenantId, scope: &str, key: &str) -> Result<()>;
-    /// Removes expired records and lapsed reservations; how many.
-    async fn sweep_idempotency(&self, now_ms: u64, ttl_ms: u64, budget: usize) -> Result<usize>;
-
-    /// Creates a campaign (a fresh id). Status changes go through [`update_campaign`].
-    ///
-    /// [`update_campaign`]: CatalogStore::update_campaign
-    async fn put_campaign(&self, campaign: &Campaign) -> Result<()>;
-    /// Compare-and-set: writes `campaign` with version `expected_version + 1` if the stored
-    /// campaign still has `expected_version` (a CQL lightweight transaction on the control
-    /// path, never per message). Whether it was written; on `false` nothing changed.
-    async fn update_campaign(&self, campaign: &Campaign, expected_version: u64) -> Result<bool>;
-    async fn get_campaign(&self, tenant: TenantId, id: CampaignId) -> Result<Option<Campaign>>;
-    async fn list_campaigns(&self, tenant: TenantId) -> Result<Vec<Campaign>>;
-
+/// How far chunk got with each campaign.
+#[async_trait]
+pub trait Checkpoints: Send + Sync {
     async fn get_checkpoint(&self, tenant: TenantId, campaign: CampaignId) -> Result<ChunkCheckpoint>;
-    /// Durable when it returns (the chunk stage resumes from it after a crash).
+    /// Durable when it returns (chunk resumes from it after a crash). One row.
     async fn put_checkpoint(&self, tenant: TenantId, campaign: CampaignId, checkpoint: ChunkCheckpoint) -> Result<()>;
 }
 
-/// The message log, its provider-id index, campaign counters and DLQ entries.
+/// The message log, its provider-id index, campaign counters and DLQ entries. Reconcile is the
+/// single writer of a campaign's rows and counters (it owns the campaign's partition of
+/// `delivery.outcomes`), so counters are regular values it writes, never database counters.
 #[async_trait]
 pub trait MessageLog: Send + Sync {
     async fn get_messages(&self, keys: &[MessageKey]) -> Result<Vec<Option<MessageRecord>>>;
@@ -113,7 +128,10 @@ pub trait MessageLog: Send + Sync {
         ids: &[&str],
     ) -> Result<Vec<Option<MessageKey>>>;
     async fn get_counters(&self, tenant: TenantId, campaign: CampaignId) -> Result<Option<CampaignCounters>>;
-    /// Writes rows, index entries, counters and DLQ entries; durable when it returns.
+    /// Writes rows, index entries, removed and added DLQ entries, then counters; durable when
+    /// it returns. Atomic per message-log partition `(tenant, campaign, bucket)` only; the
+    /// counters row is written last, so after a crash the rows may be ahead of the counters,
+    /// and reconcile, replaying the same events (idempotent), writes both again.
     async fn apply(&self, batch: LogBatch) -> Result<()>;
     /// Up to `limit` rows of a campaign after `after` (exclusive), in (bucket, message id) order.
     async fn scan_messages(
@@ -123,8 +141,6 @@ pub trait MessageLog: Send + Sync {
         after: Option<(u32, MessageId)>,
         limit: usize,
     ) -> Result<Vec<(MessageKey, MessageRecord)>>;
-    /// Removes DLQ entries (after a redrive).
-    async fn remove_dead_letters(&self, keys: &[MessageKey]) -> Result<()>;
     /// Up to `limit` DLQ entries of a campaign after `after` (exclusive).
     async fn scan_dlq(
         &self,
@@ -135,48 +151,6 @@ pub trait MessageLog: Send + Sync {
     ) -> Result<Vec<DlqEntry>>;
 }
 
-/// Send claims: the no-duplicate guard in front of every provider call.
-#[async_trait]
-pub trait ClaimStore: Send + Sync {
-    async fn get_claims(&self, keys: &[MessageKey]) -> Result<Vec<Option<Claim>>>;
-    /// Records claims; durable (survives a process kill) when it returns.
-    async fn put_claims(&self, claims: &[(MessageKey, Claim)]) -> Result<()>;
-}
-
-/// Tenant provider settings (secrets sealed by the caller), the sender → tenant index used to
-/// route provider webhooks, and the messaging-tier quota.
-#[async_trait]
-pub trait ProviderStore: Send + Sync {
-    /// Stores a tenant's provider settings and indexes its globally unique senders and its
-    /// verify token (replacing its old entries). Atomic: when a global sender
-    /// ([`ProviderKind::senders_are_global`]) belongs to another tenant nothing is written and
-    /// the answer is `Error::SenderTaken` (CQL: `INSERT ... IF NOT EXISTS` per sender).
-    async fn put_provider(&self, config: &ProviderConfig) -> Result<()>;
-    async fn get_provider(&self, tenant: TenantId, kind: ProviderKind) -> Result<Option<ProviderConfig>>;
-    async fn list_providers(&self, tenant: TenantId) -> Result<Vec<ProviderConfig>>;
-    async fn delete_provider(&self, tenant: TenantId, kind: ProviderKind) -> Result<bool>;
-    /// The tenant whose `kind` provider has a sender with this id (global kinds only).
-    async fn find_sender(&self, kind: ProviderKind, sender: &str) -> Result<Option<TenantId>>;
-    /// The tenant whose WhatsApp verify token has this blind index.
-    async fn find_verify_token(&self, index: &[u8; 32]) -> Result<Option<TenantId>>;
-
-    /// Atomically reserves up to `want` messages of the tenant's rolling-window budget.
-    async fn reserve_quota(
-        &self,
-        tenant: TenantId,
-        limit: u64,
-        window_ms: u64,
-        want: u64,
-        now_ms: u64,
-    ) -> Result<QuotaGrant>;
-    /// Moves `n` counts from the oldest slots to `now_ms` (messages counted when released are
-    /// re-counted when the provider accepted them, so the window runs from the real send).
-    async fn restamp_quota(&self, tenant: TenantId, n: u64, now_ms: u64) -> Result<()>;
-    /// Records (Some) or clears (None) that a campaign waits for quota until a time.
-    async fn set_quota_wait(&self, tenant: TenantId, campaign: CampaignId, resume_at_ms: Option<u64>) -> Result<()>;
-    async fn get_quota_wait(&self, tenant: TenantId, campaign: CampaignId) -> Result<Option<u64>>;
-}
-
-/// Everything the embedded deployment keeps, behind one handle.
-pub trait Store: CatalogStore + MessageLog + ClaimStore + ProviderStore {}
-impl<T: CatalogStore + MessageLog + ClaimStore + ProviderStore> Store for T {}
+/// Everything the control plane reads and writes, behind one handle.
+pub trait Store: Catalog + Audiences + Checkpoints + MessageLog {}
+impl<T: Catalog + Audiences + Checkpoints + MessageLog> Store for T {}

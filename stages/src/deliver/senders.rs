@@ -5,15 +5,14 @@
 //! one, to the tenant's `webhook` provider if configured; otherwise to the engine's default
 //! provider (the simulator in the embedded default) through one unpaced sender. The tenant's
 //! own `rate_limit_per_s` is a bucket above all its routes. Routes are rebuilt when settings
-//! change and kept (with their pacing and AIMD state) while they do not.
+//! change and kept (with their AIMD state) while they do not; senders another worker stopped
+//! (`SharedState::stopped_senders`) are marked stopped when the route is looked at again.
 
 use super::pacing::{Route, Sender};
 use super::provider::{FailureClass, Provider, ProviderError, SendResult};
 use super::providers::address::AddressPolicy;
 use super::providers::email::{Email, SmtpSettings};
 use super::providers::{http_client, sms::Sms, webhook::Webhook, whatsapp::WhatsApp};
-use crate::throttle::TokenBucket;
-use crate::SharedStore;
 use async_trait::async_trait;
 use schemas::{Channel, RenderedMessage, TenantId};
 use std::collections::{BTreeMap, HashMap};
@@ -21,7 +20,7 @@ use std::hash::{Hash, Hasher};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use storage::secrets::{aad, SecretKey};
-use storage::{ProviderConfig, ProviderKind, ProviderSettings};
+use storage::{Catalog, ProviderConfig, ProviderKind, ProviderSettings, SharedState};
 
 /// A sender's state, for metrics and the API.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -35,18 +34,17 @@ pub struct SenderView {
     pub pace_signals: u64,
 }
 
-type TenantBucket = (Option<u32>, u32, Arc<Mutex<TokenBucket>>);
 /// Cached routes with when they were loaded.
 type RouteCache = HashMap<(TenantId, Channel), (Arc<Route>, Instant)>;
 
 /// The route registry (one per engine).
 pub struct Senders {
-    store: SharedStore,
+    catalog: Arc<dyn Catalog>,
+    state: Arc<dyn SharedState>,
     secrets: Option<SecretKey>,
     default_provider: Arc<dyn Provider>,
     client: reqwest::Client,
     routes: Mutex<RouteCache>,
-    tenant_buckets: Mutex<HashMap<TenantId, TenantBucket>>,
     ttl: Duration,
     policy: AddressPolicy,
 }
@@ -80,19 +78,20 @@ impl Senders {
     /// `call_timeout` bounds each HTTP provider call; `policy` says which addresses tenant
     /// providers may reach.
     pub fn new(
-        store: SharedStore,
+        catalog: Arc<dyn Catalog>,
+        state: Arc<dyn SharedState>,
         default_provider: Arc<dyn Provider>,
         secrets: Option<SecretKey>,
         call_timeout: Duration,
         policy: AddressPolicy,
     ) -> Self {
         Self {
-            store,
+            catalog,
+            state,
             secrets,
             default_provider,
             client: http_client(call_timeout, policy),
             routes: Mutex::new(HashMap::new()),
-            tenant_buckets: Mutex::new(HashMap::new()),
             ttl: Duration::from_secs(5),
             policy,
         }
@@ -105,68 +104,65 @@ impl Senders {
                 return Ok(route.clone());
             }
         }
-        let settings = self.store.get_tenant(tenant).await?;
+        let settings = self.catalog.get_tenant(tenant).await?;
         let (rate, burst) = settings.map(|t| (t.rate_limit_per_s, t.burst)).unwrap_or((None, 0));
-        let mut config = self.store.get_provider(tenant, kind_of(channel)).await?;
+        let mut config = self.catalog.get_provider(tenant, kind_of(channel)).await?;
         if config.is_none() {
-            config = self.store.get_provider(tenant, ProviderKind::Webhook).await?;
+            config = self.catalog.get_provider(tenant, ProviderKind::Webhook).await?;
         }
+        let stopped = self.state.stopped_senders(tenant).await?;
         let mut hasher = std::collections::hash_map::DefaultHasher::new();
         (rate, burst, config.as_ref().map(|c| (c.tenant, c.settings.kind(), c.updated_ms))).hash(&mut hasher);
         let fingerprint = hasher.finish();
 
+        let mark_stopped = |route: &Route| {
+            for s in &route.senders {
+                if stopped.iter().any(|(p, id)| p == route.provider.name() && *id == s.id) {
+                    s.stop();
+                }
+            }
+        };
         if let Some((route, at)) = self.routes.lock().unwrap_or_else(|p| p.into_inner()).get_mut(&(tenant, channel)) {
             if route.fingerprint == fingerprint {
                 *at = Instant::now();
+                mark_stopped(route);
                 return Ok(route.clone());
             }
         }
-        let tenant_bucket = self.tenant_bucket(tenant, rate, burst);
+        let limit = rate.map(|r| (r, burst));
         let route = Arc::new(match config {
-            None => Route::new(
-                self.default_provider.clone(),
-                vec![Arc::new(Sender::new(format!("tenant-{tenant}"), None, 0))],
-                tenant_bucket,
-                fingerprint,
-            ),
+            None => {
+                let name = self.default_provider.name().to_string();
+                Route::new(
+                    self.default_provider.clone(),
+                    vec![Arc::new(Sender::new(tenant, &name, format!("tenant-{tenant}"), None, 0))],
+                    tenant,
+                    limit,
+                    fingerprint,
+                )
+            }
             Some(config) => {
                 let provider = self.provider(&config).await;
+                let name = provider.name().to_string();
                 let senders = config
                     .settings
                     .senders()
                     .iter()
-                    .map(|s| Arc::new(Sender::new(s.id.clone(), s.rate_limit_per_s, s.burst)))
+                    .map(|s| Arc::new(Sender::new(tenant, &name, s.id.clone(), s.rate_limit_per_s, s.burst)))
                     .collect();
-                let mut route = Route::new(provider, senders, tenant_bucket, fingerprint);
+                let mut route = Route::new(provider, senders, tenant, limit, fingerprint);
                 if let ProviderSettings::WhatsApp { daily_unique_limit, .. } = &config.settings {
                     route.quota = *daily_unique_limit;
                 }
                 route
             }
         });
+        mark_stopped(&route);
         self.routes
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .insert((tenant, channel), (route.clone(), Instant::now()));
         Ok(route)
-    }
-
-    /// The tenant's own bucket, kept across route rebuilds while its settings are unchanged.
-    fn tenant_bucket(&self, tenant: TenantId, rate: Option<u32>, burst: u32) -> Option<Arc<Mutex<TokenBucket>>> {
-        let mut buckets = self.tenant_buckets.lock().unwrap_or_else(|p| p.into_inner());
-        let Some(r) = rate else {
-            buckets.remove(&tenant);
-            return None;
-        };
-        match buckets.get(&tenant) {
-            Some((old_rate, old_burst, bucket)) if *old_rate == rate && *old_burst == burst => Some(bucket.clone()),
-            _ => {
-                let bucket =
-                    Arc::new(Mutex::new(TokenBucket::new(r, burst.max(1), tokio::time::Instant::now().into_std())));
-                buckets.insert(tenant, (rate, burst, bucket.clone()));
-                Some(bucket)
-            }
-        }
     }
 
     async fn provider(&self, config: &ProviderConfig) -> Arc<dyn Provider> {

@@ -311,7 +311,7 @@ async fn post_receipts(
             by_tenant.entry(tenant).or_default().push(r);
         }
         for (tenant, receipts) in by_tenant {
-            if out.emit(&topics::RECEIPTS, tenant, &ReceiptBatch { tenant, receipts }).is_err() {
+            if out.emit(&topics::RECEIPTS, tenant.0, &ReceiptBatch { tenant, receipts }).is_err() {
                 continue;
             }
         }

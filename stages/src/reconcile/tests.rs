@@ -46,7 +46,7 @@ fn receipts_out_of_order_reach_the_same_state() {
 fn replaying_an_event_changes_nothing() {
     let mut row = None;
     let first = apply_event(&mut row, &ev(MessageStatus::Sent, 1));
-    assert_eq!(first, Applied { transition: Some(None), changed: true, learned_provider_id: true });
+    assert_eq!(first, Applied { transition: Some(None), changed: true, learned_provider_id: true, superseded: false });
     let snapshot = row.clone();
     assert_eq!(apply_event(&mut row, &ev(MessageStatus::Sent, 1)), Applied::default());
     assert_eq!(row, snapshot);

@@ -1,38 +1,22 @@
-//! `CatalogStore` on the embedded store.
+//! `Catalog` on the embedded store: tenants, templates, suppressions, campaigns, provider
+//! settings (their index lives in `providers.rs`), and the tenant purge.
 
-use super::keys::{read_u64, Key};
+use super::keys::Key;
 use super::{get, put, scan, EmbeddedStore};
 use crate::model::*;
-use crate::{bucket_of, CatalogStore, Error, Result};
+use crate::{Catalog, Error, Result};
 use async_trait::async_trait;
 use schemas::*;
-use std::collections::HashSet;
 
-fn tenant_key(t: TenantId) -> Vec<u8> {
+pub(super) fn tenant_key(t: TenantId) -> Vec<u8> {
     Key::new().u64(t.0).build()
 }
-fn child_key(t: TenantId, id: u64) -> Vec<u8> {
+pub(super) fn child_key(t: TenantId, id: u64) -> Vec<u8> {
     Key::new().u64(t.0).u64(id).build()
-}
-fn idempotency_key(t: TenantId, scope: &str, key: &str) -> Vec<u8> {
-    Key::new().u64(t.0).str(scope).str(key).build()
-}
-fn recipient_key(t: TenantId, a: AudienceId, r: RecipientId) -> Vec<u8> {
-    Key::new().u64(t.0).u64(a.0).u32(bucket_of(r)).u64(r.0).build()
 }
 
 #[async_trait]
-impl CatalogStore for EmbeddedStore {
-    async fn next_id(&self, kind: &'static str) -> Result<u64> {
-        let _guard = self.sequence_lock.lock().unwrap_or_else(|p| p.into_inner());
-        let key = Key::new().str("seq").str(kind).build();
-        let next = get::<u64>(&self.meta, &key)?.unwrap_or(1);
-        let mut batch = self.batch();
-        put(&mut batch, &self.meta, key, &(next + 1))?;
-        batch.commit()?;
-        Ok(next)
-    }
-
+impl Catalog for EmbeddedStore {
     async fn put_tenant(&self, tenant: &Tenant) -> Result<()> {
         tenant.check_limits().map_err(|e| Error::Invalid { code: e.code, message: e.message })?;
         let mut batch = self.batch();
@@ -52,7 +36,7 @@ impl CatalogStore for EmbeddedStore {
         // Provider settings first: their sender and verify-token index entries are found
         // through them.
         for kind in ProviderKind::ALL {
-            crate::ProviderStore::delete_provider(self, id, kind).await?;
+            self.provider_delete(id, kind)?;
         }
         let prefix = tenant_key(id);
         let mut left = budget.max(1);
@@ -71,6 +55,7 @@ impl CatalogStore for EmbeddedStore {
             &self.dlq,
             &self.quota,
             &self.idempotency,
+            &self.stopped,
         ] {
             let keys = ks.prefix(&prefix).take(left).map(|g| g.key()).collect::<std::result::Result<Vec<_>, _>>()?;
             if keys.is_empty() {
@@ -106,76 +91,6 @@ impl CatalogStore for EmbeddedStore {
 
     async fn delete_template(&self, tenant: TenantId, id: TemplateId) -> Result<bool> {
         remove(self, &self.templates, child_key(tenant, id.0))
-    }
-
-    async fn put_audience(&self, audience: &Audience) -> Result<()> {
-        let mut batch = self.batch();
-        put(&mut batch, &self.audiences, child_key(audience.tenant, audience.id.0), audience)?;
-        Ok(batch.commit()?)
-    }
-
-    async fn get_audience(&self, tenant: TenantId, id: AudienceId) -> Result<Option<Audience>> {
-        get(&self.audiences, &child_key(tenant, id.0))
-    }
-
-    async fn list_audiences(&self, tenant: TenantId) -> Result<Vec<Audience>> {
-        let prefix = tenant_key(tenant);
-        Ok(scan(&self.audiences, &prefix, prefix.clone(), usize::MAX)?.into_iter().map(|(_, a)| a).collect())
-    }
-
-    async fn add_recipients(
-        &self,
-        tenant: TenantId,
-        audience: AudienceId,
-        recipients: Vec<NewRecipient>,
-    ) -> Result<AddedRecipients> {
-        self.within_budget().await;
-        let _guard = self.sequence_lock.lock().unwrap_or_else(|p| p.into_inner());
-        let audience_key = child_key(tenant, audience.0);
-        let mut row: Audience = get(&self.audiences, &audience_key)?
-            .ok_or_else(|| Error::NotFound { what: "audience", id: audience.to_string() })?;
-        let mut added = AddedRecipients::default();
-        let mut seen = HashSet::with_capacity(recipients.len());
-        let mut batch = self.batch();
-        for r in recipients {
-            let addr_key = Key::new().u64(tenant.0).u64(audience.0).str(&r.address).build();
-            if !seen.insert(r.address.clone()) || self.recipient_addresses.contains_key(&addr_key)? {
-                added.duplicates += 1;
-                continue;
-            }
-            let id = RecipientId(row.next_recipient_id);
-            row.next_recipient_id += 1;
-            put(&mut batch, &self.recipients, recipient_key(tenant, audience, id), &(r.address, r.attrs))?;
-            batch.insert(&self.recipient_addresses, addr_key, id.0.to_be_bytes());
-            added.added += 1;
-        }
-        row.recipient_count += added.added;
-        put(&mut batch, &self.audiences, audience_key, &row)?;
-        batch.commit()?;
-        Ok(added)
-    }
-
-    async fn read_recipients(
-        &self,
-        tenant: TenantId,
-        audience: AudienceId,
-        from: RecipientId,
-        limit: usize,
-    ) -> Result<Vec<Recipient>> {
-        let prefix = Key::new().u64(tenant.0).u64(audience.0).build();
-        let rows = scan::<(String, Vec<(String, String)>)>(
-            &self.recipients,
-            &prefix,
-            recipient_key(tenant, audience, from),
-            limit,
-        )?;
-        Ok(rows
-            .into_iter()
-            .map(|(k, (address, attrs))| {
-                let id = RecipientId(read_u64(&k, 20));
-                Recipient { id, bucket: bucket_of(id), address, attrs }
-            })
-            .collect())
     }
 
     async fn put_suppression(&self, tenant: TenantId, address: &str) -> Result<()> {
@@ -226,94 +141,6 @@ impl CatalogStore for EmbeddedStore {
         Ok(out)
     }
 
-    async fn reserve_idempotency(
-        &self,
-        tenant: TenantId,
-        scope: &str,
-        key: &str,
-        request_hash: &str,
-        now_ms: u64,
-        lease_ms: u64,
-        ttl_ms: u64,
-    ) -> Result<Reservation> {
-        let _guard = self.cas_lock.lock().unwrap_or_else(|p| p.into_inner());
-        let k = idempotency_key(tenant, scope, key);
-        let live = match get::<IdempotencyEntry>(&self.idempotency, &k)? {
-            Some(IdempotencyEntry::InProgress { until_ms, .. }) if until_ms > now_ms => {
-                return Ok(Reservation::InProgress);
-            }
-            Some(IdempotencyEntry::Done(record)) if record.created_ms.saturating_add(ttl_ms) > now_ms => Some(record),
-            // Lapsed or expired: the key is free again.
-            _ => None,
-        };
-        if let Some(record) = live {
-            return Ok(if record.request_hash == request_hash {
-                Reservation::Replay(record)
-            } else {
-                Reservation::Mismatch
-            });
-        }
-        let entry = IdempotencyEntry::InProgress {
-            request_hash: request_hash.to_string(),
-            until_ms: now_ms.saturating_add(lease_ms),
-        };
-        let mut batch = self.batch();
-        put(&mut batch, &self.idempotency, k, &entry)?;
-        batch.commit()?;
-        Ok(Reservation::Reserved)
-    }
-
-    async fn complete_idempotency(
-        &self,
-        tenant: TenantId,
-        scope: &str,
-        key: &str,
-        record: &IdempotencyRecord,
-    ) -> Result<()> {
-        let _guard = self.cas_lock.lock().unwrap_or_else(|p| p.into_inner());
-        let mut batch = self.batch();
-        put(
-            &mut batch,
-            &self.idempotency,
-            idempotency_key(tenant, scope, key),
-            &IdempotencyEntry::Done(record.clone()),
-        )?;
-        Ok(batch.commit()?)
-    }
-
-    async fn release_idempotency(&self, tenant: TenantId, scope: &str, key: &str) -> Result<()> {
-        let _guard = self.cas_lock.lock().unwrap_or_else(|p| p.into_inner());
-        let k = idempotency_key(tenant, scope, key);
-        if matches!(get::<IdempotencyEntry>(&self.idempotency, &k)?, Some(IdempotencyEntry::InProgress { .. })) {
-            remove(self, &self.idempotency, k)?;
-        }
-        Ok(())
-    }
-
-    async fn sweep_idempotency(&self, now_ms: u64, ttl_ms: u64, budget: usize) -> Result<usize> {
-        let mut stale = Vec::new();
-        for guard in self.idempotency.iter() {
-            let (k, v) = guard.into_inner()?;
-            let expired = match codec::decode::<IdempotencyEntry>(&v)? {
-                IdempotencyEntry::InProgress { until_ms, .. } => until_ms <= now_ms,
-                IdempotencyEntry::Done(r) => r.created_ms.saturating_add(ttl_ms) <= now_ms,
-            };
-            if expired {
-                stale.push(k);
-                if stale.len() >= budget {
-                    break;
-                }
-            }
-        }
-        let _guard = self.cas_lock.lock().unwrap_or_else(|p| p.into_inner());
-        let mut batch = self.batch();
-        for k in &stale {
-            batch.remove(&self.idempotency, k.clone());
-        }
-        batch.commit()?;
-        Ok(stale.len())
-    }
-
     async fn put_campaign(&self, campaign: &Campaign) -> Result<()> {
         let _guard = self.cas_lock.lock().unwrap_or_else(|p| p.into_inner());
         let mut batch = self.batch();
@@ -344,14 +171,29 @@ impl CatalogStore for EmbeddedStore {
         Ok(scan(&self.campaigns, &prefix, prefix.clone(), usize::MAX)?.into_iter().map(|(_, c)| c).collect())
     }
 
-    async fn get_checkpoint(&self, tenant: TenantId, campaign: CampaignId) -> Result<ChunkCheckpoint> {
-        Ok(get(&self.checkpoints, &child_key(tenant, campaign.0))?.unwrap_or_default())
+
+    async fn put_provider(&self, config: &ProviderConfig) -> Result<()> {
+        self.provider_put(config)
     }
 
-    async fn put_checkpoint(&self, tenant: TenantId, campaign: CampaignId, checkpoint: ChunkCheckpoint) -> Result<()> {
-        let mut batch = self.batch();
-        put(&mut batch, &self.checkpoints, child_key(tenant, campaign.0), &checkpoint)?;
-        Ok(batch.commit()?)
+    async fn get_provider(&self, tenant: TenantId, kind: ProviderKind) -> Result<Option<ProviderConfig>> {
+        self.provider_get(tenant, kind)
+    }
+
+    async fn list_providers(&self, tenant: TenantId) -> Result<Vec<ProviderConfig>> {
+        ProviderKind::ALL.into_iter().filter_map(|kind| self.provider_get(tenant, kind).transpose()).collect()
+    }
+
+    async fn delete_provider(&self, tenant: TenantId, kind: ProviderKind) -> Result<bool> {
+        self.provider_delete(tenant, kind)
+    }
+
+    async fn find_sender(&self, kind: ProviderKind, sender: &str) -> Result<Option<TenantId>> {
+        self.provider_find_sender(kind, sender)
+    }
+
+    async fn find_verify_token(&self, index: &[u8; 32]) -> Result<Option<TenantId>> {
+        self.provider_find_verify_token(index)
     }
 }
 

@@ -1,9 +1,10 @@
-//! `MessageLog` and `ClaimStore` on the embedded store.
+//! `MessageLog` on the embedded store: rows, the tenant-scoped provider-id index, counters and
+//! DLQ entries, each `apply` one atomic batch.
 
 use super::keys::{read_u128, read_u32, Key};
 use super::{get, put, scan, EmbeddedStore};
 use crate::model::*;
-use crate::{ClaimStore, MessageLog, Result};
+use crate::{MessageLog, Result};
 use async_trait::async_trait;
 use schemas::*;
 
@@ -16,7 +17,7 @@ fn campaign_key(t: TenantId, c: CampaignId) -> Vec<u8> {
 fn provider_key(tenant: TenantId, provider: &str, id: &str) -> Vec<u8> {
     Key::new().u64(tenant.0).str(provider).str(id).build()
 }
-fn claim_key(k: &MessageKey) -> Vec<u8> {
+fn dlq_key(k: &MessageKey) -> Vec<u8> {
     Key::new().u64(k.tenant.0).u64(k.campaign.0).u128(k.id.0).build()
 }
 
@@ -51,9 +52,11 @@ impl MessageLog for EmbeddedStore {
         for (tenant, campaign, counters) in &batch.counters {
             put(&mut wb, &self.counters, campaign_key(*tenant, *campaign), counters)?;
         }
+        for key in &batch.cleared_dead_letters {
+            wb.remove(&self.dlq, dlq_key(key));
+        }
         for entry in &batch.dead_letters {
-            let key = Key::new().u64(entry.key.tenant.0).u64(entry.key.campaign.0).u128(entry.key.id.0).build();
-            put(&mut wb, &self.dlq, key, entry)?;
+            put(&mut wb, &self.dlq, dlq_key(&entry.key), entry)?;
         }
         Ok(wb.commit()?)
     }
@@ -84,14 +87,6 @@ impl MessageLog for EmbeddedStore {
             .collect())
     }
 
-    async fn remove_dead_letters(&self, keys: &[MessageKey]) -> Result<()> {
-        let mut batch = self.batch();
-        for k in keys {
-            batch.remove(&self.dlq, Key::new().u64(k.tenant.0).u64(k.campaign.0).u128(k.id.0).build());
-        }
-        Ok(batch.commit()?)
-    }
-
     async fn scan_dlq(
         &self,
         tenant: TenantId,
@@ -109,21 +104,5 @@ impl MessageLog for EmbeddedStore {
             None => prefix.clone(),
         };
         Ok(scan(&self.dlq, &prefix, start, limit)?.into_iter().map(|(_, e)| e).collect())
-    }
-}
-
-#[async_trait]
-impl ClaimStore for EmbeddedStore {
-    async fn get_claims(&self, keys: &[MessageKey]) -> Result<Vec<Option<Claim>>> {
-        keys.iter().map(|k| get(&self.claims, &claim_key(k))).collect()
-    }
-
-    async fn put_claims(&self, claims: &[(MessageKey, Claim)]) -> Result<()> {
-        self.within_budget().await;
-        let mut batch = self.batch();
-        for (key, claim) in claims {
-            put(&mut batch, &self.claims, claim_key(key), claim)?;
-        }
-        Ok(batch.commit()?)
     }
 }

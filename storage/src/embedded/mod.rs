@@ -7,10 +7,14 @@
 //!
 //! It is not: shared between processes (fjall locks the directory), nor a network service.
 
+mod audiences;
 mod catalog;
 mod keys;
 mod log;
 mod providers;
+mod state;
+
+pub use state::EmbeddedState;
 
 use crate::Result;
 use fjall::config::PinningPolicy;
@@ -96,6 +100,8 @@ pub struct EmbeddedStore {
     provider_index: Keyspace,
     quota: Keyspace,
     idempotency: Keyspace,
+    /// Senders a provider stopped (shared state, kept here for durability).
+    stopped: Keyspace,
     /// Serializes read-modify-write of id sequences and audience rows (single writer).
     sequence_lock: Mutex<()>,
     /// Serializes compare-and-set writes (campaign versions, idempotency reservations).
@@ -137,6 +143,7 @@ impl EmbeddedStore {
             provider_index: ks("provider_index")?,
             quota: ks("quota")?,
             idempotency: ks("idempotency")?,
+            stopped: ks("stopped")?,
             durability: config.durability,
             write_budget: config.write_budget_bytes,
             sequence_lock: Mutex::new(()),

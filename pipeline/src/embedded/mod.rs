@@ -1,14 +1,20 @@
-//! The embedded topic backend: durable, partitioned logs in one fjall database.
+//! The embedded topic backend: durable, partitioned logs in one fjall database, plus the
+//! runners' held store ([`EmbeddedHeld`]) in the same database.
 //!
 //! Records are stored under `(topic, partition, offset)` and survive a process kill once
-//! `produce` returns; consumer-group offsets are stored beside them. Records every registered
-//! group has committed past are deleted, so the log holds only unconsumed records — at most
-//! `capacity` per partition for bounded topics, since producers wait for consumers.
+//! `produce` returns; consumer-group offsets are stored beside them. Retention: records every
+//! consumer group of a topic (as declared when opening) has committed past are deleted, so the
+//! log holds only unconsumed records. `produce` never waits for room; backpressure is the
+//! runner's (see `crate::room`).
 //!
 //! It is not: shared between processes, or replicated. The distributed deployment puts Fluvio
 //! behind the same [`TopicBackend`] trait.
 
-use crate::topic::{partition_for, ConsumerRecord, Offset, Partition, ProducerRecord, TopicBackend, TopicSpec};
+mod held;
+
+pub use held::EmbeddedHeld;
+
+use crate::topic::{ConsumerRecord, Offset, Partition, ProducerRecord, TopicBackend, TopicSpec};
 use crate::{Error, Result};
 use async_trait::async_trait;
 use fjall::config::PinningPolicy;
@@ -50,14 +56,16 @@ impl Default for EmbeddedTopicsConfig {
 struct PartitionState {
     /// Next offset to assign; only touched under `EmbeddedTopics::write_lock`.
     end: watch::Sender<Offset>,
-    /// Committed offset per group.
+    /// Committed offset per group (only groups that committed).
     groups: Mutex<HashMap<String, Offset>>,
-    /// Lowest committed offset over the registered groups (records below it are deleted).
-    low: watch::Sender<Offset>,
+    /// The oldest offset still stored.
+    start: Mutex<Offset>,
 }
 
 struct TopicState {
     spec: TopicSpec,
+    /// The consumer groups whose progress lets records go.
+    consumers: Vec<&'static str>,
     partitions: Vec<PartitionState>,
 }
 
@@ -66,6 +74,7 @@ pub struct EmbeddedTopics {
     db: Database,
     records: Keyspace,
     offsets: Keyspace,
+    held: Keyspace,
     topics: HashMap<&'static str, TopicState>,
     write_lock: Mutex<()>,
     mode: PersistMode,
@@ -85,21 +94,42 @@ fn offset_key(topic: &str, group: &str, partition: Partition) -> Vec<u8> {
     format!("{topic}\0{group}\0{partition}").into_bytes()
 }
 
+fn offset_of(key: &[u8]) -> Offset {
+    let mut buf = [0u8; 8];
+    buf.copy_from_slice(&key[key.len() - 8..]);
+    u64::from_be_bytes(buf)
+}
+
 impl EmbeddedTopics {
-    /// Opens the topics in `dir`, recovering end offsets and group offsets.
+    /// Opens the topics in `dir` with the dataflow's consumer groups (`crate::topics::STAGES`),
+    /// recovering end offsets and group offsets.
     pub fn open(dir: &Path, specs: &[TopicSpec], config: EmbeddedTopicsConfig) -> Result<Arc<Self>> {
+        let consumers: Vec<(&'static str, &'static str)> =
+            crate::topics::STAGES.iter().map(|s| (s.input.name, s.name)).collect();
+        Self::open_with_consumers(dir, specs, &consumers, config)
+    }
+
+    /// Opens the topics with an explicit `(topic, consumer group)` list.
+    pub fn open_with_consumers(
+        dir: &Path,
+        specs: &[TopicSpec],
+        consumers: &[(&'static str, &'static str)],
+        config: EmbeddedTopicsConfig,
+    ) -> Result<Arc<Self>> {
         std::fs::create_dir_all(dir)?;
         let db = Database::builder(dir).cache_size(config.cache_bytes).worker_threads(config.worker_threads).open()?;
         let memtable = config.memtable_bytes;
-        let records = db.keyspace("records", || {
+        let tuned = || {
             KeyspaceCreateOptions::default()
                 .max_memtable_size(memtable)
                 // Index and filter blocks beyond L0 go through the bounded block cache instead of
                 // being pinned: pinned blocks grow with the data, the cache does not.
                 .index_block_pinning_policy(PinningPolicy::new([true, false]))
                 .filter_block_pinning_policy(PinningPolicy::all(false))
-        })?;
+        };
+        let records = db.keyspace("records", tuned)?;
         let offsets = db.keyspace("offsets", KeyspaceCreateOptions::default)?;
+        let held = db.keyspace("held", tuned)?;
         let mut topics = HashMap::new();
         for spec in specs {
             let mut partitions = Vec::with_capacity(spec.partitions as usize);
@@ -117,36 +147,35 @@ impl EmbeddedTopics {
                         }
                     }
                 }
-                let low = groups.values().copied().min().unwrap_or(0);
-                let last = records
-                    .range(record_key(spec.name, p, 0)..=record_key(spec.name, p, u64::MAX))
-                    .next_back()
-                    .map(|g| g.key())
-                    .transpose()?
-                    .map(|k| {
-                        let mut buf = [0u8; 8];
-                        buf.copy_from_slice(&k[k.len() - 8..]);
-                        u64::from_be_bytes(buf) + 1
-                    });
+                let range = record_key(spec.name, p, 0)..=record_key(spec.name, p, u64::MAX);
+                let first = records.range(range.clone()).next().map(|g| g.key()).transpose()?.map(|k| offset_of(&k));
+                let last = records.range(range).next_back().map(|g| g.key()).transpose()?.map(|k| offset_of(&k) + 1);
                 let end = last.unwrap_or(0).max(groups.values().copied().max().unwrap_or(0));
                 partitions.push(PartitionState {
                     end: watch::Sender::new(end),
                     groups: Mutex::new(groups),
-                    low: watch::Sender::new(low),
+                    start: Mutex::new(first.unwrap_or(end)),
                 });
             }
-            topics.insert(spec.name, TopicState { spec: *spec, partitions });
+            let consumers = consumers.iter().filter(|(t, _)| *t == spec.name).map(|(_, g)| *g).collect();
+            topics.insert(spec.name, TopicState { spec: *spec, consumers, partitions });
         }
         let mode = if config.sync { PersistMode::SyncData } else { PersistMode::Buffer };
         Ok(Arc::new(Self {
             db,
             records,
             offsets,
+            held,
             topics,
             write_lock: Mutex::new(()),
             mode,
             write_budget: config.write_budget_bytes,
         }))
+    }
+
+    /// The held store of the runners on these topics (same database).
+    pub fn held(self: &Arc<Self>) -> Arc<EmbeddedHeld> {
+        Arc::new(EmbeddedHeld::new(self.clone()))
     }
 
     fn topic(&self, name: &str) -> Result<&TopicState> {
@@ -160,20 +189,18 @@ impl EmbeddedTopics {
             .ok_or_else(|| Error::UnknownPartition { topic: name.to_string(), partition })
     }
 
-    /// Waits while a bounded partition holds `capacity` or more unconsumed records.
-    async fn wait_for_room(&self, topic: &TopicState, partition: Partition) {
-        let (Some(capacity), Some(state)) = (topic.spec.capacity, topic.partitions.get(partition as usize)) else {
-            return;
-        };
-        let mut low = state.low.subscribe();
-        loop {
-            let has_groups = !state.groups.lock().unwrap_or_else(|p| p.into_inner()).is_empty();
-            if !has_groups || *state.end.borrow() < *low.borrow_and_update() + capacity {
+    fn batch(&self) -> fjall::OwnedWriteBatch {
+        self.db.batch().durability(Some(self.mode))
+    }
+
+    /// Waits (bounded) while memtables exceed the write budget, so writers slow down to the
+    /// flush rate instead of growing memory.
+    async fn within_budget(&self) {
+        for _ in 0..5_000 {
+            if self.db.write_buffer_size() <= self.write_budget {
                 return;
             }
-            if low.changed().await.is_err() {
-                return;
-            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
         }
     }
 
@@ -190,31 +217,21 @@ impl TopicBackend for EmbeddedTopics {
         Ok(self.topic(topic)?.spec)
     }
 
-    async fn produce(&self, records: Vec<ProducerRecord>) -> Result<Vec<(Partition, Offset)>> {
-        let mut targets = Vec::with_capacity(records.len());
+    async fn produce(&self, records: Vec<ProducerRecord>) -> Result<Vec<Offset>> {
         for r in &records {
-            let topic = self.topic(r.topic)?;
-            let p = partition_for(r.key, topic.spec.partitions);
-            self.wait_for_room(topic, p).await;
-            targets.push(p);
+            self.partition(r.topic, r.partition)?;
         }
-        // Bounded write-buffer memory: wait (bounded) while flushes catch up.
-        for _ in 0..5_000 {
-            if self.db.write_buffer_size() <= self.write_budget {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(1)).await;
-        }
+        self.within_budget().await;
         let _guard = self.write_lock.lock().unwrap_or_else(|p| p.into_inner());
         let mut next: HashMap<(&str, Partition), Offset> = HashMap::new();
-        let mut batch = self.db.batch().durability(Some(self.mode));
+        let mut batch = self.batch();
         let mut placed = Vec::with_capacity(records.len());
-        for (r, &p) in records.iter().zip(&targets) {
-            let state = self.partition(r.topic, p)?;
-            let offset = next.entry((r.topic, p)).or_insert_with(|| *state.end.borrow());
+        for r in &records {
+            let state = self.partition(r.topic, r.partition)?;
+            let offset = next.entry((r.topic, r.partition)).or_insert_with(|| *state.end.borrow());
             let value = codec::encode(&(r.key, &r.headers, &r.value))?;
-            batch.insert(&self.records, record_key(r.topic, p, *offset), value);
-            placed.push((p, *offset));
+            batch.insert(&self.records, record_key(r.topic, r.partition, *offset), value);
+            placed.push(*offset);
             *offset += 1;
         }
         batch.commit()?;
@@ -241,102 +258,91 @@ impl TopicBackend for EmbeddedTopics {
         let range = record_key(topic, partition, from)..=record_key(topic, partition, u64::MAX);
         for guard in self.records.range(range).take(max_records) {
             let (k, v) = guard.into_inner()?;
-            let mut buf = [0u8; 8];
-            buf.copy_from_slice(&k[k.len() - 8..]);
             let (key, headers, value): (u64, Headers, Vec<u8>) = codec::decode(&v)?;
-            out.push(ConsumerRecord { partition, offset: u64::from_be_bytes(buf), key, headers, value });
+            out.push(ConsumerRecord { partition, offset: offset_of(&k), key, headers, value });
         }
         Ok(out)
     }
 
-    async fn committed(&self, topic: &str, group: &str, partition: Partition) -> Result<Offset> {
+    async fn committed(&self, topic: &str, group: &str, partition: Partition) -> Result<Option<Offset>> {
         let state = self.partition(topic, partition)?;
-        let mut groups = state.groups.lock().unwrap_or_else(|p| p.into_inner());
-        let low = *state.low.borrow();
-        Ok(*groups.entry(group.to_string()).or_insert(low))
+        let groups = state.groups.lock().unwrap_or_else(|p| p.into_inner());
+        Ok(groups.get(group).copied())
     }
 
     async fn commit(&self, topic: &str, group: &str, partition: Partition, next: Offset) -> Result<()> {
+        let t = self.topic(topic)?;
         let state = self.partition(topic, partition)?;
         let _guard = self.write_lock.lock().unwrap_or_else(|p| p.into_inner());
-        let (old_low, new_low) = {
+        let old_start = *state.start.lock().unwrap_or_else(|p| p.into_inner());
+        let new_start = {
             let mut groups = state.groups.lock().unwrap_or_else(|p| p.into_inner());
             groups.insert(group.to_string(), next);
-            (*state.low.borrow(), groups.values().copied().min().unwrap_or(next))
+            // Records go once every declared consumer has committed past them.
+            let lows: Option<Vec<Offset>> = t.consumers.iter().map(|g| groups.get(*g).copied()).collect();
+            match lows {
+                Some(lows) if !lows.is_empty() => lows.into_iter().min().unwrap_or(old_start).max(old_start),
+                _ => old_start,
+            }
         };
-        let mut batch = self.db.batch().durability(Some(self.mode));
+        let mut batch = self.batch();
         batch.insert(&self.offsets, offset_key(topic, group, partition), codec::encode(&next)?);
-        // Trim what every group has consumed.
-        for offset in old_low..new_low {
+        for offset in old_start..new_start {
             batch.remove(&self.records, record_key(topic, partition, offset));
         }
         batch.commit()?;
-        if new_low != old_low {
-            state.low.send_replace(new_low);
-        }
+        *state.start.lock().unwrap_or_else(|p| p.into_inner()) = new_start;
         Ok(())
     }
 
     async fn end_offset(&self, topic: &str, partition: Partition) -> Result<Offset> {
         Ok(*self.partition(topic, partition)?.end.borrow())
     }
+
+    async fn start_offset(&self, topic: &str, partition: Partition) -> Result<Offset> {
+        Ok(*self.partition(topic, partition)?.start.lock().unwrap_or_else(|p| p.into_inner()))
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::conformance;
 
     const T: TopicSpec = TopicSpec { name: "t", partitions: 2, capacity: Some(3) };
 
-    fn rec(key: u64, v: u8) -> ProducerRecord {
-        ProducerRecord { topic: "t", key, headers: Headers::default(), value: vec![v] }
+    fn open(dir: &Path) -> Arc<EmbeddedTopics> {
+        EmbeddedTopics::open_with_consumers(dir, &conformance::specs(), &conformance::consumers(), Default::default())
+            .unwrap()
     }
 
     #[tokio::test]
-    async fn produce_fetch_commit_and_recover() {
+    async fn passes_the_topic_backend_kit() {
         let dir = tempfile::tempdir().unwrap();
+        conformance::topic_backend(&(open(dir.path()) as Arc<dyn TopicBackend>)).await;
+    }
+
+    #[tokio::test]
+    async fn passes_the_held_store_kit() {
+        let dir = tempfile::tempdir().unwrap();
+        let topics = open(dir.path());
+        conformance::held_store(topics.held().as_ref()).await;
+    }
+
+    #[tokio::test]
+    async fn recovers_offsets_and_unconsumed_records_after_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let rec = |partition, v| ProducerRecord { topic: "t", partition, key: 0, headers: Headers::default(), value: vec![v] };
         {
-            let topics = EmbeddedTopics::open(dir.path(), &[T], Default::default()).unwrap();
-            assert_eq!(topics.committed("t", "g", 0).await.unwrap(), 0);
-            let placed = topics.produce(vec![rec(0, 1), rec(1, 2), rec(2, 3)]).await.unwrap();
-            assert_eq!(placed, vec![(0, 0), (1, 0), (0, 1)]);
-            let got = topics.fetch("t", 0, 0, 10, Duration::ZERO).await.unwrap();
-            assert_eq!(got.iter().map(|r| r.value[0]).collect::<Vec<_>>(), vec![1, 3]);
+            let topics = EmbeddedTopics::open_with_consumers(dir.path(), &[T], &[("t", "g")], Default::default()).unwrap();
+            topics.produce(vec![rec(0, 1), rec(1, 2), rec(0, 3)]).await.unwrap();
             topics.commit("t", "g", 0, 1).await.unwrap();
         }
-        // Reopen: offsets and unconsumed records survive; consumed ones are trimmed.
-        let topics = EmbeddedTopics::open(dir.path(), &[T], Default::default()).unwrap();
-        assert_eq!(topics.committed("t", "g", 0).await.unwrap(), 1);
-        assert_eq!(topics.end_offset("t", 0).await.unwrap(), 2);
+        let topics = EmbeddedTopics::open_with_consumers(dir.path(), &[T], &[("t", "g")], Default::default()).unwrap();
+        assert_eq!(topics.committed("t", "g", 0).await.unwrap(), Some(1));
+        assert_eq!(topics.committed("t", "other", 0).await.unwrap(), None, "reading never registers a group");
+        assert_eq!((topics.start_offset("t", 0).await.unwrap(), topics.end_offset("t", 0).await.unwrap()), (1, 2));
         let got = topics.fetch("t", 0, 0, 10, Duration::ZERO).await.unwrap();
         assert_eq!(got.iter().map(|r| (r.offset, r.value[0])).collect::<Vec<_>>(), vec![(1, 3)]);
-    }
-
-    #[tokio::test]
-    async fn fetch_waits_for_new_records() {
-        let dir = tempfile::tempdir().unwrap();
-        let topics = EmbeddedTopics::open(dir.path(), &[T], Default::default()).unwrap();
-        let t2 = topics.clone();
-        let reader = tokio::spawn(async move { t2.fetch("t", 1, 0, 10, Duration::from_secs(10)).await });
-        tokio::time::sleep(Duration::from_millis(20)).await;
-        topics.produce(vec![rec(1, 9)]).await.unwrap();
-        let got = reader.await.unwrap().unwrap();
-        assert_eq!(got.len(), 1);
-        assert_eq!(got[0].value, vec![9]);
-    }
-
-    #[tokio::test]
-    async fn producer_blocks_when_partition_is_full() {
-        let dir = tempfile::tempdir().unwrap();
-        let topics = EmbeddedTopics::open(dir.path(), &[T], Default::default()).unwrap();
-        topics.committed("t", "g", 0).await.unwrap(); // register the consumer group
-        topics.produce(vec![rec(0, 1), rec(0, 2), rec(0, 3)]).await.unwrap();
-        let t2 = topics.clone();
-        let blocked = tokio::spawn(async move { t2.produce(vec![rec(0, 4)]).await });
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        assert!(!blocked.is_finished(), "a full partition must block its producer");
-        topics.commit("t", "g", 0, 1).await.unwrap();
-        let placed = tokio::time::timeout(Duration::from_secs(5), blocked).await.unwrap().unwrap().unwrap();
-        assert_eq!(placed, vec![(0, 3)]);
     }
 }

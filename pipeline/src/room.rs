@@ -1,0 +1,65 @@
+//! Backpressure from committed offsets: before producing to a bounded partition, wait while
+//! `end − (lowest committed offset of the topic's consumer groups) ≥ capacity`.
+//!
+//! This is the runner's job, not the backend's (Fluvio never blocks a producer): the producing
+//! step waits, its input stays unfinished, and the pressure travels up the dataflow. The view of
+//! a partition's room is refreshed at most every [`REFRESH`] while it has room, so a busy
+//! producer costs the backend a couple of offset reads per partition per interval, not per
+//! record.
+
+use crate::topic::{Offset, Partition, TopicBackend};
+use crate::{topics, Result};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// How long a partition known to have room is trusted without asking again.
+pub const REFRESH: Duration = Duration::from_millis(20);
+
+/// Per-partition room, shared by the emitters of one process.
+pub struct Room {
+    backend: Arc<dyn TopicBackend>,
+    /// (topic, partition) → the offset below which producing is fine, and when it was read.
+    known: Mutex<HashMap<(&'static str, Partition), (Offset, Instant)>>,
+}
+
+impl Room {
+    pub fn new(backend: Arc<dyn TopicBackend>) -> Arc<Self> {
+        Arc::new(Self { backend, known: Mutex::new(HashMap::new()) })
+    }
+
+    /// The lowest committed offset over the topic's consumer groups (a group that never
+    /// committed counts from where the partition starts).
+    async fn low(&self, topic: &str, partition: Partition) -> Result<Offset> {
+        let start = self.backend.start_offset(topic, partition).await?;
+        let mut low = None;
+        for group in topics::consumers_of(topic) {
+            let c = self.backend.committed(topic, group, partition).await?.unwrap_or(start);
+            low = Some(low.map_or(c, |l: Offset| l.min(c)));
+        }
+        Ok(low.unwrap_or(Offset::MAX / 2))
+    }
+
+    /// Waits until `topic`'s `partition` has room for another record.
+    pub async fn wait(&self, topic: &'static str, partition: Partition) -> Result<()> {
+        let Some(capacity) = self.backend.spec(topic)?.capacity else { return Ok(()) };
+        let mut pause = Duration::from_millis(1);
+        loop {
+            let end = self.backend.end_offset(topic, partition).await?;
+            let cached = self.known.lock().unwrap_or_else(|p| p.into_inner()).get(&(topic, partition)).copied();
+            let limit = match cached {
+                Some((limit, at)) if at.elapsed() < REFRESH && end < limit => limit,
+                _ => {
+                    let limit = self.low(topic, partition).await?.saturating_add(capacity);
+                    self.known.lock().unwrap_or_else(|p| p.into_inner()).insert((topic, partition), (limit, Instant::now()));
+                    limit
+                }
+            };
+            if end < limit {
+                return Ok(());
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_millis(50));
+        }
+    }
+}

@@ -1,0 +1,209 @@
+//! Runs a [`Stage`] over its input topic: one consumer per assigned partition, records in lanes.
+//!
+//! Per partition (the parallel-consumer pattern): fetch → decode → put each record in its
+//! stage-chosen lane → run up to `concurrent_lanes` steps at once, each a batch of one lane's
+//! due records → produce what the step emitted → mark its offsets done → commit the lowest
+//! offset not yet done. A lane that waits ([`crate::Step::Wait`], a due header, a retry) never
+//! holds up another lane. Memory is bounded by configuration: `lane_queue` records per lane and
+//! `partition_records` per partition are kept in memory; a lane that waits longer than
+//! `hold_after`, or whose queue is full, sets its records aside in the durable held store
+//! ([`crate::held`]), which lets the committed offset move past them.
+//!
+//! A failing step is retried with its hint up to `max_attempts`, then dead-lettered with the
+//! reason; undecodable records are dead-lettered on their own. Backend errors (fetch, produce,
+//! commit, held store) are retried with backoff and reported in [`StageHealth`]; a partition loop
+//! never ends on its own. On shutdown a partition stops fetching, lets running steps finish for
+//! the drain grace, commits what is done and exits; unfinished records are redone after restart.
+
+mod partition;
+
+use crate::held::HeldRecords;
+use crate::stage::Stage;
+use crate::topic::{Partition, Topic, TopicBackend};
+use crate::{Result, Shutdown};
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::task::JoinSet;
+
+/// How a stage is driven.
+#[derive(Debug, Clone)]
+pub struct RunnerConfig {
+    /// Records per `process` call (all of one lane).
+    pub max_batch: usize,
+    /// How long a fetch waits for the first record.
+    pub fetch_wait: Duration,
+    /// Attempts of one batch before it is dead-lettered.
+    pub max_attempts: u32,
+    /// Records a lane keeps in memory; more go to the held store.
+    pub lane_queue: usize,
+    /// Unfinished records a partition keeps in memory; it stops fetching at this many.
+    pub partition_records: usize,
+    /// Steps running at once per partition.
+    pub concurrent_lanes: usize,
+    /// A lane waiting longer than this (or whose head has been unfinished this long when it
+    /// waits again) sets its records aside in the held store.
+    pub hold_after: Duration,
+    /// How often the stage's `on_tick` runs.
+    pub tick: Duration,
+}
+
+impl Default for RunnerConfig {
+    fn default() -> Self {
+        Self {
+            max_batch: 4,
+            fetch_wait: Duration::from_millis(100),
+            max_attempts: 8,
+            lane_queue: 8,
+            partition_records: 128,
+            concurrent_lanes: 16,
+            hold_after: Duration::from_secs(2),
+            tick: Duration::from_millis(5),
+        }
+    }
+}
+
+/// Counters a runner keeps per stage (exported as metrics by the binary).
+#[derive(Debug, Default)]
+pub struct StageMetrics {
+    pub records_in: AtomicU64,
+    pub records_out: AtomicU64,
+    pub batches: AtomicU64,
+    pub failures: AtomicU64,
+    pub dead_records: AtomicU64,
+    /// Records set aside in the held store.
+    pub held_records: AtomicU64,
+    /// Sum of step processing time in microseconds.
+    pub busy_us: AtomicU64,
+}
+
+/// A stage's health: the last backend error a partition loop hit, if it has not recovered.
+#[derive(Debug, Default)]
+pub struct StageHealth {
+    failing: Mutex<std::collections::BTreeMap<Partition, String>>,
+}
+
+impl StageHealth {
+    fn fail(&self, partition: Partition, error: &crate::Error) {
+        self.failing.lock().unwrap_or_else(|p| p.into_inner()).insert(partition, error.to_string());
+    }
+    fn recover(&self, partition: Partition) {
+        self.failing.lock().unwrap_or_else(|p| p.into_inner()).remove(&partition);
+    }
+    /// Partitions whose loop is currently failing, with the error.
+    pub fn failing(&self) -> Vec<(Partition, String)> {
+        self.failing.lock().unwrap_or_else(|p| p.into_inner()).iter().map(|(p, e)| (*p, e.clone())).collect()
+    }
+}
+
+/// What a running stage exposes: its counters and health.
+#[derive(Clone)]
+pub struct StageHandle {
+    pub name: &'static str,
+    pub metrics: Arc<StageMetrics>,
+    pub health: Arc<StageHealth>,
+}
+
+/// Spawns the stage's consumers (one per partition of `input`, all assigned to this process)
+/// and its tick, into `tasks`.
+pub fn spawn<S: Stage>(
+    tasks: &mut JoinSet<Result<()>>,
+    stage: Arc<S>,
+    input: Topic<S::In>,
+    backend: Arc<dyn TopicBackend>,
+    held: Arc<dyn HeldRecords>,
+    config: RunnerConfig,
+    shutdown: Shutdown,
+) -> StageHandle {
+    let name = stage.name();
+    let handle = StageHandle { name, metrics: Arc::default(), health: Arc::default() };
+    let room = crate::room::Room::new(backend.clone());
+    let partitions: Vec<Partition> = (0..input.spec.partitions).collect();
+    let started = Arc::new(tokio::sync::Barrier::new(partitions.len() + 1));
+    {
+        let (stage, shutdown, config, started) = (stage.clone(), shutdown.clone(), config.clone(), started.clone());
+        let start_backend = backend.clone();
+        tasks.spawn(async move {
+            let mut out = crate::stage::Emitter::new(start_backend);
+            let started_ok = match stage.on_start(&mut out).await {
+                Ok(()) => out.flush().await.map(|_| ()).map_err(crate::stage::StageError::from),
+                Err(e) => Err(e),
+            };
+            if let Err(e) = started_ok {
+                tracing::error!(stage = stage.name(), error = %e, "stage start hook failed");
+            }
+            started.wait().await;
+            while !shutdown.is_triggered() {
+                tokio::select! {
+                    _ = tokio::time::sleep(config.tick) => stage.on_tick().await,
+                    _ = shutdown.wait() => {}
+                }
+            }
+            stage.on_stop().await;
+            Ok(())
+        });
+    }
+    for partition in partitions {
+        let consumer = partition::Consumer {
+            stage: stage.clone(),
+            topic: input.name(),
+            group: name,
+            partition,
+            backend: backend.clone(),
+            held: held.clone(),
+            room: room.clone(),
+            config: config.clone(),
+            shutdown: shutdown.clone(),
+            metrics: handle.metrics.clone(),
+            health: handle.health.clone(),
+        };
+        let started = started.clone();
+        tasks.spawn(async move {
+            started.wait().await;
+            consumer.run().await;
+            Ok(())
+        });
+    }
+    handle
+}
+
+/// Retries a backend call with backoff until it succeeds or shutdown's grace expires, reporting
+/// failures in `health` (a partition loop never ends on a backend error).
+async fn persist<T, F, Fut>(
+    what: &str,
+    partition: Partition,
+    health: &StageHealth,
+    shutdown: &Shutdown,
+    mut call: F,
+) -> Option<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T>>,
+{
+    let mut pause = Duration::from_millis(50);
+    loop {
+        match call().await {
+            Ok(v) => {
+                health.recover(partition);
+                return Some(v);
+            }
+            Err(e) => {
+                health.fail(partition, &e);
+                tracing::warn!(partition, error = %e, transient = e.is_transient(), "{what} failed; retrying");
+                tokio::select! {
+                    _ = tokio::time::sleep(pause) => {}
+                    _ = shutdown.expired() => return None,
+                }
+                pause = (pause * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+}
+
+/// Milliseconds since the epoch.
+fn now_ms() -> u64 {
+    schemas::now_ms()
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,729 @@
+//! One partition's consumer loop (see the runner module docs).
+//!
+//! A lane's records are its in-memory `queue` (oldest first) followed by `held` records in the
+//! held store. The queue holds either records fetched from the topic (their offsets are not done
+//! yet) or, once the lane has held records, copies of its first held records loaded for
+//! processing. New records of a lane with held records are appended to the store, so the order
+//! of a lane never changes. Every store call of a lane runs inside that lane's one future, so
+//! they never race; appends of newly fetched records only ever touch seqs above the lane's last.
+
+use super::{now_ms, persist, RunnerConfig, StageHealth, StageMetrics};
+use crate::held::{HeldLane, HeldRecord, HeldRecords};
+use crate::stage::{Emitter, Input, Lane, RetryHint, Stage, StageError, Step, DUE_HEADER};
+use crate::topic::{ConsumerRecord, Offset, Partition, ProducerRecord, TopicBackend};
+use crate::{topics, Shutdown};
+use futures::stream::{FuturesUnordered, StreamExt};
+use schemas::codec;
+use schemas::envelope::Headers;
+use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// The header counting failed attempts of a held record.
+const ATTEMPTS_HEADER: &str = "herald-attempts";
+/// The header marking a held record to be processed on its own.
+const ALONE_HEADER: &str = "herald-alone";
+/// Held seqs start here, so a lane can grow at both ends.
+const SEQ_ORIGIN: u64 = 1 << 62;
+
+pub(super) struct Consumer<S: Stage> {
+    pub stage: Arc<S>,
+    pub topic: &'static str,
+    pub group: &'static str,
+    pub partition: Partition,
+    pub backend: Arc<dyn TopicBackend>,
+    pub held: Arc<dyn HeldRecords>,
+    pub room: Arc<crate::room::Room>,
+    pub config: RunnerConfig,
+    pub shutdown: Shutdown,
+    pub metrics: Arc<StageMetrics>,
+    pub health: Arc<StageHealth>,
+}
+
+/// A record of a lane, in memory.
+struct Pending<T> {
+    /// Its topic offset, while it is not done (None: a copy of a held record).
+    offset: Option<Offset>,
+    /// Its seq in the held store (for copies of held records).
+    seq: Option<u64>,
+    key: u64,
+    headers: Headers,
+    /// The encoded value (original bytes, or a replacement's encoding).
+    raw: Vec<u8>,
+    /// The decoded value, when still at hand (a step consumes it; it is decoded again from
+    /// `raw` if the record comes back).
+    value: Option<T>,
+    due_ms: u64,
+    attempts: u32,
+    /// Processed on its own (its batch failed permanently: find which record is at fault).
+    alone: bool,
+    /// When it was first seen (a lane waiting with an old head sets it aside).
+    since: Instant,
+}
+
+struct LaneState<T> {
+    queue: VecDeque<Pending<T>>,
+    /// A future of this lane is running (a step or a store call).
+    busy: bool,
+    /// Records in the held store (copies in `queue` included).
+    held: u64,
+    /// Appends to the held store not yet durable.
+    appending: u64,
+    first_seq: u64,
+    last_seq: u64,
+    /// When the first held record not in `queue` is due.
+    held_due: u64,
+}
+
+impl<T> LaneState<T> {
+    fn new() -> Self {
+        Self {
+            queue: VecDeque::new(),
+            busy: false,
+            held: 0,
+            appending: 0,
+            first_seq: SEQ_ORIGIN,
+            last_seq: SEQ_ORIGIN - 1,
+            held_due: 0,
+        }
+    }
+
+    /// When this lane has something to do (None: nothing).
+    fn next_due(&self) -> Option<u64> {
+        if self.busy {
+            return None;
+        }
+        match self.queue.front() {
+            Some(p) => Some(p.due_ms),
+            None if self.held > 0 => Some(self.held_due),
+            None => None,
+        }
+    }
+}
+
+/// What a lane future reports back to the loop.
+enum Event<T> {
+    /// A step ran over `records` (memory records, or loaded copies).
+    Stepped { lane: Lane, records: Vec<Pending<T>>, result: std::result::Result<Step<T>, StageError>, busy_us: u64 },
+    /// `offsets` were set aside in the held store (now done); `held` more records held at the
+    /// lane's front.
+    Prepended { lane: Lane, offsets: Vec<Offset>, count: u64, due_ms: u64 },
+    /// Fetched records appended to held lanes (`(lane, count)`); their offsets are done.
+    Appended { lanes: Vec<(Lane, u64)>, offsets: Vec<Offset> },
+    /// Held records loaded (copies) into a lane's queue.
+    Loaded { lane: Lane, records: Vec<Pending<T>> },
+    /// Held records released or updated; `released` fewer held, the head now due at `due_ms`.
+    Settled { lane: Lane, released: u64, due_ms: Option<u64> },
+    /// Records dead-lettered (offsets done, held seqs released).
+    Dead { lane: Lane, offsets: Vec<Offset>, released: u64 },
+}
+
+type LaneFuture<T> = Pin<Box<dyn Future<Output = Event<T>> + Send>>;
+
+impl<S: Stage> Consumer<S> {
+    pub async fn run(self) {
+        let (partition, group) = (self.partition, self.group);
+        let Some(committed) = persist("reading the committed offset", partition, &self.health, &self.shutdown, || async {
+            match self.backend.committed(self.topic, group, partition).await? {
+                Some(c) => Ok(c),
+                None => self.backend.start_offset(self.topic, partition).await,
+            }
+        })
+        .await
+        else {
+            return;
+        };
+        let Some(held_lanes) =
+            persist("reading held lanes", partition, &self.health, &self.shutdown, || self.held.lanes(group, partition)).await
+        else {
+            return;
+        };
+        self.stage.on_assigned(partition).await;
+        let mut state = Loop::<S::In> {
+            lanes: HashMap::new(),
+            unfinished: BTreeSet::new(),
+            next_fetch: committed,
+            committed,
+            stepping: 0,
+        };
+        for HeldLane { lane, count, last_seq, first_due_ms } in held_lanes {
+            let l = state.lanes.entry(lane).or_insert_with(LaneState::new);
+            l.held = count;
+            l.last_seq = last_seq;
+            l.first_seq = last_seq + 1 - count;
+            l.held_due = first_due_ms;
+        }
+        let mut running: FuturesUnordered<LaneFuture<S::In>> = FuturesUnordered::new();
+        let this = Arc::new(self);
+        // Set when shutdown is first seen: running steps get the drain grace, then are dropped
+        // (their records stay unfinished and are redone after restart).
+        let mut drain_deadline: Option<tokio::time::Instant> = None;
+        loop {
+            let shutting_down = this.shutdown.is_triggered();
+            if shutting_down && drain_deadline.is_none() {
+                drain_deadline = Some(tokio::time::Instant::now() + crate::shutdown::DRAIN_GRACE);
+            }
+            if !shutting_down {
+                this.start_work(&mut state, &mut running);
+            }
+            if shutting_down && running.is_empty() {
+                break;
+            }
+            let room = this.config.partition_records.saturating_sub(state.in_memory());
+            let can_fetch = !shutting_down && room > 0;
+            let wake = state.next_wake();
+            // Nothing running: the fetch may wait, up to the next lane's due time.
+            let fetch_wait = match (running.is_empty(), wake) {
+                (true, None) => this.config.fetch_wait,
+                (true, Some(at)) => Duration::from_millis(at.saturating_sub(now_ms())).min(this.config.fetch_wait),
+                (false, _) => Duration::ZERO,
+            };
+            let deadline = drain_deadline.unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(3_600));
+            tokio::select! {
+                biased;
+                Some(event) = running.next(), if !running.is_empty() => this.on_event(&mut state, event, &mut running),
+                _ = tokio::time::sleep_until(deadline), if shutting_down => break,
+                _ = this.shutdown.wait(), if !shutting_down => {}
+                records = this.fetch(state.next_fetch, room, fetch_wait), if can_fetch => {
+                    if let Some(records) = records {
+                        this.on_fetched(&mut state, records, &mut running);
+                    }
+                }
+                _ = sleep_until_ms(wake), if wake.is_some() && !can_fetch => {}
+            }
+            this.commit(&mut state).await;
+        }
+        this.commit(&mut state).await;
+        this.stage.on_revoked(partition).await;
+    }
+
+    async fn fetch(&self, from: Offset, max: usize, wait: Duration) -> Option<Vec<ConsumerRecord>> {
+        // A short poll when there is other work; the loop comes back immediately.
+        let wait = if wait.is_zero() { Duration::from_millis(1) } else { wait };
+        match self.backend.fetch(self.topic, self.partition, from, max, wait).await {
+            Ok(r) => {
+                self.health.recover(self.partition);
+                Some(r)
+            }
+            Err(e) => {
+                self.health.fail(self.partition, &e);
+                tracing::warn!(stage = self.group, partition = self.partition, error = %e, "fetch failed; retrying");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                None
+            }
+        }
+    }
+
+    fn on_fetched(self: &Arc<Self>, state: &mut Loop<S::In>, records: Vec<ConsumerRecord>, running: &mut FuturesUnordered<LaneFuture<S::In>>) {
+        let mut dead = Vec::new();
+        let mut appends: HashMap<Lane, Vec<HeldRecord>> = HashMap::new();
+        let mut appended_offsets = Vec::new();
+        for r in records {
+            if r.offset < state.next_fetch {
+                continue;
+            }
+            state.next_fetch = r.offset + 1;
+            self.metrics.records_in.fetch_add(1, Ordering::Relaxed);
+            let value = match codec::decode::<S::In>(&r.value) {
+                Ok(v) => v,
+                Err(e) => {
+                    dead.push(dead_record(self.topic, r.key, r.value, r.headers, &format!("undecodable: {e}")));
+                    state.unfinished.insert(r.offset);
+                    appended_offsets.push(r.offset);
+                    continue;
+                }
+            };
+            let lane = self.stage.lane(&value);
+            let due_ms = due_of(&r.headers);
+            let l = state.lanes.entry(lane).or_insert_with(LaneState::new);
+            state.unfinished.insert(r.offset);
+            if l.held > 0 || l.queue.len() >= self.config.lane_queue {
+                // The lane's order continues in the held store.
+                l.last_seq += 1;
+                if l.held == 0 {
+                    l.held_due = due_ms;
+                }
+                l.held += 1;
+                l.appending += 1;
+                appends.entry(lane).or_default().push(HeldRecord {
+                    seq: l.last_seq,
+                    due_ms,
+                    key: r.key,
+                    headers: r.headers,
+                    value: r.value,
+                });
+                appended_offsets.push(r.offset);
+            } else {
+                l.queue.push_back(Pending {
+                    offset: Some(r.offset),
+                    seq: None,
+                    key: r.key,
+                    headers: r.headers,
+                    raw: r.value,
+                    value: Some(value),
+                    due_ms,
+                    attempts: 0,
+                    alone: false,
+                    since: Instant::now(),
+                });
+            }
+        }
+        if appends.is_empty() && dead.is_empty() {
+            return;
+        }
+        let held_count: u64 = appends.values().map(|v| v.len() as u64).sum();
+        self.metrics.held_records.fetch_add(held_count, Ordering::Relaxed);
+        self.metrics.dead_records.fetch_add(dead.len() as u64, Ordering::Relaxed);
+        let this = self.clone();
+        running.push(Box::pin(async move {
+            let mut lanes = Vec::with_capacity(appends.len());
+            for (lane, records) in appends {
+                let _ = persist("holding records", this.partition, &this.health, &this.shutdown, || {
+                    this.held.hold(this.group, this.partition, lane, records.clone())
+                })
+                .await;
+                lanes.push((lane, records.len() as u64));
+            }
+            if !dead.is_empty() {
+                let _ = persist("dead-lettering", this.partition, &this.health, &this.shutdown, || {
+                    this.backend.produce(dead.clone())
+                })
+                .await;
+            }
+            Event::Appended { lanes, offsets: appended_offsets }
+        }));
+    }
+
+    /// Starts a future for every idle lane with due work, up to the concurrency bound.
+    fn start_work(self: &Arc<Self>, state: &mut Loop<S::In>, running: &mut FuturesUnordered<LaneFuture<S::In>>) {
+        let now = now_ms();
+        let mut ready: Vec<(u64, Lane)> =
+            state.lanes.iter().filter_map(|(lane, l)| l.next_due().filter(|d| *d <= now).map(|d| (d, *lane))).collect();
+        // Oldest due first: lanes take turns.
+        ready.sort_unstable();
+        for (_, lane) in ready {
+            if running.len() >= self.config.concurrent_lanes {
+                break;
+            }
+            let Some(l) = state.lanes.get_mut(&lane) else { continue };
+            l.busy = true;
+            if l.queue.is_empty() {
+                running.push(self.load(lane));
+                continue;
+            }
+            let mut batch: Vec<Pending<S::In>> = Vec::new();
+            while batch.len() < self.config.max_batch
+                && l.queue.front().is_some_and(|p| p.due_ms <= now && !(p.alone && !batch.is_empty()))
+                && !batch.first().is_some_and(|p| p.alone)
+            {
+                batch.extend(l.queue.pop_front());
+            }
+            state.stepping += batch.len();
+            running.push(self.step(lane, batch));
+        }
+    }
+
+    /// Loads the first held records of a lane (copies) if due.
+    fn load(self: &Arc<Self>, lane: Lane) -> LaneFuture<S::In> {
+        let this = self.clone();
+        Box::pin(async move {
+            let limit = this.config.lane_queue.max(1);
+            let held = persist("reading held records", this.partition, &this.health, &this.shutdown, || {
+                this.held.peek(this.group, this.partition, lane, limit)
+            })
+            .await
+            .unwrap_or_default();
+            let mut records = Vec::with_capacity(held.len());
+            for h in held {
+                match codec::decode::<S::In>(&h.value) {
+                    Ok(value) => records.push(Pending {
+                        offset: None,
+                        seq: Some(h.seq),
+                        key: h.key,
+                        attempts: attempts_of(&h.headers),
+                        alone: h.headers.get(ALONE_HEADER).is_some(),
+                        headers: h.headers,
+                        raw: h.value,
+                        value: Some(value),
+                        due_ms: h.due_ms,
+                        since: Instant::now(),
+                    }),
+                    Err(e) => {
+                        tracing::error!(stage = this.group, error = %e, "undecodable held record dead-lettered");
+                        let dead = vec![dead_record(this.topic, h.key, h.value, h.headers, &format!("undecodable: {e}"))];
+                        let _ = persist("dead-lettering", this.partition, &this.health, &this.shutdown, || {
+                            this.backend.produce(dead.clone())
+                        })
+                        .await;
+                        let _ = persist("releasing", this.partition, &this.health, &this.shutdown, || {
+                            this.held.release(this.group, this.partition, lane, h.seq)
+                        })
+                        .await;
+                        return Event::Settled { lane, released: 1, due_ms: Some(now_ms()) };
+                    }
+                }
+            }
+            Event::Loaded { lane, records }
+        })
+    }
+
+    /// Runs the stage over one lane's batch, then produces what it emitted and releases the
+    /// held records it finished.
+    fn step(self: &Arc<Self>, lane: Lane, mut batch: Vec<Pending<S::In>>) -> LaneFuture<S::In> {
+        let this = self.clone();
+        Box::pin(async move {
+            let started = Instant::now();
+            let mut inputs: Vec<Input<S::In>> = Vec::with_capacity(batch.len());
+            for p in batch.iter_mut() {
+                let value = match p.value.take() {
+                    Some(v) => v,
+                    // Bytes that decoded once (or were encoded from a value) decode again.
+                    None => match codec::decode(&p.raw) {
+                        Ok(v) => v,
+                        Err(e) => {
+                            let error = StageError::permanent(format!("undecodable: {e}"));
+                            return Event::Stepped { lane, records: batch, result: Err(error), busy_us: 0 };
+                        }
+                    },
+                };
+                inputs.push(Input { partition: this.partition, offset: p.offset, headers: p.headers.clone(), value });
+            }
+            let mut out = Emitter::with_room(this.backend.clone(), this.room.clone());
+            if let Some(first) = batch.first() {
+                out.set_headers(first.headers.clone());
+            }
+            let result = match this.stage.process(inputs, &mut out).await {
+                Ok(step) => match out.flush().await {
+                    Ok(_) => Ok(step),
+                    Err(e) => Err(StageError::from(e)),
+                },
+                Err(e) => {
+                    out.discard();
+                    Err(e)
+                }
+            };
+            this.metrics.records_out.fetch_add(out.emitted(), Ordering::Relaxed);
+            let busy_us = started.elapsed().as_micros() as u64;
+            Event::Stepped { lane, records: batch, result, busy_us }
+        })
+    }
+
+    fn on_event(self: &Arc<Self>, state: &mut Loop<S::In>, event: Event<S::In>, running: &mut FuturesUnordered<LaneFuture<S::In>>) {
+        match event {
+            Event::Appended { lanes, offsets } => {
+                for o in offsets {
+                    state.unfinished.remove(&o);
+                }
+                for (lane, n) in lanes {
+                    if let Some(l) = state.lanes.get_mut(&lane) {
+                        l.appending = l.appending.saturating_sub(n);
+                    }
+                }
+            }
+            Event::Loaded { lane, records } => {
+                let l = state.lanes.entry(lane).or_insert_with(LaneState::new);
+                l.busy = false;
+                match records.first() {
+                    // Not due yet: remember when, keep nothing in memory.
+                    Some(first) if first.due_ms > now_ms() => l.held_due = first.due_ms,
+                    Some(_) => l.queue.extend(records),
+                    // Appends in flight: look again shortly.
+                    None if l.appending > 0 => l.held_due = now_ms() + 1,
+                    // The store has nothing more: back to memory mode.
+                    None => l.held = 0,
+                }
+            }
+            Event::Settled { lane, released, due_ms } => {
+                let l = state.lanes.entry(lane).or_insert_with(LaneState::new);
+                l.busy = false;
+                l.held = l.held.saturating_sub(released);
+                if let Some(d) = due_ms {
+                    l.held_due = d;
+                }
+            }
+            Event::Prepended { lane, offsets, count, due_ms } => {
+                for o in &offsets {
+                    state.unfinished.remove(o);
+                }
+                let l = state.lanes.entry(lane).or_insert_with(LaneState::new);
+                l.busy = false;
+                l.held += count;
+                l.held_due = due_ms;
+            }
+            Event::Dead { lane, offsets, released } => {
+                for o in &offsets {
+                    state.unfinished.remove(o);
+                }
+                let l = state.lanes.entry(lane).or_insert_with(LaneState::new);
+                l.busy = false;
+                l.held = l.held.saturating_sub(released);
+                l.held_due = now_ms();
+            }
+            Event::Stepped { lane, records, result, busy_us } => {
+                self.metrics.busy_us.fetch_add(busy_us, Ordering::Relaxed);
+                state.stepping = state.stepping.saturating_sub(records.len());
+                self.on_stepped(state, lane, records, result, running);
+            }
+        }
+        // Forget idle, empty lanes (memory stays bounded by the active ones).
+        state.lanes.retain(|_, l| l.busy || l.held > 0 || l.appending > 0 || !l.queue.is_empty());
+    }
+
+    fn on_stepped(
+        self: &Arc<Self>,
+        state: &mut Loop<S::In>,
+        lane: Lane,
+        mut records: Vec<Pending<S::In>>,
+        result: std::result::Result<Step<S::In>, StageError>,
+        running: &mut FuturesUnordered<LaneFuture<S::In>>,
+    ) {
+        self.metrics.batches.fetch_add(1, Ordering::Relaxed);
+        let now = now_ms();
+        let (done, mut rest, until) = match result {
+            Ok(Step::Done) => (records, Vec::new(), now),
+            Ok(Step::Wait { from, replacement, until_ms }) => {
+                let rest = records.split_off(from.min(records.len()));
+                let mut rest = rest;
+                if let (Some(first), Some(value)) = (rest.first_mut(), replacement) {
+                    if let Ok(raw) = codec::encode(&value) {
+                        first.raw = raw;
+                        first.value = Some(value);
+                    }
+                }
+                (records, rest, until_ms)
+            }
+            Err(e) => {
+                self.metrics.failures.fetch_add(1, Ordering::Relaxed);
+                let attempts = records.first().map(|p| p.attempts + 1).unwrap_or(1);
+                match e.hint {
+                    RetryHint::RetryAfter(delay) if attempts < self.config.max_attempts => {
+                        tracing::warn!(stage = self.group, partition = self.partition, attempts, error = %e, "batch failed; retrying");
+                        for p in records.iter_mut() {
+                            p.attempts = attempts;
+                        }
+                        (Vec::new(), records, now + (delay * attempts).as_millis() as u64)
+                    }
+                    _ if records.len() > 1 => {
+                        // Which record is at fault? Each goes again on its own.
+                        for p in records.iter_mut() {
+                            p.alone = true;
+                            p.attempts = 0;
+                        }
+                        (Vec::new(), records, now)
+                    }
+                    _ => {
+                        tracing::error!(stage = self.group, partition = self.partition, attempts, error = %e, "batch dead-lettered");
+                        self.dead_letter(state, lane, records, &e.message, running);
+                        return;
+                    }
+                }
+            }
+        };
+        // Done: memory records are finished; held copies are released from the store.
+        let mut release_through = None;
+        for p in done {
+            match (p.offset, p.seq) {
+                (Some(o), _) => {
+                    state.unfinished.remove(&o);
+                }
+                (None, Some(seq)) => release_through = Some(seq),
+                (None, None) => {}
+            }
+        }
+        let l = state.lanes.entry(lane).or_insert_with(LaneState::new);
+        // The head waits; the records behind it wait for the head (the lane keeps its order).
+        if let Some(head) = rest.first_mut() {
+            head.due_ms = head.due_ms.max(until);
+        }
+        let holds_copies = rest.first().is_some_and(|p| p.seq.is_some()) || (rest.is_empty() && l.held > 0 && l.queue.is_empty());
+        let oldest = rest.iter().map(|p| p.since).min();
+        let wait_long = until.saturating_sub(now) > self.config.hold_after.as_millis() as u64
+            || oldest.is_some_and(|s| s.elapsed() > self.config.hold_after);
+        if holds_copies || release_through.is_some() {
+            // A lane in held mode: release what is done, update the head that waits.
+            let head = rest.first().map(|p| held_record(p, until));
+            let released = release_through.map(|t| t + 1 - l.first_seq).unwrap_or(0);
+            if let Some(t) = release_through {
+                l.first_seq = t + 1;
+            }
+            if wait_long || head.is_some() {
+                // Copies are dropped from memory; the store has them.
+                rest.clear();
+            }
+            for p in rest.into_iter().rev() {
+                l.queue.push_front(p);
+            }
+            l.busy = true;
+            let this = self.clone();
+            running.push(Box::pin(async move {
+                if let Some(t) = release_through {
+                    let _ = persist("releasing held records", this.partition, &this.health, &this.shutdown, || {
+                        this.held.release(this.group, this.partition, lane, t)
+                    })
+                    .await;
+                }
+                let due = match head {
+                    Some(h) => {
+                        let due = h.due_ms;
+                        let _ = persist("updating a held record", this.partition, &this.health, &this.shutdown, || {
+                            this.held.update(this.group, this.partition, lane, h.clone())
+                        })
+                        .await;
+                        Some(due)
+                    }
+                    None => Some(now_ms()),
+                };
+                Event::Settled { lane, released, due_ms: due }
+            }));
+            return;
+        }
+        if rest.is_empty() {
+            l.busy = false;
+            return;
+        }
+        if !wait_long {
+            // A short wait: keep the records at the lane's head, in memory.
+            for p in rest.into_iter().rev() {
+                l.queue.push_front(p);
+            }
+            l.busy = false;
+            return;
+        }
+        // A long wait: set the lane's in-memory records aside (the waiting ones, then the rest
+        // of its queue), in front of anything it already holds.
+        let mut spill: Vec<Pending<S::In>> = rest;
+        spill.extend(l.queue.drain(..));
+        let count = spill.len() as u64;
+        let first = l.first_seq - count;
+        l.first_seq = first;
+        if l.held == 0 {
+            l.last_seq = first + count - 1;
+        }
+        let due_ms = spill.first().map(|p| p.due_ms).unwrap_or(until);
+        let offsets: Vec<Offset> = spill.iter().filter_map(|p| p.offset).collect();
+        let held: Vec<HeldRecord> =
+            spill.iter().enumerate().map(|(i, p)| HeldRecord { seq: first + i as u64, ..held_record(p, p.due_ms) }).collect();
+        self.metrics.held_records.fetch_add(count, Ordering::Relaxed);
+        l.busy = true;
+        let this = self.clone();
+        running.push(Box::pin(async move {
+            let _ = persist("holding records", this.partition, &this.health, &this.shutdown, || {
+                this.held.hold(this.group, this.partition, lane, held.clone())
+            })
+            .await;
+            Event::Prepended { lane, offsets, count, due_ms }
+        }));
+    }
+
+    fn dead_letter(
+        self: &Arc<Self>,
+        state: &mut Loop<S::In>,
+        lane: Lane,
+        records: Vec<Pending<S::In>>,
+        reason: &str,
+        running: &mut FuturesUnordered<LaneFuture<S::In>>,
+    ) {
+        self.metrics.dead_records.fetch_add(records.len() as u64, Ordering::Relaxed);
+        let offsets: Vec<Offset> = records.iter().filter_map(|p| p.offset).collect();
+        let release = records.iter().filter_map(|p| p.seq).max();
+        let released = records.iter().filter(|p| p.seq.is_some()).count() as u64;
+        let dead: Vec<ProducerRecord> =
+            records.into_iter().map(|p| dead_record(self.topic, p.key, p.raw, p.headers, reason)).collect();
+        if let (Some(t), Some(l)) = (release, state.lanes.get_mut(&lane)) {
+            l.first_seq = t + 1;
+        }
+        if let Some(l) = state.lanes.get_mut(&lane) {
+            l.busy = true;
+        }
+        let this = self.clone();
+        running.push(Box::pin(async move {
+            let _ = persist("dead-lettering", this.partition, &this.health, &this.shutdown, || {
+                this.backend.produce(dead.clone())
+            })
+            .await;
+            if let Some(t) = release {
+                let _ = persist("releasing held records", this.partition, &this.health, &this.shutdown, || {
+                    this.held.release(this.group, this.partition, lane, t)
+                })
+                .await;
+            }
+            Event::Dead { lane, offsets, released }
+        }));
+    }
+
+    /// Commits the lowest offset not yet done, if it moved.
+    async fn commit(&self, state: &mut Loop<S::In>) {
+        let low = state.unfinished.first().copied().unwrap_or(state.next_fetch);
+        if low <= state.committed {
+            return;
+        }
+        match self.backend.commit(self.topic, self.group, self.partition, low).await {
+            Ok(()) => {
+                state.committed = low;
+                self.health.recover(self.partition);
+            }
+            Err(e) => {
+                self.health.fail(self.partition, &e);
+                tracing::warn!(stage = self.group, partition = self.partition, error = %e, "commit failed; retrying");
+            }
+        }
+    }
+}
+
+/// The loop's bookkeeping.
+struct Loop<T> {
+    lanes: HashMap<Lane, LaneState<T>>,
+    /// Fetched offsets not done yet.
+    unfinished: BTreeSet<Offset>,
+    next_fetch: Offset,
+    committed: Offset,
+    /// Records in running steps.
+    stepping: usize,
+}
+
+impl<T> Loop<T> {
+    /// Records in memory: lane queues and running steps.
+    fn in_memory(&self) -> usize {
+        self.stepping + self.lanes.values().map(|l| l.queue.len()).sum::<usize>()
+    }
+
+    /// The earliest time an idle lane has something to do.
+    fn next_wake(&self) -> Option<u64> {
+        self.lanes.values().filter_map(LaneState::next_due).min()
+    }
+}
+
+async fn sleep_until_ms(at: Option<u64>) {
+    if let Some(at) = at {
+        let wait = at.saturating_sub(now_ms());
+        tokio::time::sleep(Duration::from_millis(wait.max(1))).await;
+    }
+}
+
+fn due_of(headers: &Headers) -> u64 {
+    headers.get(DUE_HEADER).and_then(|v| v.parse().ok()).unwrap_or(0)
+}
+
+fn attempts_of(headers: &Headers) -> u32 {
+    headers.get(ATTEMPTS_HEADER).and_then(|v| v.parse().ok()).unwrap_or(0)
+}
+
+fn held_record<T>(p: &Pending<T>, due_ms: u64) -> HeldRecord {
+    let mut headers = p.headers.clone();
+    if p.attempts > 0 {
+        headers.set(ATTEMPTS_HEADER, p.attempts.to_string());
+    }
+    if p.alone {
+        headers.set(ALONE_HEADER, "1");
+    }
+    HeldRecord { seq: p.seq.unwrap_or(0), due_ms, key: p.key, headers, value: p.raw.clone() }
+}
+
+fn dead_record(topic: &str, key: u64, value: Vec<u8>, mut headers: Headers, error: &str) -> ProducerRecord {
+    headers.set("herald-source-topic", topic);
+    headers.set("herald-error", error);
+    ProducerRecord { topic: topics::DEAD_RECORDS.name(), partition: 0, key, headers, value }
+}

@@ -1,0 +1,11 @@
+//! Small pure building blocks several crates need, written once: a token bucket, a sliding
+//! window counter, a TTL cache and HMAC signatures. No I/O; time is passed in.
+
+pub mod signing;
+pub mod token_bucket;
+pub mod ttl_cache;
+pub mod window;
+
+pub use token_bucket::TokenBucket;
+pub use ttl_cache::TtlCache;
+pub use window::SlidingWindow;

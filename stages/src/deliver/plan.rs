@@ -1,0 +1,134 @@
+//! Deciding, from its claim, what to do with each message about to get a call slot.
+//!
+//! With `n = message.attempt + 1` the attempt this record asks for:
+//!
+//! | claim | meaning | plan |
+//! |---|---|---|
+//! | none | never called | send |
+//! | `Done { a }` | settled (a replay, or a duplicate record) | re-emit outcome, letter, receipt |
+//! | `Done { a = n - 1, failed }` + redrive | an operator redrove the dead letter | send |
+//! | `Retrying { a = n }` | replay of the step that scheduled the retry | re-emit the retry at its due time |
+//! | `Retrying { a = n - 1 }` | the retry this record is | send (unless a receipt proved attempt `a` arrived) |
+//! | `Retrying { a > n }` | a stale duplicate | skip |
+//! | `InFlight { a = n }` | the process stopped during this very call | ask the provider; else `outcome_unknown` |
+//! | `InFlight { a < n }` | an older call lost its settle | send |
+//! | `InFlight { a > n }` | a stale duplicate | skip |
+//!
+//! The claim read here is the `expected` value of the compare-and-set that claims the message
+//! right before its call, so two workers can never both call it.
+
+use super::call::Caller;
+use super::provider::Lookup;
+use super::settle::Settlement;
+use schemas::*;
+use std::collections::HashMap;
+use storage::{Claim, MessageStatus};
+
+/// A message that needs a call, with the claim it was planned from.
+pub(super) type Sendable = (RenderedMessage, Option<Claim>);
+
+/// Plans `messages`; replays and proven acceptances go to `settle`, the ones to call are
+/// returned in order.
+pub(super) async fn plan(
+    caller: &Caller<'_>,
+    messages: Vec<RenderedMessage>,
+    redrive: bool,
+    settle: &mut Settlement,
+) -> crate::Result<Vec<Sendable>> {
+    let keys: Vec<MessageKey> = messages.iter().map(|m| m.key).collect();
+    let claims = caller.deliver.state.get_claims(&keys).await?;
+    let received = received_earlier(caller, &messages, &claims).await?;
+    let mut sendable = Vec::with_capacity(messages.len());
+    for (message, claim) in messages.into_iter().zip(claims) {
+        let n = message.attempt + 1;
+        match claim {
+            None => sendable.push((message, None)),
+            Some(claim) if redrive && is_redrivable(&claim, n) => sendable.push((message, Some(claim))),
+            Some(Claim::Done { attempt, outcome, letter, receipt }) => {
+                settle.replay_done(&message, attempt, outcome, letter, receipt)
+            }
+            Some(Claim::Retrying { attempt, due_ms }) if attempt == n => settle.replay_retry(message, attempt, due_ms),
+            Some(Claim::Retrying { attempt, .. }) if attempt > n => {}
+            Some(expected @ Claim::Retrying { attempt, .. }) => match received.get(&message.key.id) {
+                Some(provider_message_id) => {
+                    tracing::info!(message = %message.key.id, "a receipt shows the provider got it; not re-sent");
+                    let kind = OutcomeKind::Accepted {
+                        provider: settle.provider().to_string(),
+                        provider_message_id: provider_message_id.clone(),
+                    };
+                    settle.done(&message, attempt, kind, None, Some(expected));
+                }
+                None => sendable.push((message, Some(expected))),
+            },
+            Some(expected @ Claim::InFlight { attempt, .. }) if attempt == n => {
+                if let Some(m) = lost_call(caller, message, expected, settle).await {
+                    sendable.push(m);
+                }
+            }
+            Some(Claim::InFlight { attempt, .. }) if attempt > n => {}
+            Some(expected @ Claim::InFlight { .. }) => sendable.push((message, Some(expected))),
+        }
+    }
+    Ok(sendable)
+}
+
+/// A failed attempt `n - 1` an operator may send again.
+fn is_redrivable(claim: &Claim, n: u32) -> bool {
+    matches!(claim, Claim::Done { attempt, outcome: OutcomeKind::Failed { .. } | OutcomeKind::DeadLettered { .. }, .. } if attempt + 1 == n)
+}
+
+/// Messages about to be sent again after a failed attempt whose log row shows the provider got
+/// that attempt after all (a timeout after the request went out, then a receipt): their
+/// provider message ids.
+async fn received_earlier(
+    caller: &Caller<'_>,
+    messages: &[RenderedMessage],
+    claims: &[Option<Claim>],
+) -> crate::Result<HashMap<MessageId, String>> {
+    let resending: Vec<MessageKey> = messages
+        .iter()
+        .zip(claims)
+        .filter(|(m, c)| matches!(c, Some(Claim::Retrying { attempt, .. }) if *attempt <= m.attempt))
+        .map(|(m, _)| m.key)
+        .collect();
+    let mut received = HashMap::new();
+    if resending.is_empty() {
+        return Ok(received);
+    }
+    for (key, row) in resending.iter().zip(caller.deliver.log.get_messages(&resending).await?) {
+        let Some(row) = row else { continue };
+        if matches!(row.status, MessageStatus::Sent | MessageStatus::Delivered | MessageStatus::Read) {
+            if let Some(id) = row.provider_message_id {
+                received.insert(key.id, id);
+            }
+        }
+    }
+    Ok(received)
+}
+
+/// A call that was in flight when its process stopped: ask the provider whether it arrived.
+async fn lost_call(
+    caller: &Caller<'_>,
+    message: RenderedMessage,
+    expected: Claim,
+    settle: &mut Settlement,
+) -> Option<Sendable> {
+    let n = message.attempt + 1;
+    let sender = caller.route.senders.first().map(|s| s.id.as_str()).unwrap_or_default();
+    match caller.route.provider.lookup(sender, &message).await {
+        Lookup::NotReceived => Some((message, Some(expected))),
+        Lookup::Accepted { provider_message_id } => {
+            let kind = OutcomeKind::Accepted { provider: settle.provider().to_string(), provider_message_id };
+            settle.done(&message, n, kind, None, Some(expected));
+            None
+        }
+        Lookup::Unknown => {
+            let kind = OutcomeKind::Failed {
+                code: "outcome_unknown".into(),
+                reason: "the process stopped during the provider call; not re-sent to avoid a duplicate".into(),
+            };
+            settle.done(&message, n, kind, None, Some(expected));
+            None
+        }
+    }
+}

@@ -1,0 +1,328 @@
+//! The embedded [`SharedState`]: in one process, so atomicity is a lock. Durable parts (ids,
+//! claims, idempotency records, the quota ledger, stopped senders) live in the embedded store's
+//! database; leases, pacing buckets and published campaign statuses are in memory (a restart
+//! starts them afresh: leases are free, buckets full — empty, to keep pacing exact — and
+//! statuses are read from the catalog until the lifecycle publishes them again).
+
+use super::keys::Key;
+use super::{get, put, EmbeddedStore};
+use crate::model::*;
+use crate::state::{ClaimWrite, Fence, Lease, Pace, SharedState, TokenGrant};
+use crate::{Error, Result};
+use async_trait::async_trait;
+use schemas::codec;
+use schemas::helpers::TokenBucket;
+use schemas::*;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+/// Shared state for the embedded deployment (see the module docs).
+pub struct EmbeddedState {
+    store: Arc<EmbeddedStore>,
+    leases: Mutex<HashMap<String, Lease>>,
+    buckets: Mutex<HashMap<String, TokenBucket>>,
+    statuses: Mutex<HashMap<(TenantId, CampaignId), CampaignStatus>>,
+    /// Lease tokens grow across restarts too (they start from the clock).
+    next_token: Mutex<u64>,
+}
+
+impl EmbeddedState {
+    pub fn new(store: Arc<EmbeddedStore>) -> Self {
+        Self {
+            store,
+            leases: Mutex::new(HashMap::new()),
+            buckets: Mutex::new(HashMap::new()),
+            statuses: Mutex::new(HashMap::new()),
+            next_token: Mutex::new(now_ms().saturating_mul(1_000)),
+        }
+    }
+}
+
+fn claim_key(k: &MessageKey) -> Vec<u8> {
+    Key::new().u64(k.tenant.0).u64(k.campaign.0).u128(k.id.0).build()
+}
+fn idempotency_key(t: TenantId, scope: &str, key: &str) -> Vec<u8> {
+    Key::new().u64(t.0).str(scope).str(key).build()
+}
+fn ledger_key(t: TenantId) -> Vec<u8> {
+    Key::new().u64(t.0).str("ledger").build()
+}
+fn wait_key(t: TenantId, c: CampaignId) -> Vec<u8> {
+    Key::new().u64(t.0).str("wait").u64(c.0).build()
+}
+fn stopped_key(t: TenantId, provider: &str, sender: &str) -> Vec<u8> {
+    Key::new().u64(t.0).str(provider).str(sender).build()
+}
+
+/// Now, on tokio's clock (so paused-time tests drive pacing).
+fn instant() -> std::time::Instant {
+    tokio::time::Instant::now().into_std()
+}
+
+/// Removes a key.
+fn remove(store: &EmbeddedStore, ks: &fjall::Keyspace, key: Vec<u8>) -> Result<()> {
+    let mut batch = store.batch();
+    batch.remove(ks, key);
+    Ok(batch.commit()?)
+}
+
+#[async_trait]
+impl SharedState for EmbeddedState {
+    async fn next_id(&self, kind: &'static str) -> Result<u64> {
+        let _guard = self.store.sequence_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let key = Key::new().str("seq").str(kind).build();
+        let next = get::<u64>(&self.store.meta, &key)?.unwrap_or(1);
+        let mut batch = self.store.batch();
+        put(&mut batch, &self.store.meta, key, &(next + 1))?;
+        batch.commit()?;
+        Ok(next)
+    }
+
+
+    async fn get_claims(&self, keys: &[MessageKey]) -> Result<Vec<Option<Claim>>> {
+        keys.iter().map(|k| get(&self.store.claims, &claim_key(k))).collect()
+    }
+
+    async fn put_claims(&self, writes: &[ClaimWrite], fence: Option<&Fence>) -> Result<Vec<bool>> {
+        if let Some(f) = fence {
+            let current = self.leases.lock().unwrap_or_else(|p| p.into_inner()).get(&f.lease).map(|l| l.token);
+            if current != Some(f.token) {
+                return Err(Error::Fenced { lease: f.lease.clone() });
+            }
+        }
+        self.store.within_budget().await;
+        let _guard = self.store.cas_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let mut batch = self.store.batch();
+        let mut applied = Vec::with_capacity(writes.len());
+        for w in writes {
+            let key = claim_key(&w.key);
+            let current: Option<Claim> = get(&self.store.claims, &key)?;
+            let ok = current == w.expected;
+            if ok {
+                put(&mut batch, &self.store.claims, key, &w.claim)?;
+            }
+            applied.push(ok);
+        }
+        batch.commit()?;
+        Ok(applied)
+    }
+
+    async fn acquire_lease(&self, name: &str, holder: &str, ttl_ms: u64, now_ms: u64) -> Result<Option<Lease>> {
+        let mut leases = self.leases.lock().unwrap_or_else(|p| p.into_inner());
+        let token = match leases.get(name) {
+            Some(l) if l.holder == holder && l.expires_ms > now_ms => l.token,
+            Some(l) if l.expires_ms > now_ms => return Ok(None),
+            _ => {
+                let mut next = self.next_token.lock().unwrap_or_else(|p| p.into_inner());
+                *next += 1;
+                *next
+            }
+        };
+        let lease = Lease { name: name.to_string(), holder: holder.to_string(), token, expires_ms: now_ms + ttl_ms };
+        leases.insert(name.to_string(), lease.clone());
+        Ok(Some(lease))
+    }
+
+    async fn release_lease(&self, lease: &Lease) -> Result<()> {
+        let mut leases = self.leases.lock().unwrap_or_else(|p| p.into_inner());
+        if leases.get(&lease.name).is_some_and(|l| l.token == lease.token) {
+            leases.remove(&lease.name);
+        }
+        Ok(())
+    }
+
+    async fn take_tokens(&self, bucket: &str, pace: Pace, want: u32) -> Result<TokenGrant> {
+        let now = instant();
+        let mut buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
+        let b = buckets.entry(bucket.to_string()).or_insert_with(|| TokenBucket::empty(pace.rate_per_s, pace.burst, now));
+        if (b.rate() - pace.rate_per_s).abs() > f64::EPSILON {
+            b.set_rate(pace.rate_per_s, now);
+        }
+        b.set_burst(pace.burst, now);
+        let (granted, next) = b.take_up_to(want, now);
+        Ok(TokenGrant { granted, wait: next })
+    }
+
+    async fn refund_tokens(&self, bucket: &str, _pace: Pace, n: u32) -> Result<()> {
+        if let Some(b) = self.buckets.lock().unwrap_or_else(|p| p.into_inner()).get_mut(bucket) {
+            b.refund(n);
+        }
+        Ok(())
+    }
+
+    async fn publish_status(&self, tenant: TenantId, campaign: CampaignId, status: CampaignStatus) -> Result<()> {
+        self.statuses.lock().unwrap_or_else(|p| p.into_inner()).insert((tenant, campaign), status);
+        Ok(())
+    }
+
+    async fn campaign_status(&self, tenant: TenantId, campaign: CampaignId) -> Result<Option<CampaignStatus>> {
+        Ok(self.statuses.lock().unwrap_or_else(|p| p.into_inner()).get(&(tenant, campaign)).copied())
+    }
+
+    async fn reserve_idempotency(
+        &self,
+        tenant: TenantId,
+        scope: &str,
+        key: &str,
+        request_hash: &str,
+        now_ms: u64,
+        lease_ms: u64,
+        ttl_ms: u64,
+    ) -> Result<Reservation> {
+        let _guard = self.store.cas_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let k = idempotency_key(tenant, scope, key);
+        let live = match get::<IdempotencyEntry>(&self.store.idempotency, &k)? {
+            Some(IdempotencyEntry::InProgress { until_ms, .. }) if until_ms > now_ms => {
+                return Ok(Reservation::InProgress);
+            }
+            Some(IdempotencyEntry::Done(record)) if record.created_ms.saturating_add(ttl_ms) > now_ms => Some(record),
+            // Lapsed or expired: the key is free again.
+            _ => None,
+        };
+        if let Some(record) = live {
+            return Ok(if record.request_hash == request_hash {
+                Reservation::Replay(record)
+            } else {
+                Reservation::Mismatch
+            });
+        }
+        let entry = IdempotencyEntry::InProgress {
+            request_hash: request_hash.to_string(),
+            until_ms: now_ms.saturating_add(lease_ms),
+        };
+        let mut batch = self.store.batch();
+        put(&mut batch, &self.store.idempotency, k, &entry)?;
+        batch.commit()?;
+        Ok(Reservation::Reserved)
+    }
+
+    async fn complete_idempotency(
+        &self,
+        tenant: TenantId,
+        scope: &str,
+        key: &str,
+        record: &IdempotencyRecord,
+    ) -> Result<()> {
+        let _guard = self.store.cas_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let mut batch = self.store.batch();
+        put(
+            &mut batch,
+            &self.store.idempotency,
+            idempotency_key(tenant, scope, key),
+            &IdempotencyEntry::Done(record.clone()),
+        )?;
+        Ok(batch.commit()?)
+    }
+
+    async fn release_idempotency(&self, tenant: TenantId, scope: &str, key: &str) -> Result<()> {
+        let _guard = self.store.cas_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let k = idempotency_key(tenant, scope, key);
+        if matches!(get::<IdempotencyEntry>(&self.store.idempotency, &k)?, Some(IdempotencyEntry::InProgress { .. })) {
+            remove(&self.store, &self.store.idempotency, k)?;
+        }
+        Ok(())
+    }
+
+    async fn sweep_idempotency(&self, now_ms: u64, ttl_ms: u64, budget: usize) -> Result<usize> {
+        let mut stale = Vec::new();
+        for guard in self.store.idempotency.iter() {
+            let (k, v) = guard.into_inner()?;
+            let expired = match codec::decode::<IdempotencyEntry>(&v)? {
+                IdempotencyEntry::InProgress { until_ms, .. } => until_ms <= now_ms,
+                IdempotencyEntry::Done(r) => r.created_ms.saturating_add(ttl_ms) <= now_ms,
+            };
+            if expired {
+                stale.push(k);
+                if stale.len() >= budget {
+                    break;
+                }
+            }
+        }
+        let _guard = self.store.cas_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let mut batch = self.store.batch();
+        for k in &stale {
+            batch.remove(&self.store.idempotency, k.clone());
+        }
+        batch.commit()?;
+        Ok(stale.len())
+    }
+
+
+    async fn reserve_quota(
+        &self,
+        tenant: TenantId,
+        limit: u64,
+        window_ms: u64,
+        want: u64,
+        now_ms: u64,
+    ) -> Result<QuotaGrant> {
+        let _guard = self.store.sequence_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let key = ledger_key(tenant);
+        let mut ledger: QuotaLedger = get(&self.store.quota, &key)?.unwrap_or_default();
+        let grant = ledger.reserve(limit, window_ms, want, now_ms);
+        let mut batch = self.store.batch();
+        put(&mut batch, &self.store.quota, key, &ledger)?;
+        batch.commit()?;
+        Ok(grant)
+    }
+
+    async fn restamp_quota(&self, tenant: TenantId, n: u64, now_ms: u64) -> Result<()> {
+        let _guard = self.store.sequence_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let key = ledger_key(tenant);
+        let Some(mut ledger) = get::<QuotaLedger>(&self.store.quota, &key)? else { return Ok(()) };
+        ledger.restamp(n, now_ms);
+        let mut batch = self.store.batch();
+        put(&mut batch, &self.store.quota, key, &ledger)?;
+        Ok(batch.commit()?)
+    }
+
+    async fn set_quota_wait(&self, tenant: TenantId, campaign: CampaignId, resume_at_ms: Option<u64>) -> Result<()> {
+        let key = wait_key(tenant, campaign);
+        let mut batch = self.store.batch();
+        match resume_at_ms {
+            Some(at) => put(&mut batch, &self.store.quota, key, &at)?,
+            None => batch.remove(&self.store.quota, key),
+        }
+        Ok(batch.commit()?)
+    }
+
+    async fn get_quota_wait(&self, tenant: TenantId, campaign: CampaignId) -> Result<Option<u64>> {
+        get(&self.store.quota, &wait_key(tenant, campaign))
+    }
+
+    async fn stop_sender(&self, tenant: TenantId, provider: &str, sender: &str) -> Result<()> {
+        let mut batch = self.store.batch();
+        batch.insert(&self.store.stopped, stopped_key(tenant, provider, sender), codec::encode(&now_ms())?);
+        Ok(batch.commit()?)
+    }
+
+    async fn stopped_senders(&self, tenant: TenantId) -> Result<Vec<(String, String)>> {
+        let prefix = Key::new().u64(tenant.0).build();
+        let mut out = Vec::new();
+        for guard in self.store.stopped.prefix(&prefix) {
+            let key = guard.key()?;
+            let mut parts = key[8..].split(|b| *b == 0);
+            if let (Some(p), Some(s)) = (parts.next(), parts.next()) {
+                out.push((String::from_utf8_lossy(p).into_owned(), String::from_utf8_lossy(s).into_owned()));
+            }
+        }
+        Ok(out)
+    }
+
+    async fn clear_stopped(&self, tenant: TenantId, provider: &str) -> Result<()> {
+        let prefix = Key::new().u64(tenant.0).str(provider).build();
+        let keys = self.store.stopped.prefix(&prefix).map(|g| g.key()).collect::<std::result::Result<Vec<_>, _>>()?;
+        let mut batch = self.store.batch();
+        for k in keys {
+            batch.remove(&self.store.stopped, k);
+        }
+        Ok(batch.commit()?)
+    }
+
+    async fn purge_tenant(&self, tenant: TenantId, _budget: usize) -> Result<bool> {
+        // Claims, idempotency records, quota and stopped senders are in the store's database,
+        // tenant-first: `Catalog::purge_tenant` removes them. Only memory is left.
+        self.statuses.lock().unwrap_or_else(|p| p.into_inner()).retain(|(t, _), _| *t != tenant);
+        Ok(true)
+    }
+}
