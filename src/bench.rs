@@ -112,7 +112,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<BenchReport> {
             burst,
             weight: 1,
         };
-        campaigns.push((tenant_with_campaign(engine.store.as_ref(), &spec).await?, share));
+        campaigns.push((tenant_with_campaign(&engine, &spec).await?, share));
     }
     let setup_s = setup.elapsed().as_secs_f64();
 

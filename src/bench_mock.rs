@@ -7,6 +7,7 @@
 use crate::bench::{jain, terminal_rows, BenchArgs, BenchReport, TenantReport};
 use crate::config::HeraldConfig;
 use crate::demo::wait_until_complete;
+use crate::engine::Engine;
 use crate::mock_provider::{calls, MockArgs, MockProvider};
 use crate::seed::{tenant_with_campaign, SeedSpec};
 use crate::serve::Server;
@@ -21,14 +22,15 @@ const APP_SECRET: &str = "bench-app-secret";
 
 /// Points a seeded campaign at a WhatsApp template and gives its tenant a WhatsApp provider.
 async fn make_whatsapp(
-    store: &dyn Store,
+    engine: &Engine,
     key: &secrets::SecretKey,
     tenant: TenantId,
     campaign: CampaignId,
     base_url: &str,
     sender: SenderSettings,
 ) -> anyhow::Result<()> {
-    let template = TemplateId(store.next_id("template").await?);
+    let store = engine.store.as_ref();
+    let template = TemplateId(engine.state.next_id("template").await?);
     store
         .put_template(&Template {
             id: template,
@@ -112,9 +114,9 @@ pub async fn run(args: BenchArgs, mock_mps: u32) -> anyhow::Result<BenchReport> 
                 args.recipients / u64::from(tenants) + u64::from(u64::from(i) < args.recipients % u64::from(tenants));
             let spec =
                 SeedSpec { name: format!("bench-{i}"), recipients: share, rate_limit_per_s: None, burst: 0, weight: 1 };
-            let (t, c) = tenant_with_campaign(engine.store.as_ref(), &spec).await?;
+            let (t, c) = tenant_with_campaign(&engine, &spec).await?;
             let sender = SenderSettings { id: format!("bench-pn-{i}"), rate_limit_per_s: Some(rate), burst };
-            make_whatsapp(engine.store.as_ref(), &key, t, c, &base_url, sender).await?;
+            make_whatsapp(&engine, &key, t, c, &base_url, sender).await?;
             campaigns.push(((t, c), share));
         }
     }

@@ -11,7 +11,7 @@ use schemas::{CampaignId, TenantId};
 use serde::Serialize;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
-use storage::{CampaignCounters, CampaignStatus, CatalogStore, MessageLog};
+use storage::{Audiences, CampaignCounters, CampaignStatus, Catalog, MessageLog};
 
 #[derive(Debug, Clone)]
 pub struct DemoArgs {
@@ -100,7 +100,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<DemoSummary> {
             if !args.json {
                 eprintln!("Creating an audience of {} synthetic recipients...", args.recipients);
             }
-            let (t, c) = tenant_with_campaign(engine.store.as_ref(), &spec).await?;
+            let (t, c) = tenant_with_campaign(&engine, &spec).await?;
             engine.trigger(t, c).await?;
             (t, c, args.recipients)
         }

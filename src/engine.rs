@@ -1,8 +1,9 @@
-//! The embedded engine: every stage in one process on the embedded store and topics.
+//! The embedded engine: every stage in one process on the embedded store, shared state and
+//! topics. The composition root: the only place that picks backends and wires stages to topics.
 
 use anyhow::Context;
 use pipeline::{
-    runner, topics, EmbeddedTopics, EmbeddedTopicsConfig, RunnerConfig, Shutdown, StageMetrics, TopicBackend,
+    runner, topics, Board, EmbeddedTopics, EmbeddedTopicsConfig, RunnerConfig, Runtime, Shutdown, StageHandle,
 };
 use schemas::{CampaignId, TenantId};
 use stages::chunk::{Chunk, ChunkConfig};
@@ -15,10 +16,10 @@ use stages::lifecycle::{Action, Lifecycle};
 use stages::reconcile::{ReconcileDeadLetters, ReconcileOutcomes, ReconcileReceipts, Reconciler};
 use stages::render::Render;
 use stages::throttle::{Throttle, ThrottleConfig};
-use stages::SharedStore;
 use std::path::PathBuf;
 use std::sync::Arc;
-use storage::{EmbeddedStore, EmbeddedStoreConfig};
+use std::time::Duration;
+use storage::{EmbeddedState, EmbeddedStore, EmbeddedStoreConfig};
 use tokio::task::JoinSet;
 
 /// Everything the embedded engine needs; defaults are the zero-config embedded mode.
@@ -36,6 +37,8 @@ pub struct EngineConfig {
     pub secrets: Option<storage::secrets::SecretKey>,
     /// Which addresses tenant providers may reach.
     pub addresses: AddressPolicy,
+    /// How stale a campaign status the stages read may be (a pause takes effect within it).
+    pub control_ttl: Duration,
 }
 
 impl EngineConfig {
@@ -50,93 +53,134 @@ impl EngineConfig {
             simulator: SimulatorConfig::default(),
             secrets: None,
             addresses: AddressPolicy::default(),
+            control_ttl: Duration::from_millis(200),
         }
     }
+}
+
+/// How each stage is driven. Records of the message topics carry up to ~1,000 messages, so a
+/// partition keeps fewer of them in memory; deliver runs many lanes at once because a paced
+/// lane mostly waits for its slots.
+pub fn runner_configs() -> [(&'static str, RunnerConfig); 5] {
+    let base = RunnerConfig::default();
+    let messages = RunnerConfig { max_batch: 1, lane_queue: 2, partition_records: 32, ..base.clone() };
+    [
+        ("chunk", RunnerConfig { max_batch: 1, ..base.clone() }),
+        ("render", RunnerConfig { max_batch: 1, lane_queue: 2, partition_records: 16, ..base.clone() }),
+        ("throttle", RunnerConfig { concurrent_lanes: 32, ..messages.clone() }),
+        ("deliver", RunnerConfig { concurrent_lanes: 32, ..messages }),
+        ("reconcile", RunnerConfig { max_batch: 16, ..base }),
+    ]
+}
+
+fn runner_config(name: &str) -> RunnerConfig {
+    runner_configs().into_iter().find(|(n, _)| *n == name).map(|(_, c)| c).unwrap_or_default()
 }
 
 /// A running embedded engine.
 pub struct Engine {
     pub store: Arc<EmbeddedStore>,
+    pub state: Arc<EmbeddedState>,
     pub topics: Arc<EmbeddedTopics>,
     pub simulator: Arc<Simulator>,
-    pub reconciler: Arc<Reconciler>,
-    pub senders: Arc<Senders>,
-    pub stage_metrics: Vec<(&'static str, Arc<StageMetrics>)>,
-    chunk: Arc<Chunk>,
+    /// What the runners and stages publish (metrics).
+    pub board: Arc<Board>,
+    /// The one owner of campaign status changes.
+    pub lifecycle: Arc<Lifecycle>,
+    pub stages: Vec<StageHandle>,
     shutdown: Shutdown,
     tasks: JoinSet<pipeline::Result<()>>,
 }
 
 impl Engine {
-    /// Opens the data dir and starts every stage; resumes campaigns a previous run left running.
+    /// Opens the data dir and starts every stage; chunk resumes campaigns a previous run left
+    /// mid-way, and the runners pick up what the topics and held stores still have.
     pub async fn start(config: EngineConfig) -> anyhow::Result<Self> {
         let store = Arc::new(
             EmbeddedStore::open(&config.data_dir.join("store"), config.store.clone())
                 .with_context(|| format!("opening the store in {}", config.data_dir.display()))?,
         );
+        let state = Arc::new(EmbeddedState::new(store.clone()));
         let topics = EmbeddedTopics::open(&config.data_dir.join("topics"), &topics::all(), config.topics.clone())
             .with_context(|| format!("opening the topics in {}", config.data_dir.display()))?;
-        let shared: SharedStore = store.clone();
-        let backend: Arc<dyn TopicBackend> = topics.clone();
-        let shutdown = Shutdown::new();
-        let simulator = Simulator::start(config.simulator.clone(), backend.clone(), shutdown.clone())
+        let runtime =
+            Runtime { backend: topics.clone(), held: topics.held(), shutdown: Shutdown::new(), board: Arc::default() };
+        let simulator = Simulator::start(config.simulator.clone(), runtime.backend.clone(), runtime.shutdown.clone())
             .context("starting the simulator provider")?;
 
-        let mut tasks = JoinSet::new();
-        let mut stage_metrics = Vec::new();
-        let run = RunnerConfig::default();
-        let control = Arc::new(CampaignControl::new(shared.clone(), std::time::Duration::from_millis(200)));
-        let chunk = Chunk::new(shared.clone(), backend.clone(), config.chunk.clone(), shutdown.clone());
-        let render = Arc::new(Render::new(shared.clone(), control.clone()));
-        let throttle =
-            Throttle::new(shared.clone(), control.clone(), backend.clone(), config.throttle.clone(), shutdown.clone());
+        let control = Arc::new(CampaignControl::new(store.clone(), state.clone(), config.control_ttl));
+        let chunk = Chunk::new(store.clone(), store.clone(), store.clone(), control.clone(), config.chunk.clone());
+        let render = Render::new(store.clone(), control.clone());
+        let throttle = Throttle::new(
+            store.clone(),
+            state.clone(),
+            control.clone(),
+            runtime.backend.clone(),
+            config.throttle.clone(),
+        );
         let senders = Arc::new(Senders::new(
-            shared.clone(),
+            store.clone(),
+            state.clone(),
             simulator.clone(),
             config.secrets.clone(),
             config.deliver.call_timeout,
             config.addresses,
         ));
-        let deliver = Deliver::new(shared.clone(), senders.clone(), control.clone(), config.deliver.clone());
-        let redeliver = Arc::new(Redeliver::new(deliver.clone(), shutdown.clone()));
-        let reconciler = Reconciler::new(shared.clone());
+        let deliver = Arc::new(Deliver::new(store.clone(), state.clone(), senders, control, config.deliver.clone()));
+        let reconciler = Reconciler::new(store.clone(), store.clone());
 
-        macro_rules! start {
-            ($name:literal, $stage:expr, $topic:expr, $cfg:expr) => {
-                stage_metrics
-                    .push(($name, runner::spawn(&mut tasks, $stage, $topic, backend.clone(), $cfg, shutdown.clone())));
-            };
-        }
-        start!("chunk", chunk.clone(), topics::SENDS, run.clone());
-        start!("render", render, topics::CHUNKS, run.clone());
-        start!("throttle", throttle, topics::RENDERED, RunnerConfig { max_batch: 1, ..run.clone() });
-        start!("deliver", deliver, topics::READY, RunnerConfig { max_batch: 1, ..run.clone() });
-        start!("redeliver", redeliver, topics::RETRY, RunnerConfig { max_batch: 1, ..run.clone() });
-        start!(
-            "reconcile",
-            Arc::new(ReconcileOutcomes(reconciler.clone())),
-            topics::OUTCOMES,
-            RunnerConfig { max_batch: 16, ..run.clone() }
-        );
-        start!(
-            "reconcile-receipts",
-            Arc::new(ReconcileReceipts(reconciler.clone())),
-            topics::RECEIPTS,
-            RunnerConfig { max_batch: 16, ..run.clone() }
-        );
-        start!("reconcile-dlq", Arc::new(ReconcileDeadLetters(reconciler.clone())), topics::DLQ, run.clone());
-
-        let resumed = chunk.resume().await.context("resuming running campaigns")?;
-        if resumed > 0 {
-            tracing::info!(resumed, "resumed campaigns left running by a previous run");
-        }
-        Ok(Self { store, topics, simulator, reconciler, senders, stage_metrics, chunk, shutdown, tasks })
+        let mut tasks = JoinSet::new();
+        let stages = vec![
+            runner::spawn(&mut tasks, Arc::new(chunk), topics::SENDS, &runtime, runner_config("chunk")),
+            runner::spawn(&mut tasks, Arc::new(render), topics::CHUNKS, &runtime, runner_config("render")),
+            runner::spawn(&mut tasks, Arc::new(throttle), topics::RENDERED, &runtime, runner_config("throttle")),
+            runner::spawn(&mut tasks, deliver.clone(), topics::READY, &runtime, runner_config("deliver")),
+            runner::spawn(
+                &mut tasks,
+                Arc::new(Redeliver::new(deliver)),
+                topics::RETRY,
+                &runtime,
+                runner_config("deliver"),
+            ),
+            runner::spawn(
+                &mut tasks,
+                Arc::new(ReconcileOutcomes(reconciler.clone())),
+                topics::OUTCOMES,
+                &runtime,
+                runner_config("reconcile"),
+            ),
+            runner::spawn(
+                &mut tasks,
+                Arc::new(ReconcileReceipts(reconciler.clone())),
+                topics::RECEIPTS,
+                &runtime,
+                runner_config("reconcile"),
+            ),
+            runner::spawn(
+                &mut tasks,
+                Arc::new(ReconcileDeadLetters(reconciler)),
+                topics::DLQ,
+                &runtime,
+                runner_config("reconcile"),
+            ),
+        ];
+        let lifecycle = Arc::new(Lifecycle::new(store.clone(), state.clone(), runtime.backend.clone()));
+        Ok(Self {
+            store,
+            state,
+            topics,
+            simulator,
+            board: runtime.board,
+            lifecycle,
+            stages,
+            shutdown: runtime.shutdown,
+            tasks,
+        })
     }
 
     /// Sends a campaign (through the lifecycle, like the API does).
     pub async fn trigger(&self, tenant: TenantId, campaign: CampaignId) -> anyhow::Result<()> {
-        let lifecycle = Lifecycle::new(self.store.clone(), self.topics.clone());
-        lifecycle.apply(tenant, campaign, Action::Send, &Default::default()).await?;
+        self.lifecycle.apply(tenant, campaign, Action::Send, &Default::default()).await?;
         Ok(())
     }
 
@@ -144,7 +188,7 @@ impl Engine {
         self.shutdown.clone()
     }
 
-    /// Graceful drain: stop fetching, finish and commit batches in hand, flush the stores.
+    /// Graceful drain: stop fetching, finish and commit steps in hand, flush the stores.
     pub async fn stop(mut self) -> anyhow::Result<()> {
         self.shutdown.trigger();
         while let Some(result) = self.tasks.join_next().await {
@@ -154,7 +198,6 @@ impl Engine {
                 Err(e) => tracing::error!(error = %e, "stage task panicked"),
             }
         }
-        self.chunk.drain().await;
         self.store.flush()?;
         self.topics.flush()?;
         Ok(())

@@ -1,5 +1,6 @@
 //! Synthetic tenants, templates, audiences and campaigns for `herald demo` and `herald bench`.
 
+use crate::engine::Engine;
 use schemas::*;
 use storage::*;
 
@@ -15,12 +16,10 @@ pub struct SeedSpec {
 
 /// Creates a tenant with an SMS template, an audience of `recipients` synthetic phone numbers
 /// (attributes `name` and `code`) and a draft campaign. Returns (tenant, campaign).
-pub async fn tenant_with_campaign<S: Store + ?Sized>(
-    store: &S,
-    spec: &SeedSpec,
-) -> storage::Result<(TenantId, CampaignId)> {
+pub async fn tenant_with_campaign(engine: &Engine, spec: &SeedSpec) -> storage::Result<(TenantId, CampaignId)> {
+    let (store, ids) = (engine.store.as_ref(), engine.state.as_ref());
     let now = now_ms();
-    let tenant = TenantId(store.next_id("tenant").await?);
+    let tenant = TenantId(ids.next_id("tenant").await?);
     store
         .put_tenant(&Tenant {
             id: tenant,
@@ -32,7 +31,7 @@ pub async fn tenant_with_campaign<S: Store + ?Sized>(
             state: TenantState::Active,
         })
         .await?;
-    let template = TemplateId(store.next_id("template").await?);
+    let template = TemplateId(ids.next_id("template").await?);
     store
         .put_template(&Template {
             id: template,
@@ -45,7 +44,7 @@ pub async fn tenant_with_campaign<S: Store + ?Sized>(
             whatsapp: None,
         })
         .await?;
-    let audience = AudienceId(store.next_id("audience").await?);
+    let audience = AudienceId(ids.next_id("audience").await?);
     store
         .put_audience(&Audience {
             id: audience,
@@ -71,7 +70,7 @@ pub async fn tenant_with_campaign<S: Store + ?Sized>(
         store.add_recipients(tenant, audience, rows).await?;
         next = end;
     }
-    let campaign = CampaignId(store.next_id("campaign").await?);
+    let campaign = CampaignId(ids.next_id("campaign").await?);
     store
         .put_campaign(&Campaign {
             id: campaign,

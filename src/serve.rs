@@ -48,13 +48,20 @@ impl Server {
         let mut engine_config = engine_config(config);
         engine_config.secrets = Some(secrets.clone());
         let engine = Engine::start(engine_config).await?;
-        let mut metrics = api::metrics::Metrics::new(engine.stage_metrics.clone(), Some(engine.reconciler.clone()));
-        metrics.senders = Some(engine.senders.clone());
+        let metrics = api::metrics::Metrics::new(engine.board.clone());
         let api_config = api::ApiConfig {
             idempotency_ttl: Duration::from_secs(config.idempotency_ttl_s),
             addresses: AddressPolicy { allow_private: config.allow_private_provider_addresses },
         };
-        let state = api::AppState::new(engine.store.clone(), engine.topics.clone(), auth, metrics, secrets, api_config);
+        let state = api::AppState::new(
+            engine.store.clone(),
+            engine.state.clone(),
+            engine.topics.clone(),
+            auth,
+            metrics,
+            secrets,
+            api_config,
+        );
         let listener =
             std::net::TcpListener::bind(&config.listen).with_context(|| format!("binding {}", config.listen))?;
         listener.set_nonblocking(true)?;

@@ -89,7 +89,7 @@ async fn import_send_complete_and_query() {
     let one = s.ok("GET", &format!("/v1/campaigns/{cid}/messages?address=%2B12025000000"), &op, None).await;
     assert_eq!(one["items"].as_array().unwrap().len(), 1);
 
-    let metrics = s.metrics().await;
+    let metrics = s.metrics_when(|m| m.contains("herald_stage_records_in_total")).await;
     assert!(
         metrics.contains(&format!("herald_tenant_messages{{tenant=\"1\",status=\"delivered\"}} {total}")),
         "{metrics}"

@@ -26,10 +26,6 @@ async fn mock(s: &TestServer, inject: Vec<(i64, f64)>, mps: u32, log: Option<std
     .unwrap()
 }
 
-async fn metrics(s: &TestServer) -> String {
-    s.metrics().await
-}
-
 /// What one drill ended with.
 struct Drill {
     tenant: u64,
@@ -86,7 +82,8 @@ async fn failure_matrix_each_code_has_its_documented_outcome() {
     // 368: the sender is stopped (alert metric) and what it would have sent fails.
     let d = drill(&s, 368, 1.0, 3).await;
     assert_eq!(d.progress["failed"], 3, "{}", d.progress);
-    assert!(metrics(&s).await.contains("provider=\"whatsapp\",sender=\"PN-368\"} 1"), "sender not reported stopped");
+    let stopped = "provider=\"whatsapp\",sender=\"PN-368\"} 1";
+    assert!(s.metrics_when(|m| m.contains(stopped)).await.contains(stopped), "sender not reported stopped");
 
     // Pace (AIMD), quality slow-down, recipient back-off, upgrade in progress, 5xx: all
     // delivered in the end, none lost, none failed.
@@ -108,17 +105,17 @@ async fn failure_matrix_each_code_has_its_documented_outcome() {
         let refused = d.mock.stats().refused.get(&code.to_string()).copied().unwrap_or(0);
         assert!(refused > 0, "{code} was never injected");
     }
-    let m = metrics(&s).await;
+    let signalled = |m: &str, code: u32| {
+        m.lines()
+            .find(|l| l.starts_with("herald_sender_pace_signals_total{tenant=") && l.contains(&format!("PN-{code}\"")))
+            .and_then(|l| l.split_whitespace().last()?.parse::<u64>().ok())
+            .unwrap_or(0)
+            > 0
+    };
+    let m = s.metrics_when(|m| [130429, 80007, 4, 131048].iter().all(|c| signalled(m, *c))).await;
     let pace_lines: Vec<&str> = m.lines().filter(|l| l.starts_with("herald_sender_pace_signals_total")).collect();
     for code in [130429, 80007, 4, 131048] {
-        let line = m
-            .lines()
-            .find(|l| l.starts_with("herald_sender_pace_signals_total{tenant=") && l.contains(&format!("PN-{code}\"")))
-            .unwrap_or_default();
-        assert!(
-            line.split_whitespace().last().and_then(|n| n.parse::<u64>().ok()).unwrap_or(0) > 0,
-            "{code}: no pace signal in {pace_lines:?}"
-        );
+        assert!(signalled(&m, code), "{code}: no pace signal in {pace_lines:?}");
     }
     s.stop().await;
 }

@@ -136,11 +136,9 @@ async fn mock_at_50_herald_at_80_adapts_and_loses_nothing() {
     let all = summary(&log, 0);
     assert_eq!((all.accepted, all.duplicate_message_ids), (3_000, 0));
     // The AIMD state is exported.
-    let metrics = s.metrics().await;
-    assert!(
-        metrics.contains("herald_sender_pace_signals_total{tenant=\"1\",provider=\"whatsapp\",sender=\"PN-A\"}"),
-        "{metrics}"
-    );
+    let exported = "herald_sender_pace_signals_total{tenant=\"1\",provider=\"whatsapp\",sender=\"PN-A\"}";
+    let metrics = s.metrics_when(|m| m.contains(exported)).await;
+    assert!(metrics.contains(exported), "{metrics}");
     s.stop().await;
 }
 

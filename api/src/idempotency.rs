@@ -2,7 +2,7 @@
 //! original response; the same key with a different request is refused (422).
 //!
 //! The key is reserved atomically in the store before the request runs (one compare-and-set,
-//! [`storage::CatalogStore::reserve_idempotency`]), so concurrent requests with one key run it
+//! [`storage::SharedState::reserve_idempotency`]), so concurrent requests with one key run it
 //! once in every deployment: the others get 409 `idempotency_in_progress` while it runs, and
 //! the stored response after. A request that fails gives the key back; responses are kept for
 //! the configured TTL (24 h by default). A reservation lapses after [`LEASE`] so a process that
@@ -62,7 +62,7 @@ where
     let request_hash = hex::encode(hasher.finalize());
     let now = schemas::now_ms();
     let (lease, ttl) = (LEASE.as_millis() as u64, state.idempotency_ttl.as_millis() as u64);
-    match state.store.reserve_idempotency(tenant, &caller.sub, key, &request_hash, now, lease, ttl).await? {
+    match state.state.reserve_idempotency(tenant, &caller.sub, key, &request_hash, now, lease, ttl).await? {
         Reservation::Reserved => {}
         Reservation::InProgress => {
             return Err(ApiError::conflict(
@@ -93,12 +93,12 @@ where
                 body: serde_json::to_vec(&value).map_err(ApiError::internal)?,
                 created_ms: now,
             };
-            state.store.complete_idempotency(tenant, &caller.sub, key, &record).await?;
+            state.state.complete_idempotency(tenant, &caller.sub, key, &record).await?;
             Ok((status, axum::Json(value)).into_response())
         }
         Err(e) => {
             // Nothing was created: the key is free for a retry.
-            state.store.release_idempotency(tenant, &caller.sub, key).await?;
+            state.state.release_idempotency(tenant, &caller.sub, key).await?;
             Err(e)
         }
     }

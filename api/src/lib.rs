@@ -23,7 +23,7 @@ pub mod validate;
 
 use pipeline::TopicBackend;
 use std::sync::Arc;
-use storage::Store;
+use storage::{SharedState, Store};
 
 pub use auth::{Auth, Caller, Claims, Role};
 pub use error::{ApiError, ApiResult};
@@ -46,6 +46,8 @@ impl Default for ApiConfig {
 /// Everything a handler may touch.
 pub struct AppState {
     pub store: Arc<dyn Store>,
+    /// Ids, idempotency reservations, quota waits, stopped senders (shared by every process).
+    pub state: Arc<dyn SharedState>,
     pub topics: Arc<dyn TopicBackend>,
     pub auth: Auth,
     pub metrics: metrics::Metrics,
@@ -61,15 +63,17 @@ pub struct AppState {
 impl AppState {
     pub fn new(
         store: Arc<dyn Store>,
+        state: Arc<dyn SharedState>,
         topics: Arc<dyn TopicBackend>,
         auth: Auth,
         metrics: metrics::Metrics,
         secrets: storage::secrets::SecretKey,
         config: ApiConfig,
     ) -> Arc<Self> {
-        let lifecycle = stages::lifecycle::Lifecycle::new(store.clone(), topics.clone());
+        let lifecycle = stages::lifecycle::Lifecycle::new(store.clone(), state.clone(), topics.clone());
         Arc::new(Self {
             store,
+            state,
             topics,
             auth,
             metrics,

@@ -1,5 +1,7 @@
-//! Prometheus text exposition: HTTP request counts and latency, per-stage runner counters,
-//! reconcile counters, per-tenant campaign counters are read from the store on scrape.
+//! Prometheus text exposition: HTTP request counts and latency (the API's own), the snapshots
+//! runners and stages publish on the [`pipeline::Board`] (stage counters, reconcile, senders,
+//! throttle), and at scrape time per-stage lag from topic offsets and per-tenant message counts
+//! from the campaign counter rows.
 //!
 //! Served on its own listener ([`router`], `--metrics-listen`, default 127.0.0.1:9464 as
 //! Prometheus exporters do), never on the public API listener: it names every tenant and
@@ -9,8 +11,7 @@ use crate::AppState;
 use axum::extract::{Request, State};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use pipeline::StageMetrics;
-use stages::reconcile::Reconciler;
+use pipeline::Board;
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -21,10 +22,8 @@ const BUCKETS: [f64; 10] = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1
 
 #[derive(Default)]
 pub struct Metrics {
-    pub stages: Vec<(&'static str, Arc<StageMetrics>)>,
-    pub reconciler: Option<Arc<Reconciler>>,
-    /// The deliver stage's senders (pacing, AIMD rate, stopped).
-    pub senders: Option<Arc<stages::deliver::senders::Senders>>,
+    /// What this process's runners and stages published.
+    pub board: Arc<Board>,
     /// WhatsApp webhook changes for phone number ids no tenant owns (answered 200, dropped).
     pub webhook_unknown_senders: AtomicU64,
     http_by_class: [AtomicU64; 5],
@@ -34,8 +33,8 @@ pub struct Metrics {
 }
 
 impl Metrics {
-    pub fn new(stages: Vec<(&'static str, Arc<StageMetrics>)>, reconciler: Option<Arc<Reconciler>>) -> Self {
-        Self { stages, reconciler, ..Default::default() }
+    pub fn new(board: Arc<Board>) -> Self {
+        Self { board, ..Default::default() }
     }
 
     fn observe(&self, status: u16, seconds: f64) {
@@ -66,40 +65,7 @@ impl Metrics {
         let _ = writeln!(out, "herald_http_request_duration_seconds_bucket{{le=\"+Inf\"}} {count}");
         let _ = writeln!(out, "herald_http_request_duration_seconds_sum {}", load(&self.http_sum_us) as f64 / 1e6);
         let _ = writeln!(out, "herald_http_request_duration_seconds_count {count}");
-        for (name, help, get) in [
-            (
-                "herald_stage_records_in_total",
-                "records consumed",
-                (|m: &StageMetrics| &m.records_in) as fn(&StageMetrics) -> &AtomicU64,
-            ),
-            ("herald_stage_records_out_total", "records produced", |m| &m.records_out),
-            ("herald_stage_batches_total", "batches processed", |m| &m.batches),
-            ("herald_stage_failures_total", "failed batch attempts", |m| &m.failures),
-            ("herald_stage_dead_records_total", "records dead-lettered", |m| &m.dead_records),
-            ("herald_stage_busy_microseconds_total", "time spent processing", |m| &m.busy_us),
-        ] {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
-            for (stage, m) in &self.stages {
-                let _ = writeln!(out, "{name}{{stage=\"{stage}\"}} {}", load(get(m)));
-            }
-        }
-        if let Some(r) = &self.reconciler {
-            let _ = writeln!(out, "# HELP herald_reconcile_events_total events applied to the message log");
-            let m = &r.metrics;
-            let _ = writeln!(out, "# TYPE herald_reconcile_events_total counter");
-            let _ = writeln!(out, "herald_reconcile_events_total {}", load(&m.events));
-            let _ = writeln!(out, "# TYPE herald_reconcile_transitions_total counter");
-            let _ = writeln!(out, "herald_reconcile_transitions_total {}", load(&m.transitions));
-            let _ = writeln!(
-                out,
-                "# HELP herald_receipts_unmatched_total receipts that matched no message of their tenant (dropped)\n# TYPE herald_receipts_unmatched_total counter"
-            );
-            let _ = writeln!(out, "herald_receipts_unmatched_total {}", load(&m.unmatched_receipts));
-            let _ = writeln!(out, "# TYPE herald_reconcile_purged_tenant_events_total counter");
-            let _ = writeln!(out, "herald_reconcile_purged_tenant_events_total {}", load(&m.purged_tenant_events));
-            let _ = writeln!(out, "# TYPE herald_campaigns_completed_total counter");
-            let _ = writeln!(out, "herald_campaigns_completed_total {}", load(&m.completed_campaigns));
-        }
+        self.board.render(&mut out);
         let _ = writeln!(
             out,
             "# HELP herald_webhooks_unknown_sender_total webhook changes for phone number ids no tenant owns\n# TYPE herald_webhooks_unknown_sender_total counter"
@@ -138,18 +104,6 @@ pub async fn track(State(state): State<Arc<AppState>>, request: Request, next: N
     response
 }
 
-/// Which consumer group reads which topic, for the lag gauge.
-pub const CONSUMERS: [(&str, &str); 8] = [
-    ("chunk", "campaign.sends"),
-    ("render", "campaign.chunks"),
-    ("throttle", "messages.rendered"),
-    ("deliver", "messages.ready"),
-    ("redeliver", "delivery.retry"),
-    ("reconcile", "delivery.outcomes"),
-    ("reconcile-receipts", "receipts.inbound"),
-    ("reconcile-dlq", "delivery.dlq"),
-];
-
 /// The scrape-time part: per-stage lag from topic offsets and per-tenant message counts from
 /// the campaign counter rows (a read per campaign, never a scan of the message log).
 pub async fn render_live(state: &AppState) -> String {
@@ -158,15 +112,20 @@ pub async fn render_live(state: &AppState) -> String {
         out,
         "# HELP herald_stage_lag_records records waiting for a stage\n# TYPE herald_stage_lag_records gauge"
     );
-    for (group, topic) in CONSUMERS {
-        let Ok(spec) = state.topics.spec(topic) else { continue };
+    for stage in pipeline::topics::STAGES {
+        let topic = stage.input.name;
         let mut lag = 0;
-        for p in 0..spec.partitions {
+        for p in 0..stage.input.partitions {
             let end = state.topics.end_offset(topic, p).await.unwrap_or(0);
-            let done = state.topics.committed(topic, group, p).await.unwrap_or(end);
+            // Reading a group's offset never creates the group (a group that never committed
+            // has consumed nothing still in the topic).
+            let done = match state.topics.committed(topic, stage.name, p).await {
+                Ok(Some(c)) => c,
+                _ => state.topics.start_offset(topic, p).await.unwrap_or(end),
+            };
             lag += end.saturating_sub(done);
         }
-        let _ = writeln!(out, "herald_stage_lag_records{{stage=\"{group}\"}} {lag}");
+        let _ = writeln!(out, "herald_stage_lag_records{{stage=\"{}\"}} {lag}", stage.name);
     }
     let _ = writeln!(
         out,
@@ -195,9 +154,6 @@ pub async fn render_live(state: &AppState) -> String {
             }
         }
     }
-    if let Some(senders) = &state.metrics.senders {
-        render_senders(&mut out, &senders.snapshot());
-    }
     out
 }
 
@@ -207,38 +163,4 @@ pub fn router(state: Arc<AppState>) -> axum::Router {
         ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], render_live(&state).await)
     }
     axum::Router::new().route("/metrics", axum::routing::get(scrape)).with_state(state)
-}
-
-/// Per-sender pacing: configured and current (AIMD) rate, pace signals, stopped.
-fn render_senders(out: &mut String, senders: &[stages::deliver::senders::SenderView]) {
-    let _ = writeln!(
-        out,
-        "# HELP herald_sender_rate_per_s sender call rate (configured, and current after AIMD)\n# TYPE herald_sender_rate_per_s gauge"
-    );
-    for s in senders {
-        let labels = format!("tenant=\"{}\",provider=\"{}\",sender=\"{}\"", s.tenant, s.provider, s.sender);
-        if let (Some(configured), Some(current)) = (s.configured_rate, s.current_rate) {
-            let _ = writeln!(out, "herald_sender_rate_per_s{{{labels},kind=\"configured\"}} {configured:.2}");
-            let _ = writeln!(out, "herald_sender_rate_per_s{{{labels},kind=\"current\"}} {current:.2}");
-        }
-    }
-    let _ = writeln!(out, "# HELP herald_sender_pace_signals_total provider 'too fast' answers\n# TYPE herald_sender_pace_signals_total counter");
-    for s in senders {
-        let _ = writeln!(
-            out,
-            "herald_sender_pace_signals_total{{tenant=\"{}\",provider=\"{}\",sender=\"{}\"}} {}",
-            s.tenant, s.provider, s.sender, s.pace_signals
-        );
-    }
-    let _ = writeln!(out, "# HELP herald_sender_stopped 1 when the provider stopped the sender (alert)\n# TYPE herald_sender_stopped gauge");
-    for s in senders {
-        let _ = writeln!(
-            out,
-            "herald_sender_stopped{{tenant=\"{}\",provider=\"{}\",sender=\"{}\"}} {}",
-            s.tenant,
-            s.provider,
-            s.sender,
-            u8::from(s.stopped)
-        );
-    }
 }

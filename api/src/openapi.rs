@@ -50,8 +50,8 @@ pub const ERRORS: &[(&str, &str, &[u16], Extra)] = &[
     ("post", "/v1/audiences", &[400, 401, 403, 404, 409, 413, 422, 503], Extra::TenantIdempotent),
     ("get", "/v1/audiences", &[400, 401, 404, 503], Extra::Tenant),
     ("get", "/v1/audiences/{id}", &[400, 401, 404, 503], Extra::Tenant),
-    ("post", "/v1/audiences/{id}/recipients", &[400, 401, 403, 404, 413, 422, 503], Extra::Tenant),
-    ("post", "/v1/audiences/{id}/import", &[400, 401, 403, 404, 413, 415, 422, 503], Extra::Tenant),
+    ("post", "/v1/audiences/{id}/recipients", &[400, 401, 403, 404, 409, 413, 422, 503], Extra::Tenant),
+    ("post", "/v1/audiences/{id}/import", &[400, 401, 403, 404, 409, 413, 415, 422, 503], Extra::Tenant),
     ("post", "/v1/suppressions", &[400, 401, 403, 404, 413, 422, 503], Extra::Tenant),
     ("get", "/v1/suppressions", &[400, 401, 404, 503], Extra::Tenant),
     ("delete", "/v1/suppressions/{address}", &[400, 401, 403, 404, 503], Extra::Tenant),
@@ -378,8 +378,16 @@ mod tests {
             pipeline::EmbeddedTopics::open(&dir.path().join("t"), &pipeline::topics::all(), Default::default())
                 .unwrap();
         let secrets = storage::secrets::SecretKey::from_bytes(&[1; 32]).unwrap();
-        let state =
-            AppState::new(store, topics, crate::Auth::hs256(b"k"), Default::default(), secrets, Default::default());
+        let shared = Arc::new(storage::EmbeddedState::new(store.clone()));
+        let state = AppState::new(
+            store,
+            shared,
+            topics,
+            crate::Auth::hs256(b"k"),
+            Default::default(),
+            secrets,
+            Default::default(),
+        );
         let app = crate::router(state);
         for (method, path, _, _) in ERRORS {
             let uri = path

@@ -8,7 +8,7 @@ use schemas::*;
 use serde_json::{json, Value};
 use std::sync::Arc;
 use std::time::Duration;
-use storage::testing::YieldingStore;
+use storage::testing::{YieldingState, YieldingStore};
 use storage::*;
 
 struct Api {
@@ -23,12 +23,15 @@ impl Api {
     async fn start() -> Self {
         let dir = tempfile::tempdir().unwrap();
         let embedded = Arc::new(EmbeddedStore::open(&dir.path().join("store"), Default::default()).unwrap());
+        let state: Arc<dyn SharedState> =
+            Arc::new(YieldingState::new(Arc::new(EmbeddedState::new(embedded.clone())), Duration::from_millis(2)));
         let store: Arc<dyn Store> = Arc::new(YieldingStore::new(embedded, Duration::from_millis(2)));
         let topics: Arc<dyn TopicBackend> =
             EmbeddedTopics::open(&dir.path().join("topics"), &pipeline::topics::all(), Default::default()).unwrap();
         let secrets = storage::secrets::SecretKey::from_bytes(&[9; 32]).unwrap();
         let state = AppState::new(
             store,
+            state,
             topics,
             Auth::hs256(b"races-secret"),
             Default::default(),

@@ -22,7 +22,7 @@ fn bench(c: &mut Criterion) {
         b.iter_batched(
             || {
                 let spec = SeedSpec { name: "b".into(), recipients: 1000, rate_limit_per_s: None, burst: 0, weight: 1 };
-                rt.block_on(tenant_with_campaign(engine.store.as_ref(), &spec)).unwrap()
+                rt.block_on(tenant_with_campaign(&engine, &spec)).unwrap()
             },
             |(t, c)| {
                 rt.block_on(async {

@@ -37,7 +37,12 @@ fn record(topic: &'static str, partition: u32, key: u64, value: u8) -> ProducerR
 pub async fn topic_backend(backend: &Arc<dyn TopicBackend>) {
     // Herald picks partitions; offsets are dense per partition; one call may span topics.
     let offsets = backend
-        .produce(vec![record("kit.a", 0, 10, 1), record("kit.a", 1, 11, 2), record("kit.a", 0, 12, 3), record("kit.b", 0, 13, 4)])
+        .produce(vec![
+            record("kit.a", 0, 10, 1),
+            record("kit.a", 1, 11, 2),
+            record("kit.a", 0, 12, 3),
+            record("kit.b", 0, 13, 4),
+        ])
         .await
         .unwrap();
     assert_eq!(offsets, vec![0, 0, 1, 0]);
@@ -73,7 +78,8 @@ pub async fn topic_backend(backend: &Arc<dyn TopicBackend>) {
     };
     tokio::time::sleep(Duration::from_millis(50)).await;
     backend.produce(vec![record("kit.b", 0, 1, 9)]).await.unwrap();
-    let woke = tokio::time::timeout(Duration::from_secs(5), waiting).await.expect("fetch did not wake").unwrap().unwrap();
+    let woke =
+        tokio::time::timeout(Duration::from_secs(5), waiting).await.expect("fetch did not wake").unwrap().unwrap();
     assert_eq!(woke.iter().map(|r| (r.offset, r.value[0])).collect::<Vec<_>>(), vec![(1, 9)]);
     // An idle fetch returns empty after its wait.
     assert!(backend.fetch("kit.b", 0, 2, 10, Duration::from_millis(20)).await.unwrap().is_empty());

@@ -19,10 +19,12 @@
 //! - [`stage`]: the `Stage` trait (lanes, `Step::Wait`, lifecycle hooks), `Emitter`.
 //! - [`runner`]: per-partition consumer loops with lanes, holding, retries, dead letters, drain.
 //! - [`held`]: the held store contract; [`room`]: backpressure from committed offsets.
+//! - [`board`]: the metrics snapshots runners and stages publish.
 //! - [`embedded`]: the embedded, durable topic backend and held store.
 //!
 //! It is not: a stage (see `stages`), nor a place for business rules.
 
+pub mod board;
 #[cfg(any(test, feature = "conformance"))]
 pub mod conformance;
 pub mod embedded;
@@ -35,10 +37,11 @@ pub mod stage;
 pub mod topic;
 pub mod topics;
 
+pub use board::{Board, Sample};
 pub use embedded::{EmbeddedHeld, EmbeddedTopics, EmbeddedTopicsConfig};
 pub use error::{Error, Result};
 pub use held::{HeldRecord, HeldRecords};
-pub use runner::{RunnerConfig, StageHandle, StageHealth, StageMetrics};
+pub use runner::{RunnerConfig, Runtime, StageHandle, StageHealth, StageMetrics};
 pub use shutdown::Shutdown;
 pub use stage::{Emitter, Input, Lane, RetryHint, Stage, StageError, Step};
 pub use topic::{ConsumerRecord, Offset, Partition, ProducerRecord, Topic, TopicBackend, TopicSpec};

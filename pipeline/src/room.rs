@@ -51,7 +51,10 @@ impl Room {
                 Some((limit, at)) if at.elapsed() < REFRESH && end < limit => limit,
                 _ => {
                     let limit = self.low(topic, partition).await?.saturating_add(capacity);
-                    self.known.lock().unwrap_or_else(|p| p.into_inner()).insert((topic, partition), (limit, Instant::now()));
+                    self.known
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .insert((topic, partition), (limit, Instant::now()));
                     limit
                 }
             };

@@ -217,6 +217,12 @@ pub trait Stage: Send + Sync + 'static {
     fn on_stop(&self) -> impl Future<Output = ()> + Send {
         async {}
     }
+
+    /// The stage's own metrics, published by the runner about once a second
+    /// ([`crate::board`]); a snapshot, never a handle into the stage.
+    fn metrics(&self) -> Vec<crate::board::Sample> {
+        Vec::new()
+    }
 }
 
 /// Converts lower-level errors into a retryable stage error.

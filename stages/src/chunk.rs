@@ -80,7 +80,12 @@ impl Chunk {
         for _ in 0..self.config.chunks_per_step.max(1) {
             let recipients = self
                 .audiences
-                .read_recipients(tenant, campaign.audience, RecipientId(checkpoint.next_recipient), self.config.chunk_size)
+                .read_recipients(
+                    tenant,
+                    campaign.audience,
+                    RecipientId(checkpoint.next_recipient),
+                    self.config.chunk_size,
+                )
                 .await?;
             let Some(last) = recipients.last() else {
                 let sealed = OutcomeEvent::Sealed { tenant, campaign: campaign_id, total: checkpoint.emitted };
@@ -90,8 +95,13 @@ impl Chunk {
             };
             checkpoint.next_recipient = last.id.0 + 1;
             checkpoint.emitted += recipients.len() as u64;
-            let chunk =
-                schemas::Chunk { tenant, campaign: campaign_id, seq: checkpoint.next_seq, trigger_ms: request.requested_at_ms, recipients };
+            let chunk = schemas::Chunk {
+                tenant,
+                campaign: campaign_id,
+                seq: checkpoint.next_seq,
+                trigger_ms: request.requested_at_ms,
+                recipients,
+            };
             checkpoint.next_seq += 1;
             out.emit(&topics::CHUNKS, tenant.0, &chunk)?;
         }
@@ -146,7 +156,11 @@ impl Stage for Chunk {
         Ok(())
     }
 
-    async fn process(&self, batch: Vec<Input<SendRequest>>, out: &mut Emitter) -> Result<Step<SendRequest>, StageError> {
+    async fn process(
+        &self,
+        batch: Vec<Input<SendRequest>>,
+        out: &mut Emitter,
+    ) -> Result<Step<SendRequest>, StageError> {
         for (i, input) in batch.iter().enumerate() {
             if let Some(until_ms) = self.step(&input.value, out).await? {
                 return Ok(Step::Wait { from: i, replacement: None, until_ms });

@@ -2,7 +2,7 @@
 //!
 //! The API, `herald demo`, `herald bench` and the scheduler all change a campaign's status
 //! through [`Lifecycle`]; nothing else writes it. Every change is a compare-and-set on the
-//! campaign's version ([`storage::CatalogStore::update_campaign`]): of a pause and a cancel sent
+//! campaign's version ([`storage::Catalog::update_campaign`]): of a pause and a cancel sent
 //! together, or a scheduled start racing a cancel, exactly one wins and the other gets
 //! [`LifecycleError::Conflict`] — the final status is always the winner's.
 //!
@@ -155,7 +155,8 @@ impl Lifecycle {
         if chunk && (status == CampaignStatus::Running || chunk_cancelled) {
             let mut out = Emitter::new(self.topics.clone());
             out.set_headers(headers.clone());
-            let request = SendRequest { tenant: campaign.tenant, campaign: campaign.id, requested_at_ms: now, from_seq: 0 };
+            let request =
+                SendRequest { tenant: campaign.tenant, campaign: campaign.id, requested_at_ms: now, from_seq: 0 };
             out.emit(&topics::SENDS, campaign.tenant.0, &request)?;
             out.flush().await?;
         }

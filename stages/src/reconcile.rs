@@ -263,8 +263,10 @@ impl Reconciler {
                 return Ok(*purged);
             }
         }
-        let purged =
-            matches!(self.catalog.get_tenant(tenant).await?.map(|t| t.state), Some(storage::TenantState::Purged { .. }));
+        let purged = matches!(
+            self.catalog.get_tenant(tenant).await?.map(|t| t.state),
+            Some(storage::TenantState::Purged { .. })
+        );
         let mut cache = self.purged.lock().unwrap_or_else(|p| p.into_inner());
         if cache.len() > 65_536 {
             cache.clear();
@@ -350,7 +352,9 @@ impl Reconciler {
                 Event::DeadLetter(entry) => {
                     // A letter older than what the log knows (a later attempt went through).
                     let superseded = rows.get(&entry.key).and_then(|r| r.row.as_ref()).is_some_and(|r| {
-                        r.attempts > entry.letter.attempts && !is_failure(r.status) && rank(r.status) > rank(MessageStatus::Queued)
+                        r.attempts > entry.letter.attempts
+                            && !is_failure(r.status)
+                            && rank(r.status) > rank(MessageStatus::Queued)
                     });
                     if !superseded {
                         batch.dead_letters.push(entry);
@@ -418,6 +422,30 @@ impl Reconciler {
     }
 }
 
+impl Reconciler {
+    /// What reconcile saw, as metrics samples.
+    pub fn samples(&self) -> Vec<pipeline::Sample> {
+        use pipeline::Sample;
+        let m = &self.metrics;
+        let load = |a: &AtomicU64| a.load(Ordering::Relaxed) as f64;
+        vec![
+            Sample::counter("herald_reconcile_events_total", "events applied to the message log", load(&m.events)),
+            Sample::counter("herald_reconcile_transitions_total", "message status transitions", load(&m.transitions)),
+            Sample::counter(
+                "herald_receipts_unmatched_total",
+                "receipts that matched no message of their tenant (dropped)",
+                load(&m.unmatched_receipts),
+            ),
+            Sample::counter(
+                "herald_reconcile_purged_tenant_events_total",
+                "events for purged tenants (dropped)",
+                load(&m.purged_tenant_events),
+            ),
+            Sample::counter("herald_campaigns_completed_total", "campaigns completed", load(&m.completed_campaigns)),
+        ]
+    }
+}
+
 macro_rules! reconcile_stage {
     ($name:ident, $input:ty, $group:expr, |$this:ident, $value:ident| $events:expr) => {
         /// A reconcile consumer (see the module docs).
@@ -428,6 +456,15 @@ macro_rules! reconcile_stage {
 
             fn name(&self) -> &'static str {
                 $group.name
+            }
+
+            fn metrics(&self) -> Vec<pipeline::Sample> {
+                // The three consumers share one reconciler: one of them reports it.
+                if $group.name == topics::RECONCILE.name {
+                    self.0.samples()
+                } else {
+                    Vec::new()
+                }
             }
 
             async fn process(&self, batch: Vec<Input<$input>>, _out: &mut Emitter) -> Result<Step<$input>, StageError> {
@@ -445,12 +482,12 @@ macro_rules! reconcile_stage {
     };
 }
 
-reconcile_stage!(ReconcileOutcomes, OutcomeBatch, topics::RECONCILE, |this, batch| batch.events.into_iter().map(
-    |e| match e {
+reconcile_stage!(ReconcileOutcomes, OutcomeBatch, topics::RECONCILE, |this, batch| batch.events.into_iter().map(|e| {
+    match e {
         OutcomeEvent::Message(o) => Event::Message(o.key, MessageEvent::from_outcome(&o)),
         OutcomeEvent::Sealed { tenant, campaign, total } => Event::Sealed(tenant, campaign, total),
     }
-));
+}));
 reconcile_stage!(ReconcileReceipts, ReceiptBatch, topics::RECONCILE_RECEIPTS, |this, batch| this
     .resolve(batch.tenant, batch.receipts)
     .await?);

@@ -238,7 +238,11 @@ impl Stage for Render {
         Lane::campaign(chunk.tenant, chunk.campaign)
     }
 
-    async fn process(&self, batch: Vec<Input<schemas::Chunk>>, out: &mut Emitter) -> Result<Step<schemas::Chunk>, StageError> {
+    async fn process(
+        &self,
+        batch: Vec<Input<schemas::Chunk>>,
+        out: &mut Emitter,
+    ) -> Result<Step<schemas::Chunk>, StageError> {
         for input in batch {
             let tenant = input.value.tenant;
             let (messages, outcomes) = self.render_chunk(input.value).await?;

@@ -66,7 +66,10 @@ fn whatsapp(tenant: TenantId, senders: &[&str]) -> ProviderConfig {
         settings: ProviderSettings::WhatsApp {
             base_url: "https://graph.example".into(),
             api_version: "v21.0".into(),
-            senders: senders.iter().map(|s| SenderSettings { id: s.to_string(), rate_limit_per_s: Some(80), burst: 8 }).collect(),
+            senders: senders
+                .iter()
+                .map(|s| SenderSettings { id: s.to_string(), rate_limit_per_s: Some(80), burst: 8 })
+                .collect(),
             daily_unique_limit: None,
         },
         secrets: crate::secrets::Sealed::default(),
@@ -123,7 +126,10 @@ async fn campaigns_compare_and_set(store: &Arc<dyn Store>) {
     assert_eq!(store.get_campaign(T1, CampaignId(1)).await.unwrap().unwrap().version, 1);
     assert!(!store.update_campaign(&campaign(T1, 1, 0, CampaignStatus::Running), 0).await.unwrap(), "stale version");
     assert!(store.update_campaign(&campaign(T1, 1, 1, CampaignStatus::Running), 1).await.unwrap());
-    assert!(!store.update_campaign(&campaign(T1, 9, 0, CampaignStatus::Running), 0).await.unwrap(), "no update creates");
+    assert!(
+        !store.update_campaign(&campaign(T1, 9, 0, CampaignStatus::Running), 0).await.unwrap(),
+        "no update creates"
+    );
     assert!(store.get_campaign(T2, CampaignId(1)).await.unwrap().is_none(), "per tenant");
 }
 
@@ -170,11 +176,19 @@ async fn providers_and_sender_ownership(store: &Arc<dyn Store>) {
 async fn recipients_and_suppressions(store: &dyn Store) {
     let a = AudienceId(77);
     store
-        .put_audience(&Audience { id: a, tenant: T1, name: "a".into(), recipient_count: 0, next_recipient_id: 0, created_ms: 0 })
+        .put_audience(&Audience {
+            id: a,
+            tenant: T1,
+            name: "a".into(),
+            recipient_count: 0,
+            next_recipient_id: 0,
+            created_ms: 0,
+        })
         .await
         .unwrap();
     let n = crate::BUCKET_SIZE + 50;
-    let mut rows: Vec<NewRecipient> = (0..n).map(|i| NewRecipient { address: format!("+1555{i:07}"), attrs: vec![] }).collect();
+    let mut rows: Vec<NewRecipient> =
+        (0..n).map(|i| NewRecipient { address: format!("+1555{i:07}"), attrs: vec![] }).collect();
     rows.push(rows[3].clone());
     assert_eq!(store.add_recipients(T1, a, rows).await.unwrap(), AddedRecipients { added: n, duplicates: 1 });
     let again = vec![NewRecipient { address: "+15550000007".into(), attrs: vec![] }];
@@ -210,7 +224,11 @@ async fn message_log(store: &dyn Store) {
     // Rows, the tenant-scoped provider-id index, counters, DLQ entries.
     let (k1, k2) = (key(T1, 3, 1), key(T2, 3, 1));
     for k in [k1, k2] {
-        let write = LogWrite { key: k, record: record(1, MessageStatus::Sent), index: Some(("whatsapp".into(), "wamid.X".into())) };
+        let write = LogWrite {
+            key: k,
+            record: record(1, MessageStatus::Sent),
+            index: Some(("whatsapp".into(), "wamid.X".into())),
+        };
         let counters = vec![(k.tenant, k.campaign, CampaignCounters { total: Some(1), sent: 1, ..Default::default() })];
         store.apply(LogBatch { writes: vec![write], counters, ..Default::default() }).await.unwrap();
     }
@@ -220,8 +238,9 @@ async fn message_log(store: &dyn Store) {
     assert_eq!(store.get_messages(&[k1]).await.unwrap()[0].as_ref().map(|r| r.status), Some(MessageStatus::Sent));
     assert_eq!(store.get_counters(T1, CampaignId(3)).await.unwrap().map(|c| c.sent), Some(1));
     // Scans page in (bucket, id) order without gaps or repeats.
-    let writes: Vec<LogWrite> =
-        (2..40).map(|i| LogWrite { key: key(T1, 3, i), record: record(i, MessageStatus::Delivered), index: None }).collect();
+    let writes: Vec<LogWrite> = (2..40)
+        .map(|i| LogWrite { key: key(T1, 3, i), record: record(i, MessageStatus::Delivered), index: None })
+        .collect();
     store.apply(LogBatch { writes, ..Default::default() }).await.unwrap();
     let (mut after, mut all) = (None, Vec::new());
     loop {
@@ -343,7 +362,10 @@ async fn claims_and_fencing(state: &Arc<dyn SharedState>) {
     let current = Fence { lease: b.name.clone(), token: b.token };
     assert_eq!(state.put_claims(&[write], Some(&current)).await.unwrap(), vec![true]);
     state.release_lease(&a).await.unwrap();
-    assert!(state.acquire_lease("kit/deliver/0", "worker-c", 1_000, 12_100).await.unwrap().is_none(), "a stale release is ignored");
+    assert!(
+        state.acquire_lease("kit/deliver/0", "worker-c", 1_000, 12_100).await.unwrap().is_none(),
+        "a stale release is ignored"
+    );
     state.release_lease(&b).await.unwrap();
     assert!(state.acquire_lease("kit/deliver/0", "worker-c", 1_000, 12_100).await.unwrap().is_some());
 }
@@ -380,12 +402,18 @@ async fn idempotency(state: &Arc<dyn SharedState>) {
     assert_eq!(reserved, 1);
     let record = IdempotencyRecord { request_hash: "h1".into(), status: 201, body: b"{}".to_vec(), created_ms: 200 };
     state.complete_idempotency(T1, "s", "k", &record).await.unwrap();
-    assert_eq!(state.reserve_idempotency(T1, "s", "k", "h1", 300, lease, ttl).await.unwrap(), Reservation::Replay(record));
+    assert_eq!(
+        state.reserve_idempotency(T1, "s", "k", "h1", 300, lease, ttl).await.unwrap(),
+        Reservation::Replay(record)
+    );
     assert_eq!(state.reserve_idempotency(T1, "s", "k", "h2", 300, lease, ttl).await.unwrap(), Reservation::Mismatch);
     assert_eq!(state.reserve_idempotency(T2, "s", "k", "h1", 300, lease, ttl).await.unwrap(), Reservation::Reserved);
     state.release_idempotency(T2, "s", "k").await.unwrap();
     assert_eq!(state.reserve_idempotency(T2, "s", "k", "h9", 400, lease, ttl).await.unwrap(), Reservation::Reserved);
-    assert_eq!(state.reserve_idempotency(T2, "s", "k", "h9", 1_300, lease, ttl).await.unwrap(), Reservation::InProgress);
+    assert_eq!(
+        state.reserve_idempotency(T2, "s", "k", "h9", 1_300, lease, ttl).await.unwrap(),
+        Reservation::InProgress
+    );
     assert_eq!(state.reserve_idempotency(T2, "s", "k", "h9", 1_401, lease, ttl).await.unwrap(), Reservation::Reserved);
     assert_eq!(state.reserve_idempotency(T1, "s", "k", "h2", 10_200, lease, ttl).await.unwrap(), Reservation::Reserved);
     assert_eq!(state.sweep_idempotency(50_000, ttl, 100).await.unwrap(), 2);

@@ -207,7 +207,7 @@ pub struct Campaign {
     pub created_ms: u64,
     pub triggered_ms: Option<u64>,
     /// Bumped by every status change; changes are compare-and-set on it, so two racing
-    /// requests cannot both win (`CatalogStore::update_campaign`).
+    /// requests cannot both win (`Catalog::update_campaign`).
     pub version: u64,
 }
 

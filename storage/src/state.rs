@@ -121,8 +121,14 @@ pub trait SharedState: Send + Sync {
     async fn sweep_idempotency(&self, now_ms: u64, ttl_ms: u64, budget: usize) -> Result<usize>;
 
     /// Atomically reserves up to `want` messages of the tenant's rolling-window budget.
-    async fn reserve_quota(&self, tenant: TenantId, limit: u64, window_ms: u64, want: u64, now_ms: u64)
-        -> Result<QuotaGrant>;
+    async fn reserve_quota(
+        &self,
+        tenant: TenantId,
+        limit: u64,
+        window_ms: u64,
+        want: u64,
+        now_ms: u64,
+    ) -> Result<QuotaGrant>;
     /// Moves `n` counts from the oldest slots to `now_ms` (counted at release, re-counted at
     /// the provider's acceptance, so the window runs from the real send).
     async fn restamp_quota(&self, tenant: TenantId, n: u64, now_ms: u64) -> Result<()>;

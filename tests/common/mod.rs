@@ -93,6 +93,19 @@ impl TestServer {
         self.http.get(format!("http://{addr}/metrics")).send().await.unwrap().text().await.unwrap()
     }
 
+    /// The metrics text once `check` holds on it, or the last text after 10 s (runners and
+    /// stages publish their snapshots about once a second).
+    pub async fn metrics_when(&self, check: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let text = self.metrics().await;
+            if check(&text) || Instant::now() > deadline {
+                return text;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     /// One counter or gauge from [`TestServer::metrics`] (the sum over its label sets).
     pub async fn metric(&self, name: &str) -> f64 {
         self.metrics()

@@ -81,7 +81,7 @@ pub(crate) async fn create(
     let req: CreateAudience = parse_json(&body)?;
     crate::validate::name(&req.name)?;
     idempotency::once(&state, &caller, &headers, "POST /v1/audiences", &body, || async {
-        let id = AudienceId(state.store.next_id("audience").await?);
+        let id = AudienceId(state.state.next_id("audience").await?);
         let audience =
             Audience { id, tenant, name: req.name, recipient_count: 0, next_recipient_id: 0, created_ms: now_ms() };
         state.store.put_audience(&audience).await?;
@@ -159,7 +159,10 @@ pub(crate) async fn add_recipients(
         }
     }
     let rejected = errors.len();
-    let added = state.store.add_recipients(audience.tenant, audience.id, good).await?;
+    let lease = import::ImportLease::take(&state, &audience).await?;
+    let added = state.store.add_recipients(audience.tenant, audience.id, good).await;
+    lease.release(&state).await;
+    let added = added?;
     errors.truncate(100);
     Ok(Json(RecipientsReport {
         imported: added.added,

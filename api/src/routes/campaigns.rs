@@ -169,7 +169,7 @@ pub(crate) async fn create(
     }
     idempotency::once(&state, &caller, &headers, "POST /v1/campaigns", &body, || async {
         let campaign = Campaign {
-            id: CampaignId(state.store.next_id("campaign").await?),
+            id: CampaignId(state.state.next_id("campaign").await?),
             tenant,
             name: req.name,
             template: TemplateId(req.template_id),
@@ -266,7 +266,7 @@ pub(crate) async fn progress(
     let mut shown = status(&c, &k).as_str();
     let mut resume_at_ms = None;
     if shown == "running" {
-        if let Some(at) = state.store.get_quota_wait(c.tenant, c.id).await?.filter(|at| *at > schemas::now_ms()) {
+        if let Some(at) = state.state.get_quota_wait(c.tenant, c.id).await?.filter(|at| *at > schemas::now_ms()) {
             shown = "waiting_for_quota";
             resume_at_ms = Some(at);
         }

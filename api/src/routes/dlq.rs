@@ -11,9 +11,8 @@ use axum::{Json, Router};
 use pipeline::{topics, Emitter};
 use schemas::{CampaignId, MessageId, RenderedMessage, RetryBatch};
 use serde::{Deserialize, Serialize};
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
-use storage::Claim;
 
 #[derive(Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
@@ -183,20 +182,23 @@ pub(crate) async fn redrive(
         let now = schemas::now_ms();
         let held = selected.iter().filter(|e| e.letter.not_before_ms.is_some_and(|t| t > now)).count();
         selected.retain(|e| e.letter.not_before_ms.is_none_or(|t| t <= now));
-        let claims: Vec<_> = selected.iter().map(|e| (e.key, Claim::Retrying { attempt: e.letter.attempts })).collect();
-        state.store.put_claims(&claims).await?;
+        // A command to deliver, which alone owns claims: it sends a message whose claim still
+        // says this attempt failed, and reconcile clears the letter once a later attempt is in.
         let mut out = Emitter::new(state.topics.clone());
         out.set_headers(crate::trace::current_headers());
-        for chunk in selected.chunks(500) {
-            let messages = chunk
-                .iter()
-                .map(|e| RenderedMessage { attempt: e.letter.attempts, ..e.letter.message.clone() })
-                .collect();
-            out.emit(&topics::RETRY, tenant, &RetryBatch { tenant, not_before_ms: schemas::now_ms(), messages })?;
+        let mut by_campaign: BTreeMap<CampaignId, Vec<RenderedMessage>> = BTreeMap::new();
+        for e in &selected {
+            let message = RenderedMessage { attempt: e.letter.attempts, ..e.letter.message.clone() };
+            by_campaign.entry(e.key.campaign).or_default().push(message);
+        }
+        for (campaign, messages) in by_campaign {
+            for chunk in messages.chunks(500) {
+                let batch = RetryBatch { tenant, campaign, redrive: true, messages: chunk.to_vec() };
+                out.emit(&topics::RETRY, tenant.0, &batch)?;
+            }
         }
         out.flush().await?;
         let keys: Vec<_> = selected.iter().map(|e| e.key).collect();
-        state.store.remove_dead_letters(&keys).await?;
         Ok((
             StatusCode::ACCEPTED,
             crate::to_value(RedriveResult { redriven: keys.len() as u64, held_until_later: held as u64 })?,

@@ -11,7 +11,7 @@ use axum::body::Bytes;
 use csv_core::{ReadRecordResult, Reader};
 use futures::{Stream, StreamExt};
 use serde::Serialize;
-use storage::{Audience, NewRecipient};
+use storage::{Audience, Lease, NewRecipient};
 
 const BATCH: usize = 5_000;
 const MAX_ERRORS: usize = 100;
@@ -128,8 +128,64 @@ impl Parser {
     }
 }
 
-/// Imports a CSV body stream into `audience`.
-pub async fn csv<S, E>(state: &AppState, audience: &Audience, mut body: S) -> ApiResult<ImportReport>
+/// How long an import's lease lasts without renewal (renewed at every batch it writes).
+const IMPORT_LEASE_MS: u64 = 120_000;
+
+/// The right to add recipients to one audience: one writer at a time across every API process,
+/// because recipient ids are dense per audience (`Audiences::add_recipients`).
+pub(crate) struct ImportLease {
+    lease: Lease,
+}
+
+impl ImportLease {
+    /// Takes the audience's lease, or 409 `import_in_progress`.
+    pub async fn take(state: &AppState, audience: &Audience) -> ApiResult<Self> {
+        let name = format!("import/{}/{}", audience.tenant, audience.id);
+        let holder = format!("api-{}-{:016x}", std::process::id(), rand::random::<u64>());
+        Self::acquire(state, &name, &holder).await.map(|lease| Self { lease })
+    }
+
+    async fn acquire(state: &AppState, name: &str, holder: &str) -> ApiResult<Lease> {
+        state.state.acquire_lease(name, holder, IMPORT_LEASE_MS, schemas::now_ms()).await?.ok_or_else(|| {
+            ApiError::conflict(
+                "import_in_progress",
+                "another import into this audience is running; try again when it ends",
+            )
+        })
+    }
+
+    /// Renews the lease before a write (a lease lost meanwhile stops the import).
+    pub async fn renew(&mut self, state: &AppState) -> ApiResult<()> {
+        let (name, holder) = (self.lease.name.clone(), self.lease.holder.clone());
+        self.lease = Self::acquire(state, &name, &holder).await?;
+        Ok(())
+    }
+
+    pub async fn release(self, state: &AppState) {
+        if let Err(e) = state.state.release_lease(&self.lease).await {
+            tracing::warn!(lease = %self.lease.name, error = %e, "import lease not released; it expires on its own");
+        }
+    }
+}
+
+/// Imports a CSV body stream into `audience` (under its import lease).
+pub async fn csv<S, E>(state: &AppState, audience: &Audience, body: S) -> ApiResult<ImportReport>
+where
+    S: Stream<Item = Result<Bytes, E>> + Unpin,
+    E: std::fmt::Display,
+{
+    let mut lease = ImportLease::take(state, audience).await?;
+    let report = import(state, audience, body, &mut lease).await;
+    lease.release(state).await;
+    report
+}
+
+async fn import<S, E>(
+    state: &AppState,
+    audience: &Audience,
+    mut body: S,
+    lease: &mut ImportLease,
+) -> ApiResult<ImportReport>
 where
     S: Stream<Item = Result<Bytes, E>> + Unpin,
     E: std::fmt::Display,
@@ -208,6 +264,7 @@ where
             }
         }
         if pending.len() >= BATCH || (finished && !pending.is_empty()) {
+            lease.renew(state).await.map_err(|e| e.with("imported_before_error", report.imported))?;
             let added = state.store.add_recipients(audience.tenant, audience.id, std::mem::take(&mut pending)).await?;
             report.imported += added.added;
             report.duplicates += added.duplicates;

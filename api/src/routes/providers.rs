@@ -59,6 +59,8 @@ pub(crate) async fn put(
         ProviderConfig { tenant: tenant.id, settings, secrets: sealed, updated_ms: now_ms(), verify_token_index };
     // The store checks global senders and writes in one step (409 `sender_taken`).
     state.store.put_provider(&config).await?;
+    // New settings: senders the provider had stopped may send again (the operator fixed them).
+    state.state.clear_stopped(tenant.id, kind.as_str()).await?;
     let names = SECRET_NAMES.into_iter().filter(|n| secrets.contains_key(*n)).collect();
     Ok(Json(view(&config, names)))
 }

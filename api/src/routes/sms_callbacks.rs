@@ -85,7 +85,7 @@ pub(crate) async fn receive(
     };
     let mut out = Emitter::new(state.topics.clone());
     out.set_headers(crate::trace::current_headers());
-    out.emit(&topics::RECEIPTS, tenant, &ReceiptBatch { tenant, receipts: vec![receipt] })?;
+    out.emit(&topics::RECEIPTS, tenant.0, &ReceiptBatch { tenant, receipts: vec![receipt] })?;
     out.flush().await?;
     Ok(StatusCode::OK)
 }

@@ -230,7 +230,7 @@ pub(crate) async fn create(
     // Validated before an id is taken, so a bad template changes nothing.
     let mut template = build(tenant, TemplateId(0), parse_json(&body)?)?;
     idempotency::once(&state, &caller, &headers, "POST /v1/templates", &body, || async {
-        template.id = TemplateId(state.store.next_id("template").await?);
+        template.id = TemplateId(state.state.next_id("template").await?);
         state.store.put_template(&template).await?;
         Ok((StatusCode::CREATED, crate::to_value(view(&template))?))
     })

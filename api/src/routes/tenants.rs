@@ -125,7 +125,7 @@ pub(crate) async fn create(
     // Validated before an id is taken, so a bad request changes nothing.
     check_limits(&tenant)?;
     idempotency::once(&state, &caller, &headers, "POST /v1/tenants", &body, || async {
-        tenant.id = TenantId(state.store.next_id("tenant").await?);
+        tenant.id = TenantId(state.state.next_id("tenant").await?);
         state.store.put_tenant(&tenant).await?;
         Ok((StatusCode::CREATED, crate::to_value(view(&tenant))?))
     })

@@ -224,7 +224,7 @@ pub(crate) async fn receive(
     if !receipts.is_empty() {
         let mut out = Emitter::new(state.topics.clone());
         out.set_headers(crate::trace::current_headers());
-        out.emit(&topics::RECEIPTS, tenant_id, &ReceiptBatch { tenant: tenant_id, receipts })?;
+        out.emit(&topics::RECEIPTS, tenant_id.0, &ReceiptBatch { tenant: tenant_id, receipts })?;
         out.flush().await?;
     }
     Ok(StatusCode::OK)

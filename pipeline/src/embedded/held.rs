@@ -87,7 +87,11 @@ impl HeldRecords for EmbeddedHeld {
             last_seq = last_seq.max(r.seq);
             batch.insert(&self.topics.held, key, codec::encode(&(r.due_ms, r.key, &r.headers, &r.value))?);
         }
-        batch.insert(&self.topics.held, lane_key(SUMMARY, group, partition, lane), codec::encode(&(count + added, last_seq))?);
+        batch.insert(
+            &self.topics.held,
+            lane_key(SUMMARY, group, partition, lane),
+            codec::encode(&(count + added, last_seq))?,
+        );
         batch.commit()?;
         Ok(())
     }
@@ -99,7 +103,11 @@ impl HeldRecords for EmbeddedHeld {
             return Ok(());
         }
         let mut batch = self.topics.batch();
-        batch.insert(&self.topics.held, key, codec::encode(&(record.due_ms, record.key, &record.headers, &record.value))?);
+        batch.insert(
+            &self.topics.held,
+            key,
+            codec::encode(&(record.due_ms, record.key, &record.headers, &record.value))?,
+        );
         batch.commit()?;
         Ok(())
     }

@@ -332,9 +332,16 @@ mod tests {
     #[tokio::test]
     async fn recovers_offsets_and_unconsumed_records_after_reopen() {
         let dir = tempfile::tempdir().unwrap();
-        let rec = |partition, v| ProducerRecord { topic: "t", partition, key: 0, headers: Headers::default(), value: vec![v] };
+        let rec = |partition, v| ProducerRecord {
+            topic: "t",
+            partition,
+            key: 0,
+            headers: Headers::default(),
+            value: vec![v],
+        };
         {
-            let topics = EmbeddedTopics::open_with_consumers(dir.path(), &[T], &[("t", "g")], Default::default()).unwrap();
+            let topics =
+                EmbeddedTopics::open_with_consumers(dir.path(), &[T], &[("t", "g")], Default::default()).unwrap();
             topics.produce(vec![rec(0, 1), rec(1, 2), rec(0, 3)]).await.unwrap();
             topics.commit("t", "g", 0, 1).await.unwrap();
         }

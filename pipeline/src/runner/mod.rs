@@ -104,17 +104,29 @@ pub struct StageHandle {
     pub health: Arc<StageHealth>,
 }
 
+/// What every runner of a process shares: the topics, the held store, the shutdown signal and
+/// the metrics board.
+#[derive(Clone)]
+pub struct Runtime {
+    pub backend: Arc<dyn TopicBackend>,
+    pub held: Arc<dyn HeldRecords>,
+    pub shutdown: Shutdown,
+    pub board: Arc<crate::board::Board>,
+}
+
+/// How often a runner publishes its stage's snapshot to the board.
+const PUBLISH_EVERY: Duration = Duration::from_secs(1);
+
 /// Spawns the stage's consumers (one per partition of `input`, all assigned to this process)
 /// and its tick, into `tasks`.
 pub fn spawn<S: Stage>(
     tasks: &mut JoinSet<Result<()>>,
     stage: Arc<S>,
     input: Topic<S::In>,
-    backend: Arc<dyn TopicBackend>,
-    held: Arc<dyn HeldRecords>,
+    runtime: &Runtime,
     config: RunnerConfig,
-    shutdown: Shutdown,
 ) -> StageHandle {
+    let Runtime { backend, held, shutdown, board } = runtime.clone();
     let name = stage.name();
     let handle = StageHandle { name, metrics: Arc::default(), health: Arc::default() };
     let room = crate::room::Room::new(backend.clone());
@@ -122,24 +134,30 @@ pub fn spawn<S: Stage>(
     let started = Arc::new(tokio::sync::Barrier::new(partitions.len() + 1));
     {
         let (stage, shutdown, config, started) = (stage.clone(), shutdown.clone(), config.clone(), started.clone());
-        let start_backend = backend.clone();
+        let (start_backend, handle) = (backend.clone(), handle.clone());
         tasks.spawn(async move {
-            let mut out = crate::stage::Emitter::new(start_backend);
-            let started_ok = match stage.on_start(&mut out).await {
-                Ok(()) => out.flush().await.map(|_| ()).map_err(crate::stage::StageError::from),
-                Err(e) => Err(e),
-            };
-            if let Err(e) = started_ok {
-                tracing::error!(stage = stage.name(), error = %e, "stage start hook failed");
-            }
+            // The start hook (e.g. chunk resuming campaigns) is retried until it succeeds:
+            // consuming before it would lose what it restores.
+            let _ = persist("running the start hook", 0, &handle.health, &shutdown, || async {
+                let mut out = crate::stage::Emitter::new(start_backend.clone());
+                stage.on_start(&mut out).await.map_err(|e| crate::Error::Transient(e.to_string()))?;
+                out.flush().await.map(|_| ())
+            })
+            .await;
             started.wait().await;
+            let mut published = tokio::time::Instant::now();
             while !shutdown.is_triggered() {
                 tokio::select! {
                     _ = tokio::time::sleep(config.tick) => stage.on_tick().await,
                     _ = shutdown.wait() => {}
                 }
+                if published.elapsed() >= PUBLISH_EVERY {
+                    published = tokio::time::Instant::now();
+                    board.publish(stage.name(), snapshot(&handle, stage.metrics()));
+                }
             }
             stage.on_stop().await;
+            board.publish(stage.name(), snapshot(&handle, stage.metrics()));
             Ok(())
         });
     }
@@ -165,6 +183,31 @@ pub fn spawn<S: Stage>(
         });
     }
     handle
+}
+
+/// The runner's counters and health, with the stage's own samples.
+fn snapshot(handle: &StageHandle, mut samples: Vec<crate::board::Sample>) -> Vec<crate::board::Sample> {
+    use crate::board::Sample;
+    use std::sync::atomic::Ordering::Relaxed;
+    let m = &handle.metrics;
+    let counters = [
+        ("herald_stage_records_in_total", "records consumed", &m.records_in),
+        ("herald_stage_records_out_total", "records produced", &m.records_out),
+        ("herald_stage_batches_total", "steps run", &m.batches),
+        ("herald_stage_failures_total", "failed step attempts", &m.failures),
+        ("herald_stage_dead_records_total", "records dead-lettered", &m.dead_records),
+        ("herald_stage_held_records_total", "records set aside in the held store", &m.held_records),
+        ("herald_stage_busy_microseconds_total", "time spent in steps", &m.busy_us),
+    ];
+    for (name, help, value) in counters {
+        samples.push(Sample::counter(name, help, value.load(Relaxed) as f64).label("stage", handle.name));
+    }
+    let failing = handle.health.failing().len() as f64;
+    samples.push(
+        Sample::gauge("herald_stage_failing_partitions", "partitions whose backend calls are failing", failing)
+            .label("stage", handle.name),
+    );
+    samples
 }
 
 /// Retries a backend call with backoff until it succeeds or shutdown's grace expires, reporting

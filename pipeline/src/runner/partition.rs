@@ -72,6 +72,8 @@ struct LaneState<T> {
     held: u64,
     /// Appends to the held store not yet durable.
     appending: u64,
+    /// Records are being set aside (prepended); records fetched meanwhile go behind them.
+    prepending: bool,
     first_seq: u64,
     last_seq: u64,
     /// When the first held record not in `queue` is due.
@@ -85,6 +87,7 @@ impl<T> LaneState<T> {
             busy: false,
             held: 0,
             appending: 0,
+            prepending: false,
             first_seq: SEQ_ORIGIN,
             last_seq: SEQ_ORIGIN - 1,
             held_due: 0,
@@ -126,18 +129,21 @@ type LaneFuture<T> = Pin<Box<dyn Future<Output = Event<T>> + Send>>;
 impl<S: Stage> Consumer<S> {
     pub async fn run(self) {
         let (partition, group) = (self.partition, self.group);
-        let Some(committed) = persist("reading the committed offset", partition, &self.health, &self.shutdown, || async {
-            match self.backend.committed(self.topic, group, partition).await? {
-                Some(c) => Ok(c),
-                None => self.backend.start_offset(self.topic, partition).await,
-            }
-        })
-        .await
+        let Some(committed) =
+            persist("reading the committed offset", partition, &self.health, &self.shutdown, || async {
+                match self.backend.committed(self.topic, group, partition).await? {
+                    Some(c) => Ok(c),
+                    None => self.backend.start_offset(self.topic, partition).await,
+                }
+            })
+            .await
         else {
             return;
         };
-        let Some(held_lanes) =
-            persist("reading held lanes", partition, &self.health, &self.shutdown, || self.held.lanes(group, partition)).await
+        let Some(held_lanes) = persist("reading held lanes", partition, &self.health, &self.shutdown, || {
+            self.held.lanes(group, partition)
+        })
+        .await
         else {
             return;
         };
@@ -217,7 +223,12 @@ impl<S: Stage> Consumer<S> {
         }
     }
 
-    fn on_fetched(self: &Arc<Self>, state: &mut Loop<S::In>, records: Vec<ConsumerRecord>, running: &mut FuturesUnordered<LaneFuture<S::In>>) {
+    fn on_fetched(
+        self: &Arc<Self>,
+        state: &mut Loop<S::In>,
+        records: Vec<ConsumerRecord>,
+        running: &mut FuturesUnordered<LaneFuture<S::In>>,
+    ) {
         let mut dead = Vec::new();
         let mut appends: HashMap<Lane, Vec<HeldRecord>> = HashMap::new();
         let mut appended_offsets = Vec::new();
@@ -240,7 +251,7 @@ impl<S: Stage> Consumer<S> {
             let due_ms = due_of(&r.headers);
             let l = state.lanes.entry(lane).or_insert_with(LaneState::new);
             state.unfinished.insert(r.offset);
-            if l.held > 0 || l.queue.len() >= self.config.lane_queue {
+            if l.held > 0 || l.prepending || l.queue.len() >= self.config.lane_queue {
                 // The lane's order continues in the held store.
                 l.last_seq += 1;
                 if l.held == 0 {
@@ -353,7 +364,8 @@ impl<S: Stage> Consumer<S> {
                     }),
                     Err(e) => {
                         tracing::error!(stage = this.group, error = %e, "undecodable held record dead-lettered");
-                        let dead = vec![dead_record(this.topic, h.key, h.value, h.headers, &format!("undecodable: {e}"))];
+                        let dead =
+                            vec![dead_record(this.topic, h.key, h.value, h.headers, &format!("undecodable: {e}"))];
                         let _ = persist("dead-lettering", this.partition, &this.health, &this.shutdown, || {
                             this.backend.produce(dead.clone())
                         })
@@ -411,7 +423,12 @@ impl<S: Stage> Consumer<S> {
         })
     }
 
-    fn on_event(self: &Arc<Self>, state: &mut Loop<S::In>, event: Event<S::In>, running: &mut FuturesUnordered<LaneFuture<S::In>>) {
+    fn on_event(
+        self: &Arc<Self>,
+        state: &mut Loop<S::In>,
+        event: Event<S::In>,
+        running: &mut FuturesUnordered<LaneFuture<S::In>>,
+    ) {
         match event {
             Event::Appended { lanes, offsets } => {
                 for o in offsets {
@@ -450,6 +467,7 @@ impl<S: Stage> Consumer<S> {
                 }
                 let l = state.lanes.entry(lane).or_insert_with(LaneState::new);
                 l.busy = false;
+                l.prepending = false;
                 l.held += count;
                 l.held_due = due_ms;
             }
@@ -538,23 +556,32 @@ impl<S: Stage> Consumer<S> {
         if let Some(head) = rest.first_mut() {
             head.due_ms = head.due_ms.max(until);
         }
-        let holds_copies = rest.first().is_some_and(|p| p.seq.is_some()) || (rest.is_empty() && l.held > 0 && l.queue.is_empty());
+        let holds_copies =
+            rest.first().is_some_and(|p| p.seq.is_some()) || (rest.is_empty() && l.held > 0 && l.queue.is_empty());
         let oldest = rest.iter().map(|p| p.since).min();
         let wait_long = until.saturating_sub(now) > self.config.hold_after.as_millis() as u64
             || oldest.is_some_and(|s| s.elapsed() > self.config.hold_after);
         if holds_copies || release_through.is_some() {
-            // A lane in held mode: release what is done, update the head that waits.
-            let head = rest.first().map(|p| held_record(p, until));
+            // A lane in held mode: release what is done. A head that waits briefly stays in
+            // memory, in front of the other copies (the store keeps its earlier version: a replay
+            // after a crash processes that again, which a stage must accept anyway). One that
+            // waits long is written back, and every copy leaves memory, to be loaded again in
+            // order when it is due (a copy behind it must never run first and release it).
+            let head = rest.first().filter(|_| wait_long).map(|p| held_record(p, until));
             let released = release_through.map(|t| t + 1 - l.first_seq).unwrap_or(0);
             if let Some(t) = release_through {
                 l.first_seq = t + 1;
             }
-            if wait_long || head.is_some() {
-                // Copies are dropped from memory; the store has them.
-                rest.clear();
+            if head.is_some() {
+                rest.retain(|p| p.seq.is_none());
+                l.queue.retain(|p| p.seq.is_none());
             }
             for p in rest.into_iter().rev() {
                 l.queue.push_front(p);
+            }
+            if release_through.is_none() && head.is_none() {
+                l.busy = false;
+                return;
             }
             l.busy = true;
             let this = self.clone();
@@ -574,6 +601,7 @@ impl<S: Stage> Consumer<S> {
                         .await;
                         Some(due)
                     }
+                    // Released: the next held record's due time is found when it is loaded.
                     None => Some(now_ms()),
                 };
                 Event::Settled { lane, released, due_ms: due }
@@ -596,6 +624,7 @@ impl<S: Stage> Consumer<S> {
         // of its queue), in front of anything it already holds.
         let mut spill: Vec<Pending<S::In>> = rest;
         spill.extend(l.queue.drain(..));
+        l.prepending = true;
         let count = spill.len() as u64;
         let first = l.first_seq - count;
         l.first_seq = first;
@@ -604,8 +633,11 @@ impl<S: Stage> Consumer<S> {
         }
         let due_ms = spill.first().map(|p| p.due_ms).unwrap_or(until);
         let offsets: Vec<Offset> = spill.iter().filter_map(|p| p.offset).collect();
-        let held: Vec<HeldRecord> =
-            spill.iter().enumerate().map(|(i, p)| HeldRecord { seq: first + i as u64, ..held_record(p, p.due_ms) }).collect();
+        let held: Vec<HeldRecord> = spill
+            .iter()
+            .enumerate()
+            .map(|(i, p)| HeldRecord { seq: first + i as u64, ..held_record(p, p.due_ms) })
+            .collect();
         self.metrics.held_records.fetch_add(count, Ordering::Relaxed);
         l.busy = true;
         let this = self.clone();

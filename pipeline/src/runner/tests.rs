@@ -41,12 +41,20 @@ impl Stage for Probe {
     fn lane(&self, input: &(u64, u64)) -> Lane {
         Lane(input.0)
     }
-    async fn process(&self, batch: Vec<Input<(u64, u64)>>, out: &mut Emitter) -> std::result::Result<Step<(u64, u64)>, StageError> {
+    async fn process(
+        &self,
+        batch: Vec<Input<(u64, u64)>>,
+        out: &mut Emitter,
+    ) -> std::result::Result<Step<(u64, u64)>, StageError> {
         for (i, input) in batch.iter().enumerate() {
             let (lane, value) = input.value;
             if lane == 99 && value < 1000 && !self.release.load(Ordering::SeqCst) {
                 // Far ahead: the runner must hold this lane aside, not block the partition.
-                return Ok(Step::Wait { from: i, replacement: Some((lane, value + 1000)), until_ms: schemas::now_ms() + 60_000 });
+                return Ok(Step::Wait {
+                    from: i,
+                    replacement: Some((lane, value + 1000)),
+                    until_ms: schemas::now_ms() + 60_000,
+                });
             }
             if value == 3 && self.failures_of_three.fetch_add(1, Ordering::SeqCst) == 0 {
                 return Err(StageError::retry(Duration::from_millis(1), "flaky"));
@@ -75,7 +83,13 @@ fn config() -> RunnerConfig {
 async fn produce(backend: &Arc<EmbeddedTopics>, records: &[(u64, u64)]) {
     let records = records
         .iter()
-        .map(|r| ProducerRecord { topic: "in", partition: 0, key: r.0, headers: Default::default(), value: codec::encode(r).unwrap() })
+        .map(|r| ProducerRecord {
+            topic: "in",
+            partition: 0,
+            key: r.0,
+            headers: Default::default(),
+            value: codec::encode(r).unwrap(),
+        })
         .collect();
     backend.produce(records).await.unwrap();
 }
@@ -91,7 +105,9 @@ async fn until(what: &str, mut check: impl FnMut() -> bool) {
 fn start(backend: &Arc<EmbeddedTopics>, stage: Arc<Probe>) -> (JoinSet<Result<()>>, Shutdown, StageHandle) {
     let shutdown = Shutdown::new();
     let mut tasks = JoinSet::new();
-    let handle = spawn(&mut tasks, stage, IN, backend.clone(), backend.held(), config(), shutdown.clone());
+    let runtime =
+        Runtime { backend: backend.clone(), held: backend.held(), shutdown: shutdown.clone(), board: Arc::default() };
+    let handle = spawn(&mut tasks, stage, IN, &runtime, config());
     (tasks, shutdown, handle)
 }
 
@@ -108,7 +124,13 @@ async fn retries_transient_dead_letters_permanent_and_commits() {
     let backend = open(dir.path());
     produce(&backend, &[(1, 1), (1, 3), (1, 7), (1, 5)]).await;
     backend
-        .produce(vec![ProducerRecord { topic: "in", partition: 0, key: 1, headers: Default::default(), value: vec![9, 9] }])
+        .produce(vec![ProducerRecord {
+            topic: "in",
+            partition: 0,
+            key: 1,
+            headers: Default::default(),
+            value: vec![9, 9],
+        }])
         .await
         .unwrap();
     let stage = Probe::new();
@@ -145,7 +167,10 @@ async fn a_waiting_lane_never_holds_up_another_and_is_held_durably() {
     assert_eq!(seen(&stage, 99), 0);
     // The waiting lane went to the held store, so the committed offset moved past it.
     let b = backend.clone();
-    until("committed past the held lane", || futures::executor::block_on(b.committed("in", "t", 0)).unwrap() == Some(35)).await;
+    until("committed past the held lane", || {
+        futures::executor::block_on(b.committed("in", "t", 0)).unwrap() == Some(35)
+    })
+    .await;
     assert!(handle.metrics.held_records.load(Ordering::Relaxed) >= 5);
     stop(tasks, shutdown).await;
 
@@ -211,5 +236,87 @@ async fn a_record_is_not_processed_before_it_is_due() {
     until("the due record", || stage.seen.lock().unwrap().len() == 2).await;
     assert!(schemas::now_ms() >= due);
     assert_eq!(stage.seen.lock().unwrap()[0], (6, 1), "the record not due waited; the other did not");
+    stop(tasks, shutdown).await;
+}
+
+/// Records are `(lane, items)`; each step takes a few items of its record, emits them and hands
+/// the rest back with a short or a long wait (past `hold_after`), so records move between memory
+/// and the held store while new records keep arriving.
+struct Splitter {
+    steps: std::sync::atomic::AtomicU64,
+}
+
+const ITEMS: Topic<(u64, Vec<u64>)> = Topic::new("in", 1, None);
+
+impl Stage for Splitter {
+    type In = (u64, Vec<u64>);
+    fn name(&self) -> &'static str {
+        "t"
+    }
+    fn lane(&self, input: &(u64, Vec<u64>)) -> Lane {
+        Lane(input.0)
+    }
+    async fn process(
+        &self,
+        batch: Vec<Input<(u64, Vec<u64>)>>,
+        out: &mut Emitter,
+    ) -> std::result::Result<Step<(u64, Vec<u64>)>, StageError> {
+        for (i, input) in batch.into_iter().enumerate() {
+            let (lane, mut items) = input.value;
+            let step = self.steps.fetch_add(1, Ordering::Relaxed);
+            let take = ((step % 3) as usize + 1).min(items.len());
+            let rest = items.split_off(take);
+            for item in items {
+                out.emit(&OUT, lane, &(lane, item)).map_err(crate::stage::transient)?;
+            }
+            if !rest.is_empty() {
+                let wait = if step % 5 == 0 { 60 } else { 1 };
+                return Ok(Step::Wait { from: i, replacement: Some((lane, rest)), until_ms: schemas::now_ms() + wait });
+            }
+        }
+        Ok(Step::Done)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_handed_back_in_parts_are_never_lost() {
+    let dir = tempfile::tempdir().unwrap();
+    let backend = open(dir.path());
+    let shutdown = Shutdown::new();
+    let mut tasks = JoinSet::new();
+    let runtime =
+        Runtime { backend: backend.clone(), held: backend.held(), shutdown: shutdown.clone(), board: Arc::default() };
+    let config = RunnerConfig { hold_after: Duration::from_millis(30), max_batch: 1, ..config() };
+    spawn(&mut tasks, Arc::new(Splitter { steps: Default::default() }), ITEMS, &runtime, config);
+    let mut expected = std::collections::BTreeSet::new();
+    let mut next = 0u64;
+    for round in 0..40u64 {
+        let mut out = Emitter::new(backend.clone());
+        for lane in 0..3u64 {
+            let items: Vec<u64> = (next..next + 7).collect();
+            next += 7;
+            expected.extend(items.iter().map(|i| (lane, *i)));
+            out.emit(&ITEMS, lane, &(lane, items)).unwrap();
+        }
+        out.flush().await.unwrap();
+        tokio::time::sleep(Duration::from_millis(round % 4 * 5)).await;
+    }
+    let b = backend.clone();
+    let emitted = move || {
+        let records = futures::executor::block_on(b.fetch("out", 0, 0, 100_000, Duration::ZERO)).unwrap();
+        records
+            .iter()
+            .map(|r| codec::decode::<(u64, u64)>(&r.value).unwrap())
+            .collect::<std::collections::BTreeSet<_>>()
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let seen = emitted();
+        if expected.is_subset(&seen) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "lost: {:?}", expected.difference(&seen).take(20).collect::<Vec<_>>());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     stop(tasks, shutdown).await;
 }

@@ -76,7 +76,11 @@ impl TokenBucket {
         self.refill(now);
         let granted = (self.tokens.floor().max(0.0) as u32).min(want);
         self.tokens -= f64::from(granted);
-        let next = if granted == want { Duration::ZERO } else { Duration::from_secs_f64((1.0 - self.tokens).max(0.0) / self.rate_per_s) };
+        let next = if granted == want {
+            Duration::ZERO
+        } else {
+            Duration::from_secs_f64((1.0 - self.tokens).max(0.0) / self.rate_per_s)
+        };
         (granted, next)
     }
 

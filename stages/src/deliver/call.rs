@@ -97,10 +97,9 @@ impl Caller<'_> {
         }
         self.settle_calls(&mut run.finished, settle).await?;
         result?;
-        Ok(run.stop_at.map(|until_ms| Stop {
-            rest: run.ready.into_iter().map(|(m, _)| m).chain(run.queue).collect(),
-            until_ms,
-        }))
+        Ok(run
+            .stop_at
+            .map(|until_ms| Stop { rest: run.ready.into_iter().map(|(m, _)| m).chain(run.queue).collect(), until_ms }))
     }
 
     /// One turn of the loop; `false` when the step is over.
@@ -178,13 +177,21 @@ impl Caller<'_> {
             }
             return Ok(true);
         }
-        self.claim_and_call(run, slots.grants).await?;
+        // Paced calls leave a fixed delay after their slot, whatever the claim write took: the
+        // provider sees the bucket's spacing, not the write's jitter.
+        let leave_at = self.route.is_paced().then(|| tokio::time::Instant::now() + config.pace_delay);
+        self.claim_and_call(run, slots.grants, leave_at).await?;
         Ok(true)
     }
 
     /// Claims one message per granted slot (compare-and-set against its planned claim) and
     /// starts its call; a message someone else claimed meanwhile gives its slot back.
-    async fn claim_and_call(&self, run: &mut Run, grants: Vec<(Arc<Sender>, u32)>) -> crate::Result<()> {
+    async fn claim_and_call(
+        &self,
+        run: &mut Run,
+        grants: Vec<(Arc<Sender>, u32)>,
+        leave_at: Option<tokio::time::Instant>,
+    ) -> crate::Result<()> {
         let mut assigned = Vec::new();
         for (sender, n) in grants {
             for _ in 0..n {
@@ -213,6 +220,9 @@ impl Caller<'_> {
             let route = self.route.clone();
             let tenant = self.tenant;
             run.calls.push(Box::pin(async move {
+                if let Some(at) = leave_at {
+                    tokio::time::sleep_until(at).await;
+                }
                 let result = route.provider.send(&sender.id, &message).await;
                 // The sender adapts right when the answer arrives, so the slots still to come
                 // already go at the new pace or elsewhere.
@@ -240,7 +250,8 @@ impl Caller<'_> {
                 SendResult::Failed(e) => {
                     tracing::debug!(message = %message.key.id, attempt, code = %e.code, "provider refused");
                     if stopped {
-                        judge::record_stop(self.deliver.state.as_ref(), self.tenant, settle.provider(), &sender.id).await;
+                        judge::record_stop(self.deliver.state.as_ref(), self.tenant, settle.provider(), &sender.id)
+                            .await;
                     }
                     match judge::judge(config, &self.route, &sender, &message, attempt, &e) {
                         Verdict::Retry(wait) => {

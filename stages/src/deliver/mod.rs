@@ -81,6 +81,9 @@ pub struct DeliverConfig {
     pub max_pace_wait: Duration,
     /// A step stops taking new slots after this long (its lane goes to the back of the line).
     pub step_budget: Duration,
+    /// A paced call leaves this long after its slot was granted (longer than a claim write
+    /// takes), so calls reach the provider spaced as the bucket granted them.
+    pub pace_delay: Duration,
 }
 
 impl Default for DeliverConfig {
@@ -97,6 +100,7 @@ impl Default for DeliverConfig {
             receipt_grace: Duration::from_secs(30),
             max_pace_wait: Duration::from_millis(50),
             step_budget: Duration::from_secs(1),
+            pace_delay: Duration::from_millis(25),
         }
     }
 }
@@ -162,7 +166,15 @@ impl Stage for Deliver {
         Lane::campaign(batch.tenant, batch.campaign)
     }
 
-    async fn process(&self, batch: Vec<Input<MessageBatch>>, out: &mut Emitter) -> Result<Step<MessageBatch>, StageError> {
+    fn metrics(&self) -> Vec<pipeline::Sample> {
+        self.senders.samples()
+    }
+
+    async fn process(
+        &self,
+        batch: Vec<Input<MessageBatch>>,
+        out: &mut Emitter,
+    ) -> Result<Step<MessageBatch>, StageError> {
         for (i, input) in batch.into_iter().enumerate() {
             let MessageBatch { tenant, campaign, messages } = input.value;
             if let Some((messages, until_ms)) = self.deliver(tenant, campaign, false, messages, out).await? {
@@ -208,3 +220,6 @@ impl Stage for Redeliver {
         Ok(Step::Done)
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -57,7 +57,9 @@ impl Aimd {
     fn recover(&mut self, now: Instant) {
         let dt = now.saturating_duration_since(self.last_update).as_secs_f64();
         self.last_update = now;
-        if self.current >= self.configured || self.last_decrease.is_some_and(|d| now.saturating_duration_since(d) < COOLDOWN) {
+        if self.current >= self.configured
+            || self.last_decrease.is_some_and(|d| now.saturating_duration_since(d) < COOLDOWN)
+        {
             return;
         }
         self.current = (self.current + self.configured * INCREASE_PER_S * dt).min(self.configured);
@@ -84,7 +86,12 @@ impl Sender {
         let id = id.into();
         let now = now();
         let aimd = rate_per_s.filter(|r| *r > 0).map(|rate| {
-            Mutex::new(Aimd { configured: f64::from(rate), current: f64::from(rate), last_decrease: None, last_update: now })
+            Mutex::new(Aimd {
+                configured: f64::from(rate),
+                current: f64::from(rate),
+                last_decrease: None,
+                last_update: now,
+            })
         });
         Self {
             bucket: format!("pace/{tenant}/{provider}/{id}"),
@@ -182,9 +189,9 @@ impl Route {
         tenant_limit: Option<(u32, u32)>,
         fingerprint: u64,
     ) -> Self {
-        let tenant = tenant_limit.filter(|(rate, _)| *rate > 0).map(|(rate, burst)| {
-            (format!("pace/{tenant}"), Pace { rate_per_s: f64::from(rate), burst: burst.max(1) })
-        });
+        let tenant = tenant_limit
+            .filter(|(rate, _)| *rate > 0)
+            .map(|(rate, burst)| (format!("pace/{tenant}"), Pace { rate_per_s: f64::from(rate), burst: burst.max(1) }));
         Self { provider, senders, tenant, next: AtomicUsize::new(0), fingerprint, quota: None }
     }
 

@@ -228,6 +228,32 @@ impl Senders {
         }
     }
 
+    /// Every cached sender's state as metrics samples (pacing, AIMD rate, stopped).
+    pub fn samples(&self) -> Vec<pipeline::Sample> {
+        use pipeline::Sample;
+        let mut out = Vec::new();
+        for s in self.snapshot() {
+            let labelled = |sample: Sample| {
+                sample
+                    .label("tenant", s.tenant.to_string())
+                    .label("provider", s.provider.clone())
+                    .label("sender", s.sender.clone())
+            };
+            if let (Some(configured), Some(current)) = (s.configured_rate, s.current_rate) {
+                let help = "sender call rate (configured, and current after AIMD)";
+                out.push(
+                    labelled(Sample::gauge("herald_sender_rate_per_s", help, configured)).label("kind", "configured"),
+                );
+                out.push(labelled(Sample::gauge("herald_sender_rate_per_s", help, current)).label("kind", "current"));
+            }
+            let help = "provider 'too fast' answers";
+            out.push(labelled(Sample::counter("herald_sender_pace_signals_total", help, s.pace_signals as f64)));
+            let help = "1 when the provider stopped the sender (alert)";
+            out.push(labelled(Sample::gauge("herald_sender_stopped", help, f64::from(u8::from(s.stopped)))));
+        }
+        out
+    }
+
     /// Every cached sender's state.
     pub fn snapshot(&self) -> Vec<SenderView> {
         let routes = self.routes.lock().unwrap_or_else(|p| p.into_inner());

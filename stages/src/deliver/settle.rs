@@ -48,7 +48,14 @@ impl Settlement {
     }
 
     /// Settles attempt `attempt` of `message` for good (claim `Done`, replacing `expected`).
-    pub fn done(&mut self, message: &RenderedMessage, attempt: u32, kind: OutcomeKind, letter: Option<LetterInfo>, expected: Option<Claim>) {
+    pub fn done(
+        &mut self,
+        message: &RenderedMessage,
+        attempt: u32,
+        kind: OutcomeKind,
+        letter: Option<LetterInfo>,
+        expected: Option<Claim>,
+    ) {
         let receipt = self.wants_receipt(&kind);
         self.claims.push(ClaimWrite {
             key: message.key,
@@ -59,7 +66,14 @@ impl Settlement {
     }
 
     /// Re-emits what a `Done` claim recorded.
-    pub fn replay_done(&mut self, message: &RenderedMessage, attempt: u32, kind: OutcomeKind, letter: Option<LetterInfo>, receipt: bool) {
+    pub fn replay_done(
+        &mut self,
+        message: &RenderedMessage,
+        attempt: u32,
+        kind: OutcomeKind,
+        letter: Option<LetterInfo>,
+        receipt: bool,
+    ) {
         let now = now_ms();
         if let (true, OutcomeKind::Accepted { provider, provider_message_id }) = (receipt, &kind) {
             self.receipts.push(Receipt {
@@ -72,7 +86,13 @@ impl Settlement {
             });
         }
         if let Some(LetterInfo { reason, not_before_ms }) = letter {
-            self.letters.push(DeadLetter { message: message.clone(), reason, attempts: attempt, at_ms: now, not_before_ms });
+            self.letters.push(DeadLetter {
+                message: message.clone(),
+                reason,
+                attempts: attempt,
+                at_ms: now,
+                not_before_ms,
+            });
         }
         self.events.push(OutcomeEvent::Message(outcome_of(message, kind, attempt)));
     }

@@ -147,16 +147,22 @@ impl Throttle {
 
     /// Takes up to `n` tokens from the tenant's and the campaign's buckets (both, or neither
     /// for the part one of them lacks); returns how many and, if fewer, when to ask again.
-    fn take_tokens(&self, tenant: TenantId, campaign: CampaignId, limits: &Limits, n: u64, now: Instant) -> (u64, Duration) {
+    fn take_tokens(
+        &self,
+        tenant: TenantId,
+        campaign: CampaignId,
+        limits: &Limits,
+        n: u64,
+        now: Instant,
+    ) -> (u64, Duration) {
         let mut buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
         let mut granted = n.min(u64::from(u32::MAX)) as u32;
         let mut wait = Duration::ZERO;
         let mut taken: Vec<(BucketKey, u32)> = Vec::with_capacity(2);
         for (key, rate) in [((tenant, None), limits.tenant_rate), ((tenant, Some(campaign)), limits.campaign_rate)] {
             let Some(rate) = rate else { continue };
-            let (bucket, used) = buckets
-                .entry(key)
-                .or_insert_with(|| (TokenBucket::new(f64::from(rate), rate.max(1), now), now));
+            let (bucket, used) =
+                buckets.entry(key).or_insert_with(|| (TokenBucket::new(f64::from(rate), rate.max(1), now), now));
             *used = now;
             if (bucket.rate() - f64::from(rate)).abs() > f64::EPSILON {
                 bucket.set_rate(f64::from(rate), now);
@@ -311,7 +317,11 @@ impl Stage for Throttle {
         Lane::campaign(batch.tenant, batch.campaign)
     }
 
-    async fn process(&self, batch: Vec<Input<MessageBatch>>, out: &mut Emitter) -> Result<Step<MessageBatch>, StageError> {
+    async fn process(
+        &self,
+        batch: Vec<Input<MessageBatch>>,
+        out: &mut Emitter,
+    ) -> Result<Step<MessageBatch>, StageError> {
         for (i, input) in batch.into_iter().enumerate() {
             let mut value = input.value;
             if let Err(Hold::Until(until_ms)) = self.release(&mut value, out).await? {
@@ -323,5 +333,10 @@ impl Stage for Throttle {
 
     async fn on_tick(&self) {
         self.return_budget().await;
+    }
+
+    fn metrics(&self) -> Vec<pipeline::Sample> {
+        let help = "messages released to deliver and not yet taken (the run-ahead budget in use)";
+        vec![pipeline::Sample::gauge("herald_throttle_in_flight", help, self.gate.in_flight() as f64)]
     }
 }

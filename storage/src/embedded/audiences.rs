@@ -85,7 +85,6 @@ impl Audiences for EmbeddedStore {
             })
             .collect())
     }
-
 }
 
 #[async_trait]

@@ -171,7 +171,6 @@ impl Catalog for EmbeddedStore {
         Ok(scan(&self.campaigns, &prefix, prefix.clone(), usize::MAX)?.into_iter().map(|(_, c)| c).collect())
     }
 
-
     async fn put_provider(&self, config: &ProviderConfig) -> Result<()> {
         self.provider_put(config)
     }

@@ -78,7 +78,6 @@ impl SharedState for EmbeddedState {
         Ok(next)
     }
 
-
     async fn get_claims(&self, keys: &[MessageKey]) -> Result<Vec<Option<Claim>>> {
         keys.iter().map(|k| get(&self.store.claims, &claim_key(k))).collect()
     }
@@ -134,7 +133,8 @@ impl SharedState for EmbeddedState {
     async fn take_tokens(&self, bucket: &str, pace: Pace, want: u32) -> Result<TokenGrant> {
         let now = instant();
         let mut buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
-        let b = buckets.entry(bucket.to_string()).or_insert_with(|| TokenBucket::empty(pace.rate_per_s, pace.burst, now));
+        let b =
+            buckets.entry(bucket.to_string()).or_insert_with(|| TokenBucket::empty(pace.rate_per_s, pace.burst, now));
         if (b.rate() - pace.rate_per_s).abs() > f64::EPSILON {
             b.set_rate(pace.rate_per_s, now);
         }
@@ -246,7 +246,6 @@ impl SharedState for EmbeddedState {
         batch.commit()?;
         Ok(stale.len())
     }
-
 
     async fn reserve_quota(
         &self,

@@ -54,7 +54,10 @@ fn claims_counters_and_ids_survive_reopen() {
         assert_eq!(state.put_claims(&[write], None).await.unwrap(), vec![true]);
         assert_eq!(state.next_id("tenant").await.unwrap(), 1);
         let counters = CampaignCounters { total: Some(3), delivered: 2, ..Default::default() };
-        store.apply(LogBatch { counters: vec![(TenantId(1), CampaignId(1), counters)], ..Default::default() }).await.unwrap();
+        store
+            .apply(LogBatch { counters: vec![(TenantId(1), CampaignId(1), counters)], ..Default::default() })
+            .await
+            .unwrap();
     });
     rt().block_on(async {
         let store = Arc::new(open(dir.path()));

@@ -82,13 +82,15 @@ async fn several_senders_add_up_and_stopped_ones_are_skipped() {
 #[tokio::test(flavor = "current_thread", start_paused = true)]
 async fn tenant_limit_holds_above_senders_and_unused_tokens_go_back() {
     let (_dir, state) = state();
-    let senders = vec![Arc::new(Sender::new(T, "p", "a", Some(80), 8)), Arc::new(Sender::new(T, "p", "b", Some(80), 8))];
+    let senders =
+        vec![Arc::new(Sender::new(T, "p", "a", Some(80), 8)), Arc::new(Sender::new(T, "p", "b", Some(80), 8))];
     let route = Route::new(Arc::new(Nobody), senders, T, Some((40, 4)), 0);
     let calls: Vec<Duration> = drive(&route, &state, 5).await.into_iter().map(|(t, _)| t).collect();
     assert!(max_window(&calls) <= 44, "{}", max_window(&calls));
     assert!(calls.len() >= 195, "{}", calls.len());
     // Unpaced senders under a tenant limit: the tenant bucket alone paces.
-    let unpaced = Route::new(Arc::new(Nobody), vec![Arc::new(Sender::new(T, "q", "u", None, 0))], TenantId(2), Some((100, 1)), 0);
+    let unpaced =
+        Route::new(Arc::new(Nobody), vec![Arc::new(Sender::new(T, "q", "u", None, 0))], TenantId(2), Some((100, 1)), 0);
     let calls: Vec<Duration> = drive(&unpaced, &state, 3).await.into_iter().map(|(t, _)| t).collect();
     assert!(max_window(&calls) <= 101 && calls.len() >= 295, "{} in {}", max_window(&calls), calls.len());
 }
