@@ -12,56 +12,7 @@ use common::*;
 use herald::mock_provider::calls::{analyze, CallsSummary};
 use serde_json::json;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
-
-/// A `herald mock-provider` child process, killed on drop.
-struct MockProcess {
-    child: Child,
-    port: u16,
-}
-
-impl MockProcess {
-    async fn start(port: u16, webhook_url: &str, calls_log: &Path, extra: &[&str]) -> Self {
-        let mut args = vec![
-            "mock-provider".to_string(),
-            "--listen".into(),
-            format!("127.0.0.1:{port}"),
-            "--webhook-url".into(),
-            webhook_url.into(),
-            "--app-secret".into(),
-            "app-secret".into(),
-            "--calls-log".into(),
-            calls_log.display().to_string(),
-        ];
-        args.extend(extra.iter().map(|a| a.to_string()));
-        let child = Command::new(env!("CARGO_BIN_EXE_herald"))
-            .args(&args)
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("starting herald mock-provider");
-        let client = reqwest::Client::new();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while client.get(format!("http://127.0.0.1:{port}/healthz")).send().await.is_err() {
-            assert!(Instant::now() < deadline, "mock provider did not start");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        Self { child, port }
-    }
-
-    fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for MockProcess {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
+use std::time::Duration;
 
 /// Herald with a WhatsApp tenant whose sender `PN-A` is paced at `rate`, and a campaign of
 /// `n` recipients ready to send: (server, operator token, template, audience).

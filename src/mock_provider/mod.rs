@@ -30,10 +30,11 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use rand::Rng;
 use receipts::{Pending, Receipts, Target};
+use schemas::helpers::SlidingWindow;
 use schemas::{now_ms, MessageKey};
 use serde::Serialize;
 use serde_json::{json, Value};
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::io::Write;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -156,7 +157,7 @@ pub struct Stats {
 
 struct Mock {
     args: MockArgs,
-    windows: Mutex<HashMap<String, VecDeque<Instant>>>,
+    windows: Mutex<HashMap<String, SlidingWindow>>,
     pairs: Mutex<HashMap<(String, String), Instant>>,
     seen: Mutex<std::collections::HashSet<String>>,
     stats: Mutex<Stats>,
@@ -268,11 +269,8 @@ impl Mock {
         let now = Instant::now();
         let mut windows = self.windows.lock().unwrap_or_else(|p| p.into_inner());
         let window = windows.entry(sender.to_string()).or_default();
-        while window.front().is_some_and(|t| now.duration_since(*t) >= Duration::from_secs(1)) {
-            window.pop_front();
-        }
         let limit = self.args.mps.max(1) + (self.args.mps / 10).max(1);
-        if window.len() >= limit as usize {
+        if window.count(now) >= limit as usize {
             return Verdict::Refuse(throughput_code, "throughput limit reached for this sender".into());
         }
         // Evenly spread, not random: exactly `share` of the calls, so a drill always hits.
@@ -294,7 +292,7 @@ impl Mock {
                 pairs.retain(|_, t| now.duration_since(*t) < interval);
             }
         }
-        window.push_back(now);
+        window.record(now);
         let fresh = self.seen.lock().unwrap_or_else(|p| p.into_inner()).insert(message_id.to_string());
         if !fresh {
             self.stats.lock().unwrap_or_else(|p| p.into_inner()).duplicate_message_ids += 1;

@@ -182,7 +182,7 @@ impl Receipts {
                     "metadata": {"display_phone_number": "15550000000", "phone_number_id": phone_number_id},
                     "statuses": statuses}}]}]})
                 .to_string();
-                let signature = stages::deliver::providers::webhook::sign(&self.app_secret, body.as_bytes());
+                let signature = schemas::helpers::sign_sha256_hex(self.app_secret.as_bytes(), body.as_bytes());
                 self.client
                     .post(&self.webhook_url)
                     .header("content-type", "application/json")
@@ -204,7 +204,7 @@ impl Receipts {
                 if status == "undelivered" {
                     form.push(("ErrorCode".to_string(), "30003".to_string()));
                 }
-                let signature = api::routes::sms_callbacks::twilio_signature(auth_token, url, &form);
+                let signature = stages::deliver::providers::sms::status::twilio_signature(auth_token, url, &form);
                 let body: String = form_urlencoded::Serializer::new(String::new()).extend_pairs(&form).finish();
                 self.client
                     .post(url)

@@ -10,7 +10,7 @@ pub enum Error {
     #[error("pipeline: {0}")]
     Pipeline(#[from] pipeline::Error),
     #[error("invalid template: {0}")]
-    Template(#[from] crate::template::TemplateError),
+    Template(#[from] crate::render::template::TemplateError),
 }
 
 pub type Result<T> = std::result::Result<T, Error>;

@@ -16,10 +16,8 @@ pub mod control;
 pub mod deliver;
 pub mod error;
 pub mod lifecycle;
-pub mod quota;
 pub mod reconcile;
 pub mod render;
-pub mod template;
 pub mod throttle;
 
 pub use error::{Error, Result};

@@ -29,7 +29,6 @@
 
 use pipeline::{topics, Emitter, Input, Partition, Stage, StageError, Step};
 use schemas::*;
-use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 use std::result::Result;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -278,16 +277,7 @@ impl Reconciler {
     /// Applies one step's events (all of partition `partition`).
     async fn apply(&self, partition: Partition, mut events: Vec<Event>) -> crate::Result<()> {
         self.metrics.events.fetch_add(events.len() as u64, Ordering::Relaxed);
-        let mut tenants: Vec<TenantId> = events.iter().map(Event::tenant).collect();
-        tenants.sort_unstable();
-        tenants.dedup();
-        for tenant in tenants {
-            if self.is_purged(tenant).await? {
-                let before = events.len();
-                events.retain(|e| e.tenant() != tenant);
-                self.metrics.purged_tenant_events.fetch_add((before - events.len()) as u64, Ordering::Relaxed);
-            }
-        }
+        self.drop_purged(&mut events).await?;
         // Serializes the partition's writes: counters and rows are read-modify-write.
         let slot = self.partitions.get(partition as usize).ok_or_else(|| {
             crate::Error::Pipeline(pipeline::Error::Fatal(format!("reconcile has no partition {partition}")))
@@ -304,89 +294,46 @@ impl Reconciler {
         keys.sort_by_key(|k| (k.tenant, k.campaign, k.bucket, k.id));
         keys.dedup();
         let existing = self.log.get_messages(&keys).await?;
-        let mut rows: HashMap<MessageKey, PendingRow> =
-            keys.into_iter().zip(existing).map(|(k, row)| (k, PendingRow { row, dirty: false, index: None })).collect();
-        let mut touched: HashMap<(TenantId, CampaignId), CampaignCounters> = HashMap::new();
-        let mut batch = LogBatch::default();
-
+        let mut work = Work {
+            reconciler: self,
+            cache: &cache,
+            rows: keys
+                .into_iter()
+                .zip(existing)
+                .map(|(k, row)| (k, PendingRow { row, dirty: false, index: None }))
+                .collect(),
+            touched: HashMap::new(),
+            batch: LogBatch::default(),
+        };
         for event in events {
             match event {
-                Event::Message(key, event) => {
-                    let campaign = (key.tenant, key.campaign);
-                    if let Entry::Vacant(slot) = touched.entry(campaign) {
-                        let c = match cache.get(&campaign) {
-                            Some(c) => *c,
-                            None => self.log.get_counters(key.tenant, key.campaign).await?.unwrap_or_default(),
-                        };
-                        slot.insert(c);
-                    }
-                    let Some(PendingRow { row, dirty, index }) = rows.get_mut(&key) else { continue };
-                    let applied = apply_event(row, &event);
-                    if applied.learned_provider_id {
-                        *index = event.provider_message_id.clone();
-                    }
-                    if applied.superseded {
-                        batch.cleared_dead_letters.push(key);
-                        batch.dead_letters.retain(|e| e.key != key);
-                    }
-                    *dirty |= applied.changed;
-                    if let (Some(previous), Some(counters), Some(row)) =
-                        (applied.transition, touched.get_mut(&campaign), row.as_ref())
-                    {
-                        self.metrics.transitions.fetch_add(1, Ordering::Relaxed);
-                        if let Some(slot) = previous.and_then(|p| counters.slot(p)) {
-                            *slot = slot.saturating_sub(1);
-                        }
-                        if let Some(slot) = counters.slot(row.status) {
-                            *slot += 1;
-                        }
-                    }
-                }
-                Event::Sealed(tenant, campaign, total) => {
-                    let counters = match touched.get(&(tenant, campaign)).or(cache.get(&(tenant, campaign))) {
-                        Some(c) => *c,
-                        None => self.log.get_counters(tenant, campaign).await?.unwrap_or_default(),
-                    };
-                    touched.insert((tenant, campaign), CampaignCounters { total: Some(total), ..counters });
-                }
-                Event::DeadLetter(entry) => {
-                    // A letter older than what the log knows (a later attempt went through).
-                    let superseded = rows.get(&entry.key).and_then(|r| r.row.as_ref()).is_some_and(|r| {
-                        r.attempts > entry.letter.attempts
-                            && !is_failure(r.status)
-                            && rank(r.status) > rank(MessageStatus::Queued)
-                    });
-                    if !superseded {
-                        batch.dead_letters.push(entry);
-                    }
-                }
+                Event::Message(key, event) => work.message(key, event).await?,
+                Event::Sealed(tenant, campaign, total) => work.counters(tenant, campaign).await?.total = Some(total),
+                Event::DeadLetter(entry) => work.dead_letter(entry),
             }
         }
-
-        let now = now_ms();
-        for ((tenant, campaign), counters) in touched.iter_mut() {
-            // A redrive can reopen a completed campaign.
-            if counters.completed_ms.is_some() && counters.total.is_some_and(|t| counters.terminal() < t) {
-                counters.completed_ms = None;
-            }
-            if counters.completed_ms.is_none() && counters.total.is_some_and(|t| counters.terminal() == t) {
-                counters.completed_ms = Some(now);
-                self.metrics.completed_campaigns.fetch_add(1, Ordering::Relaxed);
-                tracing::info!(%tenant, %campaign, total = counters.total, "campaign completed");
-            }
-            batch.counters.push((*tenant, *campaign, *counters));
-        }
-        for (key, PendingRow { row, dirty, index }) in rows {
-            if let (true, Some(record)) = (dirty, row) {
-                batch.writes.push(LogWrite { key, record, index });
-            }
-        }
+        let (batch, touched) = work.finish();
         self.log.apply(batch).await?;
         // Only now, with the write durable, does the cache move forward.
         if cache.len() > 4_096 {
             cache.retain(|_, c| c.completed_ms.is_none());
         }
         cache.extend(touched);
+        Ok(())
+    }
+
+    /// Drops the events of purged tenants (counted).
+    async fn drop_purged(&self, events: &mut Vec<Event>) -> crate::Result<()> {
+        let mut tenants: Vec<TenantId> = events.iter().map(Event::tenant).collect();
+        tenants.sort_unstable();
+        tenants.dedup();
+        for tenant in tenants {
+            if self.is_purged(tenant).await? {
+                let before = events.len();
+                events.retain(|e| e.tenant() != tenant);
+                self.metrics.purged_tenant_events.fetch_add((before - events.len()) as u64, Ordering::Relaxed);
+            }
+        }
         Ok(())
     }
 
@@ -419,6 +366,90 @@ impl Reconciler {
     fn unmatched(&self, tenant: TenantId, r: &Receipt, why: &str) {
         self.metrics.unmatched_receipts.fetch_add(1, Ordering::Relaxed);
         tracing::warn!(%tenant, provider = %r.provider, id = %r.provider_message_id, why, "receipt matched no message; dropped");
+    }
+}
+
+/// One reconcile step's working set: the rows it read, the counters it touched, and the
+/// batch it will write.
+struct Work<'a> {
+    reconciler: &'a Reconciler,
+    cache: &'a CounterCache,
+    rows: HashMap<MessageKey, PendingRow>,
+    touched: HashMap<(TenantId, CampaignId), CampaignCounters>,
+    batch: LogBatch,
+}
+
+impl Work<'_> {
+    /// The campaign's counters as this step left them (loaded on first touch).
+    async fn counters(&mut self, tenant: TenantId, campaign: CampaignId) -> crate::Result<&mut CampaignCounters> {
+        let key = (tenant, campaign);
+        if !self.touched.contains_key(&key) {
+            let c = match self.cache.get(&key) {
+                Some(c) => *c,
+                None => self.reconciler.log.get_counters(tenant, campaign).await?.unwrap_or_default(),
+            };
+            self.touched.insert(key, c);
+        }
+        Ok(self.touched.entry(key).or_default())
+    }
+
+    async fn message(&mut self, key: MessageKey, event: MessageEvent) -> crate::Result<()> {
+        self.counters(key.tenant, key.campaign).await?;
+        let Some(PendingRow { row, dirty, index }) = self.rows.get_mut(&key) else { return Ok(()) };
+        let applied = apply_event(row, &event);
+        if applied.learned_provider_id {
+            *index = event.provider_message_id.clone();
+        }
+        if applied.superseded {
+            self.batch.cleared_dead_letters.push(key);
+            self.batch.dead_letters.retain(|e| e.key != key);
+        }
+        *dirty |= applied.changed;
+        let status = row.as_ref().map(|r| r.status);
+        if let (Some(previous), Some(status)) = (applied.transition, status) {
+            self.reconciler.metrics.transitions.fetch_add(1, Ordering::Relaxed);
+            let counters = self.counters(key.tenant, key.campaign).await?;
+            if let Some(slot) = previous.and_then(|p| counters.slot(p)) {
+                *slot = slot.saturating_sub(1);
+            }
+            if let Some(slot) = counters.slot(status) {
+                *slot += 1;
+            }
+        }
+        Ok(())
+    }
+
+    fn dead_letter(&mut self, entry: DlqEntry) {
+        // A letter older than what the log knows (a later attempt went through) is not kept.
+        let superseded = self.rows.get(&entry.key).and_then(|r| r.row.as_ref()).is_some_and(|r| {
+            r.attempts > entry.letter.attempts && !is_failure(r.status) && rank(r.status) > rank(MessageStatus::Queued)
+        });
+        if !superseded {
+            self.batch.dead_letters.push(entry);
+        }
+    }
+
+    /// Completes (or reopens) campaigns and returns what to write and the new counters.
+    fn finish(mut self) -> (LogBatch, HashMap<(TenantId, CampaignId), CampaignCounters>) {
+        let now = now_ms();
+        for ((tenant, campaign), counters) in self.touched.iter_mut() {
+            // A redrive can reopen a completed campaign.
+            if counters.completed_ms.is_some() && counters.total.is_some_and(|t| counters.terminal() < t) {
+                counters.completed_ms = None;
+            }
+            if counters.completed_ms.is_none() && counters.total.is_some_and(|t| counters.terminal() == t) {
+                counters.completed_ms = Some(now);
+                self.reconciler.metrics.completed_campaigns.fetch_add(1, Ordering::Relaxed);
+                tracing::info!(%tenant, %campaign, total = counters.total, "campaign completed");
+            }
+            self.batch.counters.push((*tenant, *campaign, *counters));
+        }
+        for (key, PendingRow { row, dirty, index }) in self.rows {
+            if let (true, Some(record)) = (dirty, row) {
+                self.batch.writes.push(LogWrite { key, record, index });
+            }
+        }
+        (self.batch, self.touched)
     }
 }
 

@@ -11,9 +11,22 @@ use std::time::{Duration, Instant};
 
 pub struct TestServer {
     pub server: Option<Server>,
+    pub api: Api,
+    pub dir: tempfile::TempDir,
+}
+
+impl std::ops::Deref for TestServer {
+    type Target = Api;
+    fn deref(&self) -> &Api {
+        &self.api
+    }
+}
+
+/// A JSON client for a Herald API (in this process or a child `herald serve`), minting its own
+/// tokens with the configured JWT secret.
+pub struct Api {
     pub base: String,
     pub config: HeraldConfig,
-    pub dir: tempfile::TempDir,
     pub http: reqwest::Client,
 }
 
@@ -41,50 +54,7 @@ impl TestServer {
         adjust(&mut config);
         let server = Server::start(&config).await.unwrap();
         let base = format!("http://{}", server.addr);
-        // No pooled connections: after the server refuses a body it did not read (413, 415) it
-        // closes the connection, and a pooled client could reuse it in that instant
-        // (`IncompleteMessage`, seen in CI).
-        let http = reqwest::Client::builder().pool_max_idle_per_host(0).build().unwrap();
-        Self { server: Some(server), base, config, dir, http }
-    }
-
-    pub fn token(&self, role: &str, tenant: Option<u64>) -> String {
-        let exp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() + 3600;
-        let claims = herald_api_claims(role, tenant, exp);
-        self.config.auth().unwrap().mint(&claims).unwrap()
-    }
-
-    pub async fn call(&self, method: &str, path: &str, token: Option<&str>, body: Option<Value>) -> (u16, Value) {
-        let mut req = self.http.request(method.parse().unwrap(), format!("{}{path}", self.base));
-        if let Some(t) = token {
-            req = req.bearer_auth(t);
-        }
-        if let Some(b) = body {
-            req = req.json(&b);
-        }
-        let resp = req.send().await.unwrap();
-        let status = resp.status().as_u16();
-        let text = resp.text().await.unwrap();
-        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
-    }
-
-    pub async fn ok(&self, method: &str, path: &str, token: &str, body: Option<Value>) -> Value {
-        let (status, value) = self.call(method, path, Some(token), body).await;
-        assert!((200..300).contains(&status), "{method} {path} -> {status}: {value}");
-        value
-    }
-
-    /// Polls progress until the campaign reaches `status` (or panics after `timeout`).
-    pub async fn wait_status(&self, token: &str, campaign: u64, status: &str, timeout: Duration) -> Value {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let p = self.ok("GET", &format!("/v1/campaigns/{campaign}/progress"), token, None).await;
-            if p["status"] == status {
-                return p;
-            }
-            assert!(Instant::now() < deadline, "campaign {campaign} did not reach {status}: {p}");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        Self { server: Some(server), api: Api::new(base, config), dir }
     }
 
     /// The Prometheus text from the metrics listener.
@@ -150,12 +120,61 @@ impl TestServer {
     }
 }
 
+impl Api {
+    pub fn new(base: String, config: HeraldConfig) -> Self {
+        // No pooled connections: after the server refuses a body it did not read (413, 415) it
+        // closes the connection, and a pooled client could reuse it in that instant
+        // (`IncompleteMessage`, seen in CI).
+        let http = reqwest::Client::builder().pool_max_idle_per_host(0).build().unwrap();
+        Self { base, config, http }
+    }
+
+    pub fn token(&self, role: &str, tenant: Option<u64>) -> String {
+        let exp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() + 3600;
+        let claims = herald_api_claims(role, tenant, exp);
+        self.config.auth().unwrap().mint(&claims).unwrap()
+    }
+
+    pub async fn call(&self, method: &str, path: &str, token: Option<&str>, body: Option<Value>) -> (u16, Value) {
+        let mut req = self.http.request(method.parse().unwrap(), format!("{}{path}", self.base));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req.send().await.unwrap();
+        let status = resp.status().as_u16();
+        let text = resp.text().await.unwrap();
+        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+    }
+
+    pub async fn ok(&self, method: &str, path: &str, token: &str, body: Option<Value>) -> Value {
+        let (status, value) = self.call(method, path, Some(token), body).await;
+        assert!((200..300).contains(&status), "{method} {path} -> {status}: {value}");
+        value
+    }
+
+    /// Polls progress until the campaign reaches `status` (or panics after `timeout`).
+    pub async fn wait_status(&self, token: &str, campaign: u64, status: &str, timeout: Duration) -> Value {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let p = self.ok("GET", &format!("/v1/campaigns/{campaign}/progress"), token, None).await;
+            if p["status"] == status {
+                return p;
+            }
+            assert!(Instant::now() < deadline, "campaign {campaign} did not reach {status}: {p}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
 fn herald_api_claims(role: &str, tenant: Option<u64>, exp: u64) -> api::Claims {
     api::Claims::new("test", tenant, role.parse().unwrap(), exp)
 }
 
 /// Creates a tenant (as platform admin) and returns (tenant id, operator token).
-pub async fn tenant(s: &TestServer, name: &str, rate: Option<u32>) -> (u64, String) {
+pub async fn tenant(s: &Api, name: &str, rate: Option<u32>) -> (u64, String) {
     let admin = s.token("platform_admin", None);
     let t =
         s.ok("POST", "/v1/tenants", &admin, Some(serde_json::json!({"name": name, "rate_limit_per_s": rate}))).await;
@@ -164,7 +183,7 @@ pub async fn tenant(s: &TestServer, name: &str, rate: Option<u32>) -> (u64, Stri
 }
 
 /// Creates an SMS template, an audience with `n` valid recipients and a draft campaign.
-pub async fn campaign(s: &TestServer, op: &str, n: usize, offset: usize) -> u64 {
+pub async fn campaign(s: &Api, op: &str, n: usize, offset: usize) -> u64 {
     let t = s
         .ok(
             "POST",
@@ -186,7 +205,7 @@ pub async fn campaign(s: &TestServer, op: &str, n: usize, offset: usize) -> u64 
 }
 
 /// A WhatsApp template with one body parameter (`{{ name }}`); returns its id.
-pub async fn whatsapp_template(s: &TestServer, op: &str) -> u64 {
+pub async fn whatsapp_template(s: &Api, op: &str) -> u64 {
     let body = serde_json::json!({"name": "wa", "channel": "whatsapp", "whatsapp": {"template_name": "order_update_v1",
         "language": "en_US", "components": [{"type": "body", "parameters": [{"type": "text", "text": "{{ name }}"}]}]}});
     s.ok("POST", "/v1/templates", op, Some(body)).await["id"].as_u64().unwrap()
@@ -194,12 +213,12 @@ pub async fn whatsapp_template(s: &TestServer, op: &str) -> u64 {
 
 /// An audience of `n` recipients (`+1202555xxxx` phone numbers, or `member-i@example.com` when
 /// `email`), imported over CSV; returns its id.
-pub async fn audience(s: &TestServer, op: &str, n: usize, email: bool) -> u64 {
+pub async fn audience(s: &Api, op: &str, n: usize, email: bool) -> u64 {
     audience_from(s, op, n, 0, email).await
 }
 
 /// [`audience`] with recipient numbering starting at `offset`.
-pub async fn audience_from(s: &TestServer, op: &str, n: usize, offset: usize, email: bool) -> u64 {
+pub async fn audience_from(s: &Api, op: &str, n: usize, offset: usize, email: bool) -> u64 {
     let a = s.ok("POST", "/v1/audiences", op, Some(serde_json::json!({"name": "a"}))).await;
     let aid = a["id"].as_u64().unwrap();
     let mut csv = String::from("address,name\n");
@@ -226,7 +245,7 @@ pub async fn audience_from(s: &TestServer, op: &str, n: usize, offset: usize, em
 }
 
 /// Creates and sends a campaign; returns its id.
-pub async fn send(s: &TestServer, op: &str, template: u64, audience: u64) -> u64 {
+pub async fn send(s: &Api, op: &str, template: u64, audience: u64) -> u64 {
     let c = s
         .ok(
             "POST",
@@ -246,7 +265,7 @@ pub fn free_port() -> u16 {
 }
 
 /// A tenant with a tenant-admin and an operator token: (tenant id, admin, operator).
-pub async fn tenant_with_admin(s: &TestServer, name: &str) -> (u64, String, String) {
+pub async fn tenant_with_admin(s: &Api, name: &str) -> (u64, String, String) {
     let admin = s.token("platform_admin", None);
     let t = s.ok("POST", "/v1/tenants", &admin, Some(serde_json::json!({"name": name}))).await;
     let id = t["id"].as_u64().unwrap();
@@ -254,15 +273,7 @@ pub async fn tenant_with_admin(s: &TestServer, name: &str) -> (u64, String, Stri
 }
 
 /// Gives a tenant a WhatsApp provider at `base_url` with one sender.
-pub async fn put_whatsapp(
-    s: &TestServer,
-    tenant: u64,
-    admin: &str,
-    base_url: &str,
-    sender: &str,
-    rate: u32,
-    extra: Value,
-) {
+pub async fn put_whatsapp(s: &Api, tenant: u64, admin: &str, base_url: &str, sender: &str, rate: u32, extra: Value) {
     let mut body = serde_json::json!({"base_url": base_url, "api_version": "v21.0", "access_token": "token",
         "app_secret": "app-secret", "verify_token": "verify",
         "senders": [{"phone_number_id": sender, "rate_limit_per_s": rate}]});
@@ -274,11 +285,7 @@ pub async fn put_whatsapp(
 
 /// `X-Hub-Signature-256` of `body` under `secret`.
 pub fn sign_hub(secret: &str, body: &[u8]) -> String {
-    use hmac::{KeyInit, Mac};
-    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).unwrap();
-    mac.update(body);
-    let bytes = mac.finalize().into_bytes();
-    format!("sha256={}", bytes.iter().map(|b| format!("{b:02x}")).collect::<String>())
+    schemas::helpers::sign_sha256_hex(secret.as_bytes(), body)
 }
 
 /// A WhatsApp status webhook body for `phone_number_id` with `statuses` (each
@@ -291,7 +298,7 @@ pub fn whatsapp_webhook(phone_number_id: &str, statuses: Vec<Value>) -> Vec<u8> 
 }
 
 /// POSTs a WhatsApp webhook signed with `secret`; returns the status code.
-pub async fn post_whatsapp_webhook(s: &TestServer, secret: &str, body: Vec<u8>) -> u16 {
+pub async fn post_whatsapp_webhook(s: &Api, secret: &str, body: Vec<u8>) -> u16 {
     s.http
         .post(format!("{}/webhooks/whatsapp", s.base))
         .header("x-hub-signature-256", sign_hub(secret, &body))
@@ -370,5 +377,53 @@ where
         }
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
         tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A `herald mock-provider` child process, killed on drop.
+pub struct MockProcess {
+    child: std::process::Child,
+    pub port: u16,
+}
+
+impl MockProcess {
+    pub async fn start(port: u16, webhook_url: &str, calls_log: &std::path::Path, extra: &[&str]) -> Self {
+        let mut args = vec![
+            "mock-provider".to_string(),
+            "--listen".into(),
+            format!("127.0.0.1:{port}"),
+            "--webhook-url".into(),
+            webhook_url.into(),
+            "--app-secret".into(),
+            "app-secret".into(),
+            "--calls-log".into(),
+            calls_log.display().to_string(),
+        ];
+        args.extend(extra.iter().map(|a| a.to_string()));
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_herald"))
+            .args(&args)
+            .env("RUST_LOG", "warn")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("starting herald mock-provider");
+        let client = reqwest::Client::new();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while client.get(format!("http://127.0.0.1:{port}/healthz")).send().await.is_err() {
+            assert!(Instant::now() < deadline, "mock provider did not start");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Self { child, port }
+    }
+
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for MockProcess {
+    fn drop(&mut self) {
+        self.kill();
     }
 }

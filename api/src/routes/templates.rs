@@ -124,7 +124,7 @@ pub struct TemplateList {
 
 /// Refuses a template field over the size the engine compiles (`template::MAX_SOURCE_BYTES`).
 fn within_size(field: &str, source: Option<&str>) -> ApiResult<()> {
-    let max = stages::template::MAX_SOURCE_BYTES;
+    let max = stages::render::template::MAX_SOURCE_BYTES;
     match source {
         Some(s) if s.len() > max => Err(ApiError::unprocessable(
             "template_too_large",

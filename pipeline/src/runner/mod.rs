@@ -16,6 +16,7 @@
 //! the drain grace, commits what is done and exits; unfinished records are redone after restart.
 
 mod partition;
+mod settle;
 
 use crate::held::HeldRecords;
 use crate::stage::Stage;

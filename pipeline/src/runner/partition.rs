@@ -9,7 +9,7 @@
 
 use super::{now_ms, persist, RunnerConfig, StageHealth, StageMetrics};
 use crate::held::{HeldLane, HeldRecord, HeldRecords};
-use crate::stage::{Emitter, Input, Lane, RetryHint, Stage, StageError, Step, DUE_HEADER};
+use crate::stage::{Emitter, Input, Lane, Stage, StageError, Step, DUE_HEADER};
 use crate::topic::{ConsumerRecord, Offset, Partition, ProducerRecord, TopicBackend};
 use crate::{topics, Shutdown};
 use futures::stream::{FuturesUnordered, StreamExt};
@@ -44,44 +44,44 @@ pub(super) struct Consumer<S: Stage> {
 }
 
 /// A record of a lane, in memory.
-struct Pending<T> {
+pub(super) struct Pending<T> {
     /// Its topic offset, while it is not done (None: a copy of a held record).
-    offset: Option<Offset>,
+    pub(super) offset: Option<Offset>,
     /// Its seq in the held store (for copies of held records).
-    seq: Option<u64>,
-    key: u64,
-    headers: Headers,
+    pub(super) seq: Option<u64>,
+    pub(super) key: u64,
+    pub(super) headers: Headers,
     /// The encoded value (original bytes, or a replacement's encoding).
-    raw: Vec<u8>,
+    pub(super) raw: Vec<u8>,
     /// The decoded value, when still at hand (a step consumes it; it is decoded again from
     /// `raw` if the record comes back).
-    value: Option<T>,
-    due_ms: u64,
-    attempts: u32,
+    pub(super) value: Option<T>,
+    pub(super) due_ms: u64,
+    pub(super) attempts: u32,
     /// Processed on its own (its batch failed permanently: find which record is at fault).
-    alone: bool,
+    pub(super) alone: bool,
     /// When it was first seen (a lane waiting with an old head sets it aside).
-    since: Instant,
+    pub(super) since: Instant,
 }
 
-struct LaneState<T> {
-    queue: VecDeque<Pending<T>>,
+pub(super) struct LaneState<T> {
+    pub(super) queue: VecDeque<Pending<T>>,
     /// A future of this lane is running (a step or a store call).
-    busy: bool,
+    pub(super) busy: bool,
     /// Records in the held store (copies in `queue` included).
-    held: u64,
+    pub(super) held: u64,
     /// Appends to the held store not yet durable.
-    appending: u64,
+    pub(super) appending: u64,
     /// Records are being set aside (prepended); records fetched meanwhile go behind them.
-    prepending: bool,
-    first_seq: u64,
-    last_seq: u64,
+    pub(super) prepending: bool,
+    pub(super) first_seq: u64,
+    pub(super) last_seq: u64,
     /// When the first held record not in `queue` is due.
-    held_due: u64,
+    pub(super) held_due: u64,
 }
 
 impl<T> LaneState<T> {
-    fn new() -> Self {
+    pub(super) fn new() -> Self {
         Self {
             queue: VecDeque::new(),
             busy: false,
@@ -108,7 +108,7 @@ impl<T> LaneState<T> {
 }
 
 /// What a lane future reports back to the loop.
-enum Event<T> {
+pub(super) enum Event<T> {
     /// A step ran over `records` (memory records, or loaded copies).
     Stepped { lane: Lane, records: Vec<Pending<T>>, result: std::result::Result<Step<T>, StageError>, busy_us: u64 },
     /// `offsets` were set aside in the held store (now done); `held` more records held at the
@@ -124,7 +124,7 @@ enum Event<T> {
     Dead { lane: Lane, offsets: Vec<Offset>, released: u64 },
 }
 
-type LaneFuture<T> = Pin<Box<dyn Future<Output = Event<T>> + Send>>;
+pub(super) type LaneFuture<T> = Pin<Box<dyn Future<Output = Event<T>> + Send>>;
 
 impl<S: Stage> Consumer<S> {
     pub async fn run(self) {
@@ -490,202 +490,6 @@ impl<S: Stage> Consumer<S> {
         state.lanes.retain(|_, l| l.busy || l.held > 0 || l.appending > 0 || !l.queue.is_empty());
     }
 
-    fn on_stepped(
-        self: &Arc<Self>,
-        state: &mut Loop<S::In>,
-        lane: Lane,
-        mut records: Vec<Pending<S::In>>,
-        result: std::result::Result<Step<S::In>, StageError>,
-        running: &mut FuturesUnordered<LaneFuture<S::In>>,
-    ) {
-        self.metrics.batches.fetch_add(1, Ordering::Relaxed);
-        let now = now_ms();
-        let (done, mut rest, until) = match result {
-            Ok(Step::Done) => (records, Vec::new(), now),
-            Ok(Step::Wait { from, replacement, until_ms }) => {
-                let rest = records.split_off(from.min(records.len()));
-                let mut rest = rest;
-                if let (Some(first), Some(value)) = (rest.first_mut(), replacement) {
-                    if let Ok(raw) = codec::encode(&value) {
-                        first.raw = raw;
-                        first.value = Some(value);
-                    }
-                }
-                (records, rest, until_ms)
-            }
-            Err(e) => {
-                self.metrics.failures.fetch_add(1, Ordering::Relaxed);
-                let attempts = records.first().map(|p| p.attempts + 1).unwrap_or(1);
-                match e.hint {
-                    RetryHint::RetryAfter(delay) if attempts < self.config.max_attempts => {
-                        tracing::warn!(stage = self.group, partition = self.partition, attempts, error = %e, "batch failed; retrying");
-                        for p in records.iter_mut() {
-                            p.attempts = attempts;
-                        }
-                        (Vec::new(), records, now + (delay * attempts).as_millis() as u64)
-                    }
-                    _ if records.len() > 1 => {
-                        // Which record is at fault? Each goes again on its own.
-                        for p in records.iter_mut() {
-                            p.alone = true;
-                            p.attempts = 0;
-                        }
-                        (Vec::new(), records, now)
-                    }
-                    _ => {
-                        tracing::error!(stage = self.group, partition = self.partition, attempts, error = %e, "batch dead-lettered");
-                        self.dead_letter(state, lane, records, &e.message, running);
-                        return;
-                    }
-                }
-            }
-        };
-        // Done: memory records are finished; held copies are released from the store.
-        let mut release_through = None;
-        for p in done {
-            match (p.offset, p.seq) {
-                (Some(o), _) => {
-                    state.unfinished.remove(&o);
-                }
-                (None, Some(seq)) => release_through = Some(seq),
-                (None, None) => {}
-            }
-        }
-        let l = state.lanes.entry(lane).or_insert_with(LaneState::new);
-        // The head waits; the records behind it wait for the head (the lane keeps its order).
-        if let Some(head) = rest.first_mut() {
-            head.due_ms = head.due_ms.max(until);
-        }
-        let holds_copies =
-            rest.first().is_some_and(|p| p.seq.is_some()) || (rest.is_empty() && l.held > 0 && l.queue.is_empty());
-        let oldest = rest.iter().map(|p| p.since).min();
-        let wait_long = until.saturating_sub(now) > self.config.hold_after.as_millis() as u64
-            || oldest.is_some_and(|s| s.elapsed() > self.config.hold_after);
-        if holds_copies || release_through.is_some() {
-            // A lane in held mode: release what is done. A head that waits briefly stays in
-            // memory, in front of the other copies (the store keeps its earlier version: a replay
-            // after a crash processes that again, which a stage must accept anyway). One that
-            // waits long is written back, and every copy leaves memory, to be loaded again in
-            // order when it is due (a copy behind it must never run first and release it).
-            let head = rest.first().filter(|_| wait_long).map(|p| held_record(p, until));
-            let released = release_through.map(|t| t + 1 - l.first_seq).unwrap_or(0);
-            if let Some(t) = release_through {
-                l.first_seq = t + 1;
-            }
-            if head.is_some() {
-                rest.retain(|p| p.seq.is_none());
-                l.queue.retain(|p| p.seq.is_none());
-            }
-            for p in rest.into_iter().rev() {
-                l.queue.push_front(p);
-            }
-            if release_through.is_none() && head.is_none() {
-                l.busy = false;
-                return;
-            }
-            l.busy = true;
-            let this = self.clone();
-            running.push(Box::pin(async move {
-                if let Some(t) = release_through {
-                    let _ = persist("releasing held records", this.partition, &this.health, &this.shutdown, || {
-                        this.held.release(this.group, this.partition, lane, t)
-                    })
-                    .await;
-                }
-                let due = match head {
-                    Some(h) => {
-                        let due = h.due_ms;
-                        let _ = persist("updating a held record", this.partition, &this.health, &this.shutdown, || {
-                            this.held.update(this.group, this.partition, lane, h.clone())
-                        })
-                        .await;
-                        Some(due)
-                    }
-                    // Released: the next held record's due time is found when it is loaded.
-                    None => Some(now_ms()),
-                };
-                Event::Settled { lane, released, due_ms: due }
-            }));
-            return;
-        }
-        if rest.is_empty() {
-            l.busy = false;
-            return;
-        }
-        if !wait_long {
-            // A short wait: keep the records at the lane's head, in memory.
-            for p in rest.into_iter().rev() {
-                l.queue.push_front(p);
-            }
-            l.busy = false;
-            return;
-        }
-        // A long wait: set the lane's in-memory records aside (the waiting ones, then the rest
-        // of its queue), in front of anything it already holds.
-        let mut spill: Vec<Pending<S::In>> = rest;
-        spill.extend(l.queue.drain(..));
-        l.prepending = true;
-        let count = spill.len() as u64;
-        let first = l.first_seq - count;
-        l.first_seq = first;
-        if l.held == 0 {
-            l.last_seq = first + count - 1;
-        }
-        let due_ms = spill.first().map(|p| p.due_ms).unwrap_or(until);
-        let offsets: Vec<Offset> = spill.iter().filter_map(|p| p.offset).collect();
-        let held: Vec<HeldRecord> = spill
-            .iter()
-            .enumerate()
-            .map(|(i, p)| HeldRecord { seq: first + i as u64, ..held_record(p, p.due_ms) })
-            .collect();
-        self.metrics.held_records.fetch_add(count, Ordering::Relaxed);
-        l.busy = true;
-        let this = self.clone();
-        running.push(Box::pin(async move {
-            let _ = persist("holding records", this.partition, &this.health, &this.shutdown, || {
-                this.held.hold(this.group, this.partition, lane, held.clone())
-            })
-            .await;
-            Event::Prepended { lane, offsets, count, due_ms }
-        }));
-    }
-
-    fn dead_letter(
-        self: &Arc<Self>,
-        state: &mut Loop<S::In>,
-        lane: Lane,
-        records: Vec<Pending<S::In>>,
-        reason: &str,
-        running: &mut FuturesUnordered<LaneFuture<S::In>>,
-    ) {
-        self.metrics.dead_records.fetch_add(records.len() as u64, Ordering::Relaxed);
-        let offsets: Vec<Offset> = records.iter().filter_map(|p| p.offset).collect();
-        let release = records.iter().filter_map(|p| p.seq).max();
-        let released = records.iter().filter(|p| p.seq.is_some()).count() as u64;
-        let dead: Vec<ProducerRecord> =
-            records.into_iter().map(|p| dead_record(self.topic, p.key, p.raw, p.headers, reason)).collect();
-        if let (Some(t), Some(l)) = (release, state.lanes.get_mut(&lane)) {
-            l.first_seq = t + 1;
-        }
-        if let Some(l) = state.lanes.get_mut(&lane) {
-            l.busy = true;
-        }
-        let this = self.clone();
-        running.push(Box::pin(async move {
-            let _ = persist("dead-lettering", this.partition, &this.health, &this.shutdown, || {
-                this.backend.produce(dead.clone())
-            })
-            .await;
-            if let Some(t) = release {
-                let _ = persist("releasing held records", this.partition, &this.health, &this.shutdown, || {
-                    this.held.release(this.group, this.partition, lane, t)
-                })
-                .await;
-            }
-            Event::Dead { lane, offsets, released }
-        }));
-    }
-
     /// Commits the lowest offset not yet done, if it moved.
     async fn commit(&self, state: &mut Loop<S::In>) {
         let low = state.unfinished.first().copied().unwrap_or(state.next_fetch);
@@ -706,14 +510,14 @@ impl<S: Stage> Consumer<S> {
 }
 
 /// The loop's bookkeeping.
-struct Loop<T> {
-    lanes: HashMap<Lane, LaneState<T>>,
+pub(super) struct Loop<T> {
+    pub(super) lanes: HashMap<Lane, LaneState<T>>,
     /// Fetched offsets not done yet.
-    unfinished: BTreeSet<Offset>,
-    next_fetch: Offset,
-    committed: Offset,
+    pub(super) unfinished: BTreeSet<Offset>,
+    pub(super) next_fetch: Offset,
+    pub(super) committed: Offset,
     /// Records in running steps.
-    stepping: usize,
+    pub(super) stepping: usize,
 }
 
 impl<T> Loop<T> {
@@ -743,7 +547,7 @@ fn attempts_of(headers: &Headers) -> u32 {
     headers.get(ATTEMPTS_HEADER).and_then(|v| v.parse().ok()).unwrap_or(0)
 }
 
-fn held_record<T>(p: &Pending<T>, due_ms: u64) -> HeldRecord {
+pub(super) fn held_record<T>(p: &Pending<T>, due_ms: u64) -> HeldRecord {
     let mut headers = p.headers.clone();
     if p.attempts > 0 {
         headers.set(ATTEMPTS_HEADER, p.attempts.to_string());
@@ -754,7 +558,7 @@ fn held_record<T>(p: &Pending<T>, due_ms: u64) -> HeldRecord {
     HeldRecord { seq: p.seq.unwrap_or(0), due_ms, key: p.key, headers, value: p.raw.clone() }
 }
 
-fn dead_record(topic: &str, key: u64, value: Vec<u8>, mut headers: Headers, error: &str) -> ProducerRecord {
+pub(super) fn dead_record(topic: &str, key: u64, value: Vec<u8>, mut headers: Headers, error: &str) -> ProducerRecord {
     headers.set("herald-source-topic", topic);
     headers.set("herald-error", error);
     ProducerRecord { topic: topics::DEAD_RECORDS.name(), partition: 0, key, headers, value }

@@ -278,19 +278,28 @@ impl Stage for Splitter {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn records_handed_back_in_parts_are_never_lost() {
+/// Feeds `rounds` rounds of three records (seven items each) into `in`, crashing the runner
+/// (its tasks aborted: no drain, nothing committed beyond what was) after `crash_after`.
+async fn split_and_check(rounds: u64, crash_after: Option<u64>) {
     let dir = tempfile::tempdir().unwrap();
     let backend = open(dir.path());
-    let shutdown = Shutdown::new();
-    let mut tasks = JoinSet::new();
-    let runtime =
-        Runtime { backend: backend.clone(), held: backend.held(), shutdown: shutdown.clone(), board: Arc::default() };
     let config = RunnerConfig { hold_after: Duration::from_millis(30), max_batch: 1, ..config() };
-    spawn(&mut tasks, Arc::new(Splitter { steps: Default::default() }), ITEMS, &runtime, config);
+    let start = |backend: &Arc<EmbeddedTopics>| {
+        let shutdown = Shutdown::new();
+        let mut tasks = JoinSet::new();
+        let runtime = Runtime {
+            backend: backend.clone(),
+            held: backend.held(),
+            shutdown: shutdown.clone(),
+            board: Arc::default(),
+        };
+        spawn(&mut tasks, Arc::new(Splitter { steps: Default::default() }), ITEMS, &runtime, config.clone());
+        (tasks, shutdown)
+    };
+    let (mut tasks, mut shutdown) = start(&backend);
     let mut expected = std::collections::BTreeSet::new();
     let mut next = 0u64;
-    for round in 0..40u64 {
+    for round in 0..rounds {
         let mut out = Emitter::new(backend.clone());
         for lane in 0..3u64 {
             let items: Vec<u64> = (next..next + 7).collect();
@@ -300,6 +309,11 @@ async fn records_handed_back_in_parts_are_never_lost() {
         }
         out.flush().await.unwrap();
         tokio::time::sleep(Duration::from_millis(round % 4 * 5)).await;
+        if crash_after == Some(round) {
+            tasks.abort_all();
+            while tasks.join_next().await.is_some() {}
+            (tasks, shutdown) = start(&backend);
+        }
     }
     let b = backend.clone();
     let emitted = move || {
@@ -319,4 +333,14 @@ async fn records_handed_back_in_parts_are_never_lost() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     stop(tasks, shutdown).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_handed_back_in_parts_are_never_lost() {
+    split_and_check(40, None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_handed_back_in_parts_survive_a_crash() {
+    split_and_check(40, Some(20)).await;
 }

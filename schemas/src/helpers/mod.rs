@@ -6,6 +6,7 @@ pub mod token_bucket;
 pub mod ttl_cache;
 pub mod window;
 
+pub use signing::{constant_time_eq, sign_sha256_hex, verify_sha256_hex};
 pub use token_bucket::TokenBucket;
 pub use ttl_cache::TtlCache;
 pub use window::SlidingWindow;

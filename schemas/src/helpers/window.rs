@@ -12,6 +12,13 @@ pub struct SlidingWindow {
     max: usize,
 }
 
+/// A one-second window (calls per second, the common case).
+impl Default for SlidingWindow {
+    fn default() -> Self {
+        Self::new(Duration::from_secs(1))
+    }
+}
+
 impl SlidingWindow {
     pub fn new(span: Duration) -> Self {
         Self { span, events: VecDeque::new(), max: 0 }

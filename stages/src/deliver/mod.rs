@@ -7,10 +7,11 @@
 //! finds its claim and is planned from it ([`plan`]): `Done` re-emits everything the call
 //! produced — outcome, dead letter, synthetic receipt — without calling; `Retrying` re-emits its
 //! retry at the recorded due time; `InFlight` for the same attempt means the process died
-//! mid-call, so the provider is asked (`Provider::lookup`) — sent again only if it says it
-//! never received it; if it cannot say, the message fails `outcome_unknown` and a later receipt
-//! can still upgrade it. Only calls really in flight at a crash (at most `concurrency`) can end
-//! that way.
+//! mid-call, so the provider is asked (`Provider::lookup`) — sent again at once only if it says
+//! it never received it; if it cannot say (most real APIs), the message is treated like a call
+//! that timed out after it was sent: it waits `receipt_grace` for a receipt proving it arrived
+//! and is sent again only without one. Only calls really in flight at a crash (at most
+//! `concurrency` per lane) are in doubt this way.
 //!
 //! **Pacing** per sender at call time ([`pacing`]; routes per tenant and channel in
 //! [`senders`]). **Classification** of the provider's answer ([`judge`]):
@@ -32,7 +33,7 @@
 //!
 //! # Layout
 //! [`plan`] (claims → what to do), [`call`] (slots, claims, calls), [`judge`] (answers),
-//! [`settle`] (claims, then records), [`pacing`], [`senders`], [`provider`], [`providers`]
+//! [`settle`] (claims, then records), [`redeliver`], [`pacing`], [`senders`], [`provider`], [`providers`]
 //! (one module per provider), [`simulator`].
 //!
 //! It is not: the throttle (who goes next) nor reconcile (what the log says).
@@ -43,11 +44,13 @@ pub mod pacing;
 pub mod plan;
 pub mod provider;
 pub mod providers;
+pub mod redeliver;
 pub mod senders;
 pub mod settle;
 pub mod simulator;
 
 pub use judge::retry_wait;
+pub use redeliver::Redeliver;
 
 use crate::control::CampaignControl;
 use call::Caller;
@@ -132,7 +135,7 @@ impl Deliver {
     }
 
     /// Delivers one record's messages; `Some((rest, until))` when the step stopped early.
-    async fn deliver(
+    pub(crate) async fn deliver(
         &self,
         tenant: TenantId,
         campaign: CampaignId,
@@ -147,7 +150,7 @@ impl Deliver {
         let caller = Caller { deliver: self, route, tenant, campaign, redrive };
         let stop = caller.run(messages, &mut settle).await?;
         if quota && settle.fresh_accepts > 0 {
-            // Messaging-tier counts move from release time to call time (see `crate::quota`).
+            // Messaging-tier counts move from release time to call time (see `crate::throttle::quota`).
             self.state.restamp_quota(tenant, settle.fresh_accepts, now_ms()).await?;
         }
         settle.emit(out)?;
@@ -179,41 +182,6 @@ impl Stage for Deliver {
             let MessageBatch { tenant, campaign, messages } = input.value;
             if let Some((messages, until_ms)) = self.deliver(tenant, campaign, false, messages, out).await? {
                 let replacement = Some(MessageBatch { tenant, campaign, messages });
-                return Ok(Step::Wait { from: i, replacement, until_ms });
-            }
-        }
-        Ok(Step::Done)
-    }
-}
-
-/// The retry side of deliver (consumes `delivery.retry`: retries, due at their backoff, and
-/// DLQ redrives). The runner holds each record until it is due.
-pub struct Redeliver {
-    deliver: Arc<Deliver>,
-}
-
-impl Redeliver {
-    pub fn new(deliver: Arc<Deliver>) -> Self {
-        Self { deliver }
-    }
-}
-
-impl Stage for Redeliver {
-    type In = RetryBatch;
-
-    fn name(&self) -> &'static str {
-        topics::REDELIVER.name
-    }
-
-    fn lane(&self, batch: &RetryBatch) -> Lane {
-        Lane::campaign(batch.tenant, batch.campaign)
-    }
-
-    async fn process(&self, batch: Vec<Input<RetryBatch>>, out: &mut Emitter) -> Result<Step<RetryBatch>, StageError> {
-        for (i, input) in batch.into_iter().enumerate() {
-            let RetryBatch { tenant, campaign, redrive, messages } = input.value;
-            if let Some((messages, until_ms)) = self.deliver.deliver(tenant, campaign, redrive, messages, out).await? {
-                let replacement = Some(RetryBatch { tenant, campaign, redrive, messages });
                 return Ok(Step::Wait { from: i, replacement, until_ms });
             }
         }

@@ -10,7 +10,7 @@
 //! | `Retrying { a = n }` | replay of the step that scheduled the retry | re-emit the retry at its due time |
 //! | `Retrying { a = n - 1 }` | the retry this record is | send (unless a receipt proved attempt `a` arrived) |
 //! | `Retrying { a > n }` | a stale duplicate | skip |
-//! | `InFlight { a = n }` | the process stopped during this very call | ask the provider; else `outcome_unknown` |
+//! | `InFlight { a = n }` | the process stopped during this very call | ask the provider; if it cannot say, retry after the receipt grace (unless a receipt proves it arrived) |
 //! | `InFlight { a < n }` | an older call lost its settle | send |
 //! | `InFlight { a > n }` | a stale duplicate | skip |
 //!
@@ -123,11 +123,11 @@ async fn lost_call(
             None
         }
         Lookup::Unknown => {
-            let kind = OutcomeKind::Failed {
-                code: "outcome_unknown".into(),
-                reason: "the process stopped during the provider call; not re-sent to avoid a duplicate".into(),
-            };
-            settle.done(&message, n, kind, None, Some(expected));
+            // Like a call that timed out after it was sent: wait for a receipt proving it
+            // arrived (then it is accepted, not re-sent), and send again only without one.
+            let due = now_ms() + caller.deliver.config.receipt_grace.as_millis() as u64;
+            tracing::warn!(message = %message.key.id, "call in doubt: in flight when the process stopped; waiting for its receipt");
+            settle.retry(message, n, due, Some(expected));
             None
         }
     }

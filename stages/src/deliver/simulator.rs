@@ -19,6 +19,7 @@ use super::provider::{FailureClass, Lookup, Provider, ProviderError, SendResult}
 use async_trait::async_trait;
 use pipeline::{topics, Emitter, TopicBackend};
 use rand::{rngs::SmallRng, Rng, SeedableRng};
+use schemas::helpers::SlidingWindow;
 use schemas::*;
 use serde::{Deserialize, Serialize};
 use std::collections::{HashMap, VecDeque};
@@ -91,7 +92,7 @@ pub struct TenantCalls {
     pub first_ms: u64,
     pub last_ms: u64,
     #[serde(skip)]
-    window: VecDeque<u64>,
+    window: SlidingWindow,
 }
 
 impl TenantCalls {
@@ -155,13 +156,10 @@ impl Ledger {
             t.first_ms = now_ms;
         }
         t.last_ms = now_ms;
-        t.window.push_back(now_ms);
-        while t.window.front().is_some_and(|&ts| ts + 1000 <= now_ms) {
-            t.window.pop_front();
-        }
-        t.max_1s_window = t.max_1s_window.max(t.window.len() as u64);
+        let in_window = t.window.record(std::time::Instant::now()) as u64;
+        t.max_1s_window = t.max_1s_window.max(in_window);
         self.calls += 1;
-        t.window.len() as u64
+        in_window
     }
 
     /// Number of recipients accepted (at least once) for a campaign.

@@ -10,7 +10,7 @@
 //! - **Bounded run-ahead**: at most `max_in_flight` messages (and `max_in_flight_per_tenant`
 //!   per tenant) may sit released-but-undelivered; budget returns (in `on_tick`) as deliver
 //!   commits its offsets on `messages.ready`.
-//! - **Messaging-tier quota** ([`crate::quota`]) for WhatsApp routes with a daily limit.
+//! - **Messaging-tier quota** ([`quota`]) for WhatsApp routes with a daily limit.
 //!
 //! Nothing here waits: one lane per campaign, and a campaign that may not release now (paused,
 //! out of budget, tokens or quota) returns `Step::Wait` with the part of its batch still to
@@ -19,12 +19,13 @@
 //! It is not: the pacer of provider calls (see `deliver`), and it never drops a message.
 
 pub mod gate;
+pub mod quota;
 
 use crate::control::CampaignControl;
-use crate::quota::{Admit, QuotaGate};
 use gate::{FairGate, Outstanding};
 use pipeline::topic::partition_for;
 use pipeline::{topics, Emitter, Input, Lane, Stage, StageError, Step, TopicBackend};
+use quota::{Admit, QuotaGate};
 use schemas::helpers::{TokenBucket, TtlCache};
 use schemas::*;
 use std::collections::HashMap;

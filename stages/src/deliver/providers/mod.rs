@@ -1,10 +1,22 @@
 //! Real providers: network code that turns a rendered message into a provider call and the
 //! provider's answer into a [`SendResult`] with a [`FailureClass`].
 //!
-//! - [`whatsapp`]: WhatsApp Cloud API template messages (reqwest + rustls).
-//! - [`sms`]: a Twilio-shaped SMS API (form POST, basic auth, status callback URL).
+//! - [`whatsapp`]: WhatsApp Cloud API template messages (reqwest + rustls);
+//!   [`whatsapp::status`]: its signed status webhooks.
+//! - [`sms`]: a Twilio-shaped SMS API (form POST, basic auth, status callback URL);
+//!   [`sms::status`]: its signed status callbacks.
 //! - [`email`]: SMTP through `lettre` (STARTTLS / TLS / plain, `List-Unsubscribe`).
 //! - [`webhook`]: JSON POST to a tenant URL with an HMAC-SHA256 signature header.
+//!
+//! Everything else Herald knows of a provider, by provider:
+//!
+//! | provider | settings (validated at `PUT`) | status endpoint | stand-in for tests |
+//! |---|---|---|---|
+//! | whatsapp | `api/src/routes/provider_settings.rs` (`WhatsAppBody`) | `api/src/routes/webhooks.rs` | `src/mock_provider` (WhatsApp API) |
+//! | sms | `api/src/routes/provider_settings.rs` (`SmsBody`) | `api/src/routes/sms_callbacks.rs` | `src/mock_provider` (SMS API) |
+//! | email | `api/src/routes/provider_settings.rs` (`EmailBody`) | none (the SMTP answer is final) | a local SMTP listener in `tests/providers_e2e.rs` |
+//! | webhook | `api/src/routes/provider_settings.rs` (`WebhookBody`) | none (2xx is final) | `tests/common` (`FakeProvider`) |
+//! | simulator | the engine's default provider ([`super::simulator`]) | receipts posted in process | itself |
 //!
 //! It is not: pacing or retrying (see `deliver::pacing` and `deliver`); a provider makes one
 //! call and classifies its answer.

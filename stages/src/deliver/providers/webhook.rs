@@ -6,10 +6,9 @@
 use super::{class_of_status, retry_after, transport_failure};
 use crate::deliver::provider::{Provider, ProviderError, SendResult};
 use async_trait::async_trait;
-use hmac::{Hmac, KeyInit, Mac};
+use schemas::helpers::sign_sha256_hex;
 use schemas::RenderedMessage;
 use serde_json::json;
-use sha2::Sha256;
 
 /// One tenant's webhook endpoint.
 pub struct Webhook {
@@ -22,14 +21,6 @@ impl Webhook {
     pub fn new(client: reqwest::Client, url: &str, secret: String) -> Self {
         Self { client, url: url.to_string(), secret }
     }
-}
-
-/// `sha256=<hex>` of `body` under `secret`.
-pub fn sign(secret: &str, body: &[u8]) -> String {
-    // HMAC takes keys of any length, so this never returns the empty signature.
-    let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(secret.as_bytes()) else { return String::new() };
-    mac.update(body);
-    format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
 }
 
 #[async_trait]
@@ -59,7 +50,7 @@ impl Provider for Webhook {
             .client
             .post(&self.url)
             .header("content-type", "application/json")
-            .header("x-herald-signature", sign(&self.secret, body.as_bytes()))
+            .header("x-herald-signature", sign_sha256_hex(self.secret.as_bytes(), body.as_bytes()))
             .header("x-herald-message-id", message.key.to_callback())
             .body(body)
             .send()

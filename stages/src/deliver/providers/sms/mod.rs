@@ -5,6 +5,8 @@
 //! the index still resolves callbacks that lost it. Callbacks are verified by
 //! `api::routes::webhooks` with Twilio's `X-Twilio-Signature` scheme.
 
+pub mod status;
+
 use super::{class_of_status, retry_after, transport_failure};
 use crate::deliver::provider::{FailureClass, Provider, ProviderError, SendResult};
 use async_trait::async_trait;

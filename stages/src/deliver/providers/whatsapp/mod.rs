@@ -3,6 +3,8 @@
 //! reconcile without a lookup. Errors are classified by the error envelope's `code` (never the
 //! HTTP status or title), per the reference table (`shared/reference/whatsapp-cloud-api.md`).
 
+pub mod status;
+
 use super::{class_of_status, retry_after, transport_failure};
 use crate::deliver::provider::{FailureClass, Provider, ProviderError, SendResult};
 use async_trait::async_trait;

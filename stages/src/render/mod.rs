@@ -16,7 +16,8 @@
 //! It is not: a throttle or a sender; it never calls a provider.
 
 use crate::control::CampaignControl;
-use crate::template::{Escape, RenderError, Template as Compiled};
+pub mod template;
+
 use pipeline::{topics, Emitter, Input, Lane, Stage, StageError, Step};
 use schemas::helpers::TtlCache;
 use schemas::*;
@@ -24,6 +25,7 @@ use std::result::Result;
 use std::sync::Arc;
 use std::time::Duration;
 use storage::Catalog;
+use template::{Escape, RenderError, Template as Compiled};
 
 /// A campaign's template, compiled for its channel.
 #[derive(Debug, Clone)]
@@ -302,7 +304,7 @@ mod tests {
         let t = email(&"{{ name }}".repeat(6_000));
         // 6,000 x 4 KiB would be 24 MiB; the email's bound is 1 MiB.
         assert_eq!(t.render(&recipient(&"x".repeat(4_096))), Err(RenderError::TooLarge));
-        let sms = CompiledTemplate::Sms { text: crate::template::Template::compile("{{ name }}").unwrap() };
+        let sms = CompiledTemplate::Sms { text: template::Template::compile("{{ name }}").unwrap() };
         assert!(sms.render(&recipient(&"é".repeat(SMS_MAX_CHARS))).is_ok(), "characters, not bytes");
         assert_eq!(sms.render(&recipient(&"é".repeat(SMS_MAX_CHARS + 1))), Err(RenderError::TooLarge));
     }
