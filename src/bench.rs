@@ -34,6 +34,33 @@ pub struct TenantReport {
     pub accepts: u64,
 }
 
+/// What one stage's runner did during the run (from the metrics board).
+#[derive(Debug, Serialize)]
+pub struct StageReport {
+    pub stage: &'static str,
+    pub records_in: u64,
+    pub steps: u64,
+    /// Records set aside in the held store (waiting lanes, memory pressure).
+    pub held_records: u64,
+    /// Time spent in steps, summed over concurrent steps (includes waiting on providers).
+    pub busy_s: f64,
+}
+
+/// The per-stage figures the runners published.
+pub(crate) fn stage_reports(board: &pipeline::Board) -> Vec<StageReport> {
+    let value = |name: &str, stage: &str| board.value(name, &[("stage", stage)]).unwrap_or(0.0);
+    pipeline::topics::STAGES
+        .iter()
+        .map(|s| StageReport {
+            stage: s.name,
+            records_in: value("herald_stage_records_in_total", s.name) as u64,
+            steps: value("herald_stage_batches_total", s.name) as u64,
+            held_records: value("herald_stage_held_records_total", s.name) as u64,
+            busy_s: value("herald_stage_busy_microseconds_total", s.name) / 1e6,
+        })
+        .collect()
+}
+
 #[derive(Debug, Serialize)]
 pub struct BenchReport {
     pub recipients: u64,
@@ -54,6 +81,7 @@ pub struct BenchReport {
     pub peak_rss_bytes: u64,
     pub fairness_jain: f64,
     pub burst_per_tenant: u32,
+    pub stages: Vec<StageReport>,
     pub per_tenant: Vec<TenantReport>,
 }
 
@@ -157,7 +185,9 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<BenchReport> {
             ledger.latency_ms.value_at_quantile(0.99),
         )
     };
+    let board = engine.board.clone();
     engine.stop().await?;
+    let stages = stage_reports(&board);
 
     let terminal: u64 = counters.iter().map(|c| c.terminal()).sum();
     let shares: Vec<f64> = per_tenant
@@ -185,6 +215,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<BenchReport> {
         peak_rss_bytes: crate::peak_rss_bytes(),
         fairness_jain: jain(&shares),
         burst_per_tenant: burst,
+        stages,
         per_tenant,
     })
 }
@@ -205,6 +236,12 @@ pub fn print(report: &BenchReport) {
     }
     println!("  peak RSS         {:>10.1} MiB", report.peak_rss_bytes as f64 / (1 << 20) as f64);
     println!("  fairness (Jain)  {:>10.4}", report.fairness_jain);
+    for s in &report.stages {
+        println!(
+            "  stage {:<18} {:>8} records in, {:>8} steps, {:>7} held, busy {:>8.1} s",
+            s.stage, s.records_in, s.steps, s.held_records, s.busy_s
+        );
+    }
     for t in &report.per_tenant {
         let limit = t
             .rate_limit

@@ -4,7 +4,7 @@
 //! sender (phone number id) paced at its rate; campaigns use a WhatsApp template. Figures come
 //! from the mock's calls log (what the provider saw) and from the message log.
 
-use crate::bench::{jain, terminal_rows, BenchArgs, BenchReport, TenantReport};
+use crate::bench::{jain, stage_reports, terminal_rows, BenchArgs, BenchReport, TenantReport};
 use crate::config::HeraldConfig;
 use crate::demo::wait_until_complete;
 use crate::engine::Engine;
@@ -114,9 +114,9 @@ pub async fn run(args: BenchArgs, mock_mps: u32) -> anyhow::Result<BenchReport> 
                 args.recipients / u64::from(tenants) + u64::from(u64::from(i) < args.recipients % u64::from(tenants));
             let spec =
                 SeedSpec { name: format!("bench-{i}"), recipients: share, rate_limit_per_s: None, burst: 0, weight: 1 };
-            let (t, c) = tenant_with_campaign(&engine, &spec).await?;
+            let (t, c) = tenant_with_campaign(engine, &spec).await?;
             let sender = SenderSettings { id: format!("bench-pn-{i}"), rate_limit_per_s: Some(rate), burst };
-            make_whatsapp(&engine, &key, t, c, &base_url, sender).await?;
+            make_whatsapp(engine, &key, t, c, &base_url, sender).await?;
             campaigns.push(((t, c), share));
         }
     }
@@ -124,7 +124,7 @@ pub async fn run(args: BenchArgs, mock_mps: u32) -> anyhow::Result<BenchReport> 
 
     let started = Instant::now();
     let started_ms = now_ms();
-    let (counters, lost) = {
+    let (counters, lost, board) = {
         let engine = server.engine.lock().await;
         let engine = engine.as_ref().context("engine running")?;
         for ((t, c), _) in &campaigns {
@@ -136,7 +136,7 @@ pub async fn run(args: BenchArgs, mock_mps: u32) -> anyhow::Result<BenchReport> 
         for ((t, c), share) in &campaigns {
             lost += share.saturating_sub(terminal_rows(engine, *t, *c).await?);
         }
-        (counters, lost)
+        (counters, lost, engine.board.clone())
     };
     let elapsed_s = started.elapsed().as_secs_f64();
     let summary = calls::analyze(&calls_log, started_ms)?;
@@ -176,6 +176,7 @@ pub async fn run(args: BenchArgs, mock_mps: u32) -> anyhow::Result<BenchReport> 
         peak_rss_bytes: crate::peak_rss_bytes(),
         fairness_jain: jain(&shares),
         burst_per_tenant: burst,
+        stages: stage_reports(&board),
         per_tenant,
     })
 }

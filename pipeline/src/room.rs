@@ -16,11 +16,13 @@ use std::time::{Duration, Instant};
 /// How long a partition known to have room is trusted without asking again.
 pub const REFRESH: Duration = Duration::from_millis(20);
 
+/// (topic, partition) → the offset below which producing is fine, and when it was read.
+type Known = HashMap<(&'static str, Partition), (Offset, Instant)>;
+
 /// Per-partition room, shared by the emitters of one process.
 pub struct Room {
     backend: Arc<dyn TopicBackend>,
-    /// (topic, partition) → the offset below which producing is fine, and when it was read.
-    known: Mutex<HashMap<(&'static str, Partition), (Offset, Instant)>>,
+    known: Mutex<Known>,
 }
 
 impl Room {

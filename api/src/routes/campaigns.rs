@@ -253,7 +253,8 @@ pub(crate) async fn progress(
         None => state.store.get_audience(c.tenant, c.audience).await?.map(|a| a.recipient_count).unwrap_or(0),
     };
     let pending = total.saturating_sub(k.known());
-    let rate = state.progress.rate((c.tenant, c.id), k.terminal());
+    // The rate as shown (0.1 msg/s steps): a rate that rounds to 0 has no ETA, not a huge one.
+    let rate = (state.progress.rate((c.tenant, c.id), k.terminal()) * 10.0).round() / 10.0;
     let remaining = total.saturating_sub(k.terminal());
     let eta = if remaining == 0 {
         Some(0.0)
@@ -283,7 +284,7 @@ pub(crate) async fn progress(
         suppressed: k.suppressed,
         cancelled: k.cancelled,
         dead_lettered: k.dead_lettered,
-        rate_per_s: (rate * 10.0).round() / 10.0,
+        rate_per_s: rate,
         eta_s: eta.map(|e| e.round()),
     }))
 }

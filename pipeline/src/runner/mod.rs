@@ -4,10 +4,12 @@
 //! stage-chosen lane → run up to `concurrent_lanes` steps at once, each a batch of one lane's
 //! due records → produce what the step emitted → mark its offsets done → commit the lowest
 //! offset not yet done. A lane that waits ([`crate::Step::Wait`], a due header, a retry) never
-//! holds up another lane. Memory is bounded by configuration: `lane_queue` records per lane and
-//! `partition_records` per partition are kept in memory; a lane that waits longer than
-//! `hold_after`, or whose queue is full, sets its records aside in the durable held store
-//! ([`crate::held`]), which lets the committed offset move past them.
+//! holds up another lane. Memory is bounded by configuration: at most `partition_records`
+//! records per partition are in memory (fetching stops there). A lane that waits longer than
+//! `hold_after` (or whose head has been unfinished that long when it waits again), a record due
+//! that far ahead, and — when the partition's memory is full — the waiting lane holding the most
+//! records are set aside in the durable held store ([`crate::held`]), which lets the committed
+//! offset move past them and other lanes' records in; they come back `lane_queue` at a time.
 //!
 //! A failing step is retried with its hint up to `max_attempts`, then dead-lettered with the
 //! reason; undecodable records are dead-lettered on their own. Backend errors (fetch, produce,
@@ -36,7 +38,7 @@ pub struct RunnerConfig {
     pub fetch_wait: Duration,
     /// Attempts of one batch before it is dead-lettered.
     pub max_attempts: u32,
-    /// Records a lane keeps in memory; more go to the held store.
+    /// Held records a lane loads back into memory at a time.
     pub lane_queue: usize,
     /// Unfinished records a partition keeps in memory; it stops fetching at this many.
     pub partition_records: usize,

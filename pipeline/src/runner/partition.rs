@@ -178,7 +178,10 @@ impl<S: Stage> Consumer<S> {
             if shutting_down && running.is_empty() {
                 break;
             }
-            let room = this.config.partition_records.saturating_sub(state.in_memory());
+            let mut room = this.config.partition_records.saturating_sub(state.in_memory());
+            if room == 0 && !shutting_down && this.relieve(&mut state, &mut running) {
+                room = this.config.partition_records.saturating_sub(state.in_memory());
+            }
             let can_fetch = !shutting_down && room > 0;
             let wake = state.next_wake();
             // Nothing running: the fetch may wait, up to the next lane's due time.
@@ -251,8 +254,11 @@ impl<S: Stage> Consumer<S> {
             let due_ms = due_of(&r.headers);
             let l = state.lanes.entry(lane).or_insert_with(LaneState::new);
             state.unfinished.insert(r.offset);
-            if l.held > 0 || l.prepending || l.queue.len() >= self.config.lane_queue {
-                // The lane's order continues in the held store.
+            // A lane with held records continues in the held store (its order); a record due
+            // long from now goes straight there; everything else waits in memory (bounded by
+            // `partition_records`: fetching stops there, and waiting lanes are set aside).
+            let far = due_ms > now_ms() + self.config.hold_after.as_millis() as u64;
+            if l.held > 0 || l.prepending || far {
                 l.last_seq += 1;
                 if l.held == 0 {
                     l.held_due = due_ms;
@@ -308,6 +314,30 @@ impl<S: Stage> Consumer<S> {
         }));
     }
 
+    /// The partition's memory is full: sets the waiting lane with the most records in memory
+    /// aside in the held store, so records of other lanes can be fetched. Whether it did.
+    fn relieve(self: &Arc<Self>, state: &mut Loop<S::In>, running: &mut FuturesUnordered<LaneFuture<S::In>>) -> bool {
+        let now = now_ms();
+        let waiting = state
+            .lanes
+            .iter()
+            .filter(|(_, l)| !l.busy && l.queue.front().is_some_and(|p| p.due_ms > now))
+            .max_by_key(|(_, l)| l.queue.len())
+            .map(|(lane, _)| *lane);
+        let Some(lane) = waiting else { return false };
+        let Some(l) = state.lanes.get_mut(&lane) else { return false };
+        let until = l.queue.front().map(|p| p.due_ms).unwrap_or(now);
+        if l.queue.front().is_some_and(|p| p.seq.is_some()) {
+            // Copies of held records: the store has them; the head's replacement is written
+            // back, and they are loaded again when due.
+            let rest: Vec<Pending<S::In>> = l.queue.drain(..).collect();
+            self.settle_held(l, lane, rest, None, Some(until), running);
+        } else {
+            self.spill(l, lane, Vec::new(), until, running);
+        }
+        true
+    }
+
     /// Starts a future for every idle lane with due work, up to the concurrency bound.
     fn start_work(self: &Arc<Self>, state: &mut Loop<S::In>, running: &mut FuturesUnordered<LaneFuture<S::In>>) {
         let now = now_ms();
@@ -327,7 +357,7 @@ impl<S: Stage> Consumer<S> {
             }
             let mut batch: Vec<Pending<S::In>> = Vec::new();
             while batch.len() < self.config.max_batch
-                && l.queue.front().is_some_and(|p| p.due_ms <= now && !(p.alone && !batch.is_empty()))
+                && l.queue.front().is_some_and(|p| p.due_ms <= now && (!p.alone || batch.is_empty()))
                 && !batch.first().is_some_and(|p| p.alone)
             {
                 batch.extend(l.queue.pop_front());

@@ -125,7 +125,7 @@ impl<S: Stage> Consumer<S> {
     /// processes that again, which a stage must accept anyway). One that waits long
     /// (`long_until`) is written back, and every copy leaves memory, to be loaded again in order
     /// when it is due (a copy behind it must never run first and release it).
-    fn settle_held(
+    pub(super) fn settle_held(
         self: &Arc<Self>,
         l: &mut LaneState<S::In>,
         lane: Lane,
@@ -175,9 +175,9 @@ impl<S: Stage> Consumer<S> {
         }));
     }
 
-    /// A long wait in memory mode: sets the lane's in-memory records aside (the waiting ones,
-    /// then the rest of its queue), in front of anything it already holds.
-    fn spill(
+    /// A long wait in memory mode (or memory pressure): sets the lane's in-memory records aside
+    /// (the waiting ones, then the rest of its queue), in front of anything it already holds.
+    pub(super) fn spill(
         self: &Arc<Self>,
         l: &mut LaneState<S::In>,
         lane: Lane,

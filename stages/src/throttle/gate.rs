@@ -1,11 +1,14 @@
-//! The fair gate: weighted sharing of the run-ahead budget between tenants, without waiting.
+//! The fair gate: weighted sharing of the run-ahead budget between tenants.
 //!
 //! At most `max_in_flight` messages (and `max_in_flight_per_tenant` per tenant) may sit
-//! released-but-undelivered. While several tenants want to release, each may hold at most its
-//! weighted share of the budget (`max_in_flight × weight / active weight`), so a tenant with a
-//! 10M-recipient campaign holds no more of it than one with 1k. A tenant is active while it has
-//! messages in flight or asked within [`ACTIVE_FOR`]. A tenant that finds no room is told to try
-//! again shortly (its lane waits; nothing blocks).
+//! released-but-undelivered. The budget is one resource for every campaign, so a campaign that
+//! wants some waits for it inside its step ([`FairGate::acquire`], up to a patience, then the
+//! step hands its batch back and comes again): the runner then sees a busy lane, not one that
+//! waits for itself, and fetches no more records while every lane is busy — backpressure, not
+//! spilling. Among the campaigns waiting, budget goes by start-time fair queuing on a virtual
+//! clock (messages granted / weight), so a 10M-recipient campaign cannot starve a 1k one of
+//! another tenant; a tenant that was idle joins at the current virtual time (no banked credit).
+//! A tenant at its own cap is told so at once (its lane waits; others go on).
 //!
 //! Budget returns when deliver commits its offsets on `messages.ready` ([`Outstanding`], read
 //! through the topic backend, so this works the same with Fluvio).
@@ -16,19 +19,15 @@ use pipeline::{Offset, Partition};
 use schemas::TenantId;
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+use tokio::sync::Notify;
 
-/// A tenant that asked this recently counts as active (has a share reserved for it).
-pub const ACTIVE_FOR: Duration = Duration::from_millis(250);
-
-/// The smallest share a tenant gets, however many are active (keeps batches useful).
-pub const MIN_SHARE: u64 = 16;
-
-#[derive(Debug)]
+#[derive(Debug, Default)]
 struct Share {
     in_flight: u64,
-    weight: u32,
-    last_ask: Instant,
+    /// Virtual time: messages granted / weight.
+    vtime: f64,
+    waiting: u32,
 }
 
 #[derive(Debug, Default)]
@@ -37,65 +36,129 @@ struct GateState {
     tenants: HashMap<TenantId, Share>,
 }
 
+/// What [`FairGate::acquire`] gave.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Grant {
+    /// This many messages may be released.
+    Granted(u64),
+    /// The tenant has its own cap in flight: come back when deliver took some.
+    TenantFull,
+    /// No budget came within the patience.
+    Timeout,
+}
+
 /// Weighted fair sharing of a global in-flight budget between tenants.
 pub struct FairGate {
     max_in_flight: u64,
     max_per_tenant: u64,
     state: Mutex<GateState>,
+    changed: Notify,
 }
 
 impl FairGate {
     pub fn new(max_in_flight: u64, max_per_tenant: u64) -> Self {
-        Self { max_in_flight: max_in_flight.max(1), max_per_tenant: max_per_tenant.max(1), state: Mutex::default() }
+        Self {
+            max_in_flight: max_in_flight.max(1),
+            max_per_tenant: max_per_tenant.max(1),
+            state: Mutex::default(),
+            changed: Notify::new(),
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, GateState> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Grants up to `want` messages to `tenant` now (0: none; ask again shortly).
-    pub fn try_acquire(&self, tenant: TenantId, weight: u32, want: u64, now: Instant) -> u64 {
-        let mut state = self.lock();
+    /// Waits (up to `patience`) until `tenant` may release `want` messages, then accounts them
+    /// as in flight. A batch goes whole (one fair turn), or at once when nothing is in flight.
+    pub async fn acquire(&self, tenant: TenantId, weight: u32, want: u64, patience: Duration) -> Grant {
         let weight = weight.max(1);
-        let share = state.tenants.entry(tenant).or_insert(Share { in_flight: 0, weight, last_ask: now });
-        share.weight = weight;
-        share.last_ask = now;
-        let mine = share.in_flight;
-        let active_weight: u64 = state
-            .tenants
-            .values()
-            .filter(|s| s.in_flight > 0 || now.saturating_duration_since(s.last_ask) < ACTIVE_FOR)
-            .map(|s| u64::from(s.weight))
-            .sum();
-        let fair = (self.max_in_flight * u64::from(weight) / active_weight.max(1)).max(MIN_SHARE);
-        let cap = fair.min(self.max_per_tenant);
-        let room = cap.saturating_sub(mine).min(self.max_in_flight.saturating_sub(state.in_flight));
-        // Nothing at all in flight: one batch may always go (a budget smaller than a batch
-        // must not stall the pipeline).
-        let granted = if state.in_flight == 0 { want } else { want.min(room) };
-        if granted > 0 {
-            state.in_flight += granted;
-            if let Some(s) = state.tenants.get_mut(&tenant) {
-                s.in_flight += granted;
+        {
+            let mut state = self.lock();
+            // A tenant that was idle joins at the current virtual time: no banked credit.
+            let floor = state
+                .tenants
+                .values()
+                .filter(|t| t.waiting > 0 || t.in_flight > 0)
+                .map(|t| t.vtime)
+                .fold(f64::INFINITY, f64::min);
+            let share = state.tenants.entry(tenant).or_default();
+            if share.in_flight > 0 && share.in_flight + want > self.max_per_tenant {
+                return Grant::TenantFull;
+            }
+            if share.waiting == 0 && share.in_flight == 0 && floor.is_finite() {
+                share.vtime = share.vtime.max(floor);
+            }
+            share.waiting += 1;
+        }
+        let deadline = tokio::time::Instant::now() + patience;
+        loop {
+            let notified = self.changed.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if let Some(grant) = self.try_turn(tenant, weight, want) {
+                return grant;
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                let mut state = self.lock();
+                if let Some(share) = state.tenants.get_mut(&tenant) {
+                    share.waiting = share.waiting.saturating_sub(1);
+                }
+                drop(state);
+                // Someone else may be next now.
+                self.changed.notify_waiters();
+                return Grant::Timeout;
             }
         }
-        granted
+    }
+
+    /// Grants `want` if it is `tenant`'s turn and the budget fits.
+    fn try_turn(&self, tenant: TenantId, weight: u32, want: u64) -> Option<Grant> {
+        let mut state = self.lock();
+        let global = state.in_flight;
+        let fits = |s: &Share| {
+            (global == 0 || global + want <= self.max_in_flight)
+                && (s.in_flight == 0 || s.in_flight + want <= self.max_per_tenant)
+        };
+        let best = state
+            .tenants
+            .iter()
+            .filter(|(_, s)| s.waiting > 0 && fits(s))
+            .min_by(|a, b| a.1.vtime.total_cmp(&b.1.vtime))
+            .map(|(id, _)| *id);
+        if best != Some(tenant) {
+            return None;
+        }
+        state.in_flight += want;
+        if let Some(share) = state.tenants.get_mut(&tenant) {
+            share.in_flight += want;
+            share.waiting -= 1;
+            share.vtime += want as f64 / f64::from(weight);
+        }
+        drop(state);
+        self.changed.notify_waiters();
+        Some(Grant::Granted(want))
     }
 
     /// Returns budget: `n` messages of `tenant` were taken by deliver (or never released).
     pub fn release(&self, tenant: TenantId, n: u64) {
-        let mut state = self.lock();
-        state.in_flight = state.in_flight.saturating_sub(n);
-        if let Some(s) = state.tenants.get_mut(&tenant) {
-            s.in_flight = s.in_flight.saturating_sub(n);
+        if n == 0 {
+            return;
         }
+        {
+            let mut state = self.lock();
+            state.in_flight = state.in_flight.saturating_sub(n);
+            if let Some(s) = state.tenants.get_mut(&tenant) {
+                s.in_flight = s.in_flight.saturating_sub(n);
+            }
+        }
+        self.changed.notify_waiters();
     }
 
-    /// Forgets tenants idle for a while (memory stays bounded by the active ones).
-    pub fn sweep(&self, now: Instant) {
-        self.lock()
-            .tenants
-            .retain(|_, s| s.in_flight > 0 || now.saturating_duration_since(s.last_ask) < ACTIVE_FOR * 4);
+    /// Forgets tenants with nothing in flight and nobody waiting (memory stays bounded by the
+    /// active ones; a tenant coming back joins at the current virtual time anyway).
+    pub fn sweep(&self) {
+        self.lock().tenants.retain(|_, s| s.in_flight > 0 || s.waiting > 0);
     }
 
     /// Messages currently in flight (released, not yet taken by deliver).
@@ -104,15 +167,17 @@ impl FairGate {
     }
 }
 
-/// Released `messages.ready` records not yet consumed by deliver, per partition, in offset
-/// order: `(offset, tenant, messages)`.
+/// Per partition, in offset order: `(offset, tenant, messages)`.
+type Released = HashMap<Partition, VecDeque<(Offset, TenantId, u64)>>;
+
+/// Released `messages.ready` records not yet consumed by deliver.
 #[derive(Default)]
 pub struct Outstanding {
-    partitions: Mutex<HashMap<Partition, VecDeque<(Offset, TenantId, u64)>>>,
+    partitions: Mutex<Released>,
 }
 
 impl Outstanding {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Partition, VecDeque<(Offset, TenantId, u64)>>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Released> {
         self.partitions.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -144,42 +209,56 @@ impl Outstanding {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::Arc;
 
-    #[test]
-    fn shares_by_weight_among_active_tenants() {
-        let gate = FairGate::new(1_000, 1_000);
-        let now = Instant::now();
-        let (a, b) = (TenantId(1), TenantId(2));
-        // Both ask; b has weight 3: a may hold 250, b 750.
-        assert_eq!(gate.try_acquire(a, 1, 100, now), 100);
-        assert_eq!(gate.try_acquire(b, 3, 1_000, now), 750);
-        assert_eq!(gate.try_acquire(a, 1, 1_000, now), 150, "a's share is 250");
-        assert_eq!(gate.try_acquire(a, 1, 1, now), 0);
-        gate.release(a, 250);
-        assert_eq!(gate.in_flight(), 750);
-        // Once b has stopped asking and drained, a may use the whole budget.
-        gate.release(b, 750);
-        let later = now + ACTIVE_FOR * 2;
-        assert_eq!(gate.try_acquire(a, 1, 2_000, later), 2_000, "nothing in flight: one batch always goes");
-        gate.release(a, 2_000);
-        assert_eq!(gate.try_acquire(a, 1, 900, later), 900);
+    #[tokio::test(flavor = "current_thread", start_paused = true)]
+    async fn shares_by_weight() {
+        // Two tenants always waiting; budget of one batch at a time. Tenant 2 has weight 3.
+        let gate = Arc::new(FairGate::new(100, 1_000));
+        let granted = Arc::new(Mutex::new(HashMap::<TenantId, u64>::new()));
+        let mut tasks = Vec::new();
+        for (tenant, weight) in [(TenantId(1), 1), (TenantId(2), 3)] {
+            let (gate, granted) = (gate.clone(), granted.clone());
+            tasks.push(tokio::spawn(async move {
+                loop {
+                    if gate.acquire(tenant, weight, 100, Duration::from_secs(5)).await != Grant::Granted(100) {
+                        tokio::time::sleep(Duration::from_millis(1)).await;
+                        continue;
+                    }
+                    *granted.lock().unwrap().entry(tenant).or_default() += 100;
+                    // Budget comes back when deliver takes the batch, while the tenant already
+                    // waits for its next grant (as in the stage).
+                    let gate = gate.clone();
+                    tokio::spawn(async move {
+                        tokio::time::sleep(Duration::from_millis(1)).await;
+                        gate.release(tenant, 100);
+                    });
+                }
+            }));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let snapshot = granted.lock().unwrap().clone();
+        let (a, b) = (snapshot[&TenantId(1)] as f64, snapshot[&TenantId(2)] as f64);
+        let share = b / (a + b);
+        assert!((share - 0.75).abs() < 0.05, "weighted share {share} (a={a}, b={b})");
+        for t in tasks {
+            t.abort();
+        }
     }
 
-    #[test]
-    fn a_thousand_tenants_each_get_a_minimum_share_and_the_budget_holds() {
-        let gate = FairGate::new(4_000, 2_000);
-        let now = Instant::now();
-        for t in 0..1_000 {
-            gate.try_acquire(TenantId(t), 1, 0, now); // everyone asks: all active
-        }
-        let mut granted = 0;
-        for t in 0..1_000 {
-            granted += gate.try_acquire(TenantId(t), 1, 500, now);
-        }
-        assert!(granted <= 4_000, "{granted}");
-        assert_eq!(gate.try_acquire(TenantId(0), 1, 500, now), 0);
-        gate.sweep(now + ACTIVE_FOR * 8);
-        assert_eq!(gate.in_flight(), granted);
+    #[tokio::test(flavor = "current_thread", start_paused = true)]
+    async fn a_full_tenant_is_told_at_once_and_a_full_gate_times_out() {
+        let gate = FairGate::new(1_000, 600);
+        assert_eq!(gate.acquire(TenantId(1), 1, 500, Duration::from_secs(1)).await, Grant::Granted(500));
+        assert_eq!(gate.acquire(TenantId(1), 1, 500, Duration::from_secs(1)).await, Grant::TenantFull);
+        assert_eq!(gate.acquire(TenantId(2), 1, 500, Duration::from_secs(1)).await, Grant::Granted(500));
+        assert_eq!(gate.acquire(TenantId(3), 1, 500, Duration::from_millis(50)).await, Grant::Timeout);
+        gate.release(TenantId(1), 500);
+        assert_eq!(gate.acquire(TenantId(3), 1, 500, Duration::from_millis(50)).await, Grant::Granted(500));
+        gate.release(TenantId(2), 500);
+        gate.release(TenantId(3), 500);
+        gate.sweep();
+        assert_eq!(gate.in_flight(), 0);
     }
 
     #[test]

@@ -5,16 +5,18 @@
 //!   deliver stage always has a backlog to pace from (exact pacing happens there, per sender).
 //!   The buckets are this process's: a tenant's records all go to one partition, which one
 //!   worker owns.
-//! - **Fairness**: the [`gate::FairGate`] shares the run-ahead budget between active tenants by
+//! - **Fairness**: the [`gate::FairGate`] shares the run-ahead budget between waiting tenants by
 //!   weight, so a 10M-recipient campaign cannot starve a 1k one of another tenant.
 //! - **Bounded run-ahead**: at most `max_in_flight` messages (and `max_in_flight_per_tenant`
 //!   per tenant) may sit released-but-undelivered; budget returns (in `on_tick`) as deliver
 //!   commits its offsets on `messages.ready`.
 //! - **Messaging-tier quota** ([`quota`]) for WhatsApp routes with a daily limit.
 //!
-//! Nothing here waits: one lane per campaign, and a campaign that may not release now (paused,
-//! out of budget, tokens or quota) returns `Step::Wait` with the part of its batch still to
-//! release; the runner holds it and every other campaign goes on.
+//! One lane per campaign. A campaign that may not release now for reasons of its own (paused,
+//! out of tokens or quota, at its tenant's in-flight cap) returns `Step::Wait` with the part of
+//! its batch still to release; the runner holds it and every other campaign goes on. Only the
+//! shared run-ahead budget is waited for inside a step (briefly, fair-queued): it is everyone's
+//! backpressure, so the runner should fetch no more while every lane waits for it.
 //!
 //! It is not: the pacer of provider calls (see `deliver`), and it never drops a message.
 
@@ -22,7 +24,7 @@ pub mod gate;
 pub mod quota;
 
 use crate::control::CampaignControl;
-use gate::{FairGate, Outstanding};
+use gate::{FairGate, Grant, Outstanding};
 use pipeline::topic::partition_for;
 use pipeline::{topics, Emitter, Input, Lane, Stage, StageError, Step, TopicBackend};
 use quota::{Admit, QuotaGate};
@@ -46,7 +48,9 @@ pub struct ThrottleConfig {
     pub settings_ttl: Duration,
     /// The WhatsApp messaging-tier window (24 h at Meta; shorter in tests).
     pub quota_window: Duration,
-    /// How soon a campaign that found no run-ahead budget asks again.
+    /// How long a step waits for run-ahead budget before handing its batch back.
+    pub budget_patience: Duration,
+    /// How soon a tenant at its own in-flight cap asks again.
     pub budget_retry: Duration,
 }
 
@@ -58,7 +62,8 @@ impl Default for ThrottleConfig {
             max_in_flight_per_tenant: 20_000,
             settings_ttl: Duration::from_secs(5),
             quota_window: Duration::from_secs(24 * 3_600),
-            budget_retry: Duration::from_millis(5),
+            budget_patience: Duration::from_millis(500),
+            budget_retry: Duration::from_millis(20),
         }
     }
 }
@@ -210,11 +215,15 @@ impl Throttle {
             }
             let limits = self.limits(tenant, campaign).await?;
             let want = batch.messages.len().min(self.config.ready_batch.max(1)) as u64;
+            let budget = match self.gate.acquire(tenant, limits.weight, want, self.config.budget_patience).await {
+                Grant::Granted(n) => n,
+                Grant::TenantFull => {
+                    return Ok(Err(Hold::Until(now_ms() + self.config.budget_retry.as_millis() as u64)))
+                }
+                // Still due at once: the lane stays busy-like, its turn comes again.
+                Grant::Timeout => return Ok(Err(Hold::Until(now_ms()))),
+            };
             let now = Instant::now();
-            let budget = self.gate.try_acquire(tenant, limits.weight, want, now);
-            if budget == 0 {
-                return Ok(Err(Hold::Until(now_ms() + self.config.budget_retry.as_millis().max(1) as u64)));
-            }
             let (mut n, wait) = self.take_tokens(tenant, campaign, &limits, budget, now);
             self.gate.release(tenant, budget - n);
             if n == 0 {
@@ -277,7 +286,7 @@ impl Throttle {
         let mut last = self.last_sweep.lock().unwrap_or_else(|p| p.into_inner());
         if now.duration_since(*last) > Duration::from_secs(10) {
             *last = now;
-            self.gate.sweep(now);
+            self.gate.sweep();
             let idle = self.config.settings_ttl.max(Duration::from_secs(60));
             self.buckets
                 .lock()

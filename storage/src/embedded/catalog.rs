@@ -62,11 +62,13 @@ impl Catalog for EmbeddedStore {
                 continue;
             }
             left -= keys.len();
+            let _guard = self.cas_lock.lock().unwrap_or_else(|p| p.into_inner());
             let mut batch = self.batch();
             for k in keys {
                 batch.remove(ks, k);
             }
             batch.commit()?;
+            self.recent_claims.lock().unwrap_or_else(|p| p.into_inner()).clear();
             if left == 0 {
                 return Ok(false);
             }

@@ -12,6 +12,7 @@ mod catalog;
 mod keys;
 mod log;
 mod providers;
+mod recent;
 mod state;
 
 pub use state::EmbeddedState;
@@ -106,6 +107,8 @@ pub struct EmbeddedStore {
     sequence_lock: Mutex<()>,
     /// Serializes compare-and-set writes (campaign versions, idempotency reservations).
     cas_lock: Mutex<()>,
+    /// Claims read or written lately (taken under `cas_lock`; see [`recent`]).
+    recent_claims: Mutex<recent::RecentClaims>,
 }
 
 impl EmbeddedStore {
@@ -148,6 +151,7 @@ impl EmbeddedStore {
             write_budget: config.write_budget_bytes,
             sequence_lock: Mutex::new(()),
             cas_lock: Mutex::new(()),
+            recent_claims: Mutex::default(),
             db,
         })
     }

@@ -5,6 +5,7 @@
 //! statuses are read from the catalog until the lifecycle publishes them again).
 
 use super::keys::Key;
+use super::recent;
 use super::{get, put, EmbeddedStore};
 use crate::model::*;
 use crate::state::{ClaimWrite, Fence, Lease, Pace, SharedState, TokenGrant};
@@ -35,6 +36,36 @@ impl EmbeddedState {
             statuses: Mutex::new(HashMap::new()),
             next_token: Mutex::new(now_ms().saturating_mul(1_000)),
         }
+    }
+}
+
+impl EmbeddedState {
+    /// The claim at `key`, from the recent-claims cache or the store (then cached). Called
+    /// under `cas_lock`, which keeps the cache coherent with the store.
+    fn claim_at(&self, recent: &mut recent::RecentClaims, key: &MessageKey) -> Result<Option<Claim>> {
+        if let Some(known) = recent.get(key) {
+            return Ok(known);
+        }
+        let claim: Option<Claim> = get(&self.store.claims, &claim_key(key))?;
+        recent.put(key, claim.clone());
+        Ok(claim)
+    }
+
+    /// One atomic batch of claim compare-and-sets (under `cas_lock`).
+    fn compare_and_put(&self, recent: &mut recent::RecentClaims, writes: &[ClaimWrite]) -> Result<Vec<bool>> {
+        let mut batch = self.store.batch();
+        let mut applied = Vec::with_capacity(writes.len());
+        for w in writes {
+            let ok = self.claim_at(recent, &w.key)? == w.expected;
+            if ok {
+                put(&mut batch, &self.store.claims, claim_key(&w.key), &w.claim)?;
+                // Later writes in this batch compare with this one.
+                recent.put(&w.key, Some(w.claim.clone()));
+            }
+            applied.push(ok);
+        }
+        batch.commit()?;
+        Ok(applied)
     }
 }
 
@@ -79,7 +110,9 @@ impl SharedState for EmbeddedState {
     }
 
     async fn get_claims(&self, keys: &[MessageKey]) -> Result<Vec<Option<Claim>>> {
-        keys.iter().map(|k| get(&self.store.claims, &claim_key(k))).collect()
+        let _guard = self.store.cas_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let mut recent = self.store.recent_claims.lock().unwrap_or_else(|p| p.into_inner());
+        keys.iter().map(|k| self.claim_at(&mut recent, k)).collect()
     }
 
     async fn put_claims(&self, writes: &[ClaimWrite], fence: Option<&Fence>) -> Result<Vec<bool>> {
@@ -91,19 +124,13 @@ impl SharedState for EmbeddedState {
         }
         self.store.within_budget().await;
         let _guard = self.store.cas_lock.lock().unwrap_or_else(|p| p.into_inner());
-        let mut batch = self.store.batch();
-        let mut applied = Vec::with_capacity(writes.len());
-        for w in writes {
-            let key = claim_key(&w.key);
-            let current: Option<Claim> = get(&self.store.claims, &key)?;
-            let ok = current == w.expected;
-            if ok {
-                put(&mut batch, &self.store.claims, key, &w.claim)?;
-            }
-            applied.push(ok);
+        let mut recent = self.store.recent_claims.lock().unwrap_or_else(|p| p.into_inner());
+        let written = self.compare_and_put(&mut recent, writes);
+        if written.is_err() {
+            // Nothing was written: what the cache learned from this batch is not true.
+            recent.clear();
         }
-        batch.commit()?;
-        Ok(applied)
+        written
     }
 
     async fn acquire_lease(&self, name: &str, holder: &str, ttl_ms: u64, now_ms: u64) -> Result<Option<Lease>> {
