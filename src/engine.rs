@@ -63,7 +63,7 @@ impl EngineConfig {
 /// lane mostly waits for its slots.
 pub fn runner_configs() -> [(&'static str, RunnerConfig); 5] {
     let base = RunnerConfig::default();
-    let messages = RunnerConfig { max_batch: 1, lane_queue: 2, partition_records: 8, ..base.clone() };
+    let messages = RunnerConfig { max_batch: 1, lane_queue: 2, partition_records: 4, ..base.clone() };
     [
         ("chunk", RunnerConfig { max_batch: 1, ..base.clone() }),
         ("render", RunnerConfig { max_batch: 1, lane_queue: 2, partition_records: 16, ..base.clone() }),

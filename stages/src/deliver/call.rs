@@ -31,7 +31,7 @@ use std::time::{Duration, Instant};
 use storage::{CampaignStatus, Claim, ClaimWrite};
 
 /// Answers settled together (claims written in one call).
-const SETTLE_WAVE: usize = 64;
+const SETTLE_WAVE: usize = 256;
 /// How often a paused campaign is looked at again.
 const RECHECK: Duration = Duration::from_secs(1);
 
@@ -120,8 +120,10 @@ impl Caller<'_> {
         }
         let concurrency = config.concurrency.max(1);
         let free = concurrency - run.calls.len().min(concurrency);
-        // Unpaced calls go in groups (fewer, larger claim writes); paced ones as slots come.
-        let group = if self.route.is_paced() { 1 } else { (concurrency / 4).max(1) };
+        // Unpaced calls go in groups of `concurrency` (one claim write and one settle write per
+        // group: measured, groups of concurrency/4 cost ~5% of end-to-end throughput); paced
+        // ones as slots come. Either way at most `concurrency` claims are `InFlight`.
+        let group = if self.route.is_paced() { 1 } else { concurrency };
         if free < group.min(pending) {
             run.finished.extend(run.calls.next().await);
             return Ok(true);
