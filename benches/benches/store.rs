@@ -1,7 +1,9 @@
 //! Embedded store: a reconcile-sized batch of 1,000 message-log rows committed atomically, and
-//! 500 send claims (the write in front of every provider batch).
+//! 256 send claims compare-and-set from absent to `InFlight` (the write in front of every group
+//! of unpaced provider calls).
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use schemas::*;
+use std::sync::Arc;
 use storage::*;
 
 fn rows(start: u64) -> LogBatch {
@@ -33,7 +35,8 @@ fn rows(start: u64) -> LogBatch {
 
 fn bench(c: &mut Criterion) {
     let dir = tempfile::tempdir().unwrap();
-    let store = EmbeddedStore::open(dir.path(), EmbeddedStoreConfig::default()).unwrap();
+    let store = Arc::new(EmbeddedStore::open(dir.path(), EmbeddedStoreConfig::default()).unwrap());
+    let state = EmbeddedState::new(store.clone());
     let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
     let mut g = c.benchmark_group("store");
     g.throughput(Throughput::Elements(1000));
@@ -48,21 +51,21 @@ fn bench(c: &mut Criterion) {
             BatchSize::SmallInput,
         )
     });
-    g.throughput(Throughput::Elements(500));
+    g.throughput(Throughput::Elements(256));
     let mut n = 0u64;
-    g.bench_function("claims_put_500", |b| {
+    g.bench_function("claims_compare_and_set_256", |b| {
         b.iter_batched(
             || {
-                n += 500;
-                (n..n + 500)
+                n += 256;
+                (n..n + 256)
                     .map(|i| {
                         let id = MessageId::derive(TenantId(2), CampaignId(1), RecipientId(i), Channel::Sms);
                         let key = MessageKey { tenant: TenantId(2), campaign: CampaignId(1), bucket: 0, id };
-                        (key, Claim::InFlight { attempt: 1, at_ms: i })
+                        ClaimWrite { key, expected: None, claim: Claim::InFlight { attempt: 1, at_ms: i } }
                     })
                     .collect::<Vec<_>>()
             },
-            |claims| rt.block_on(store.put_claims(&claims)).unwrap(),
+            |claims| assert!(rt.block_on(state.put_claims(&claims, None)).unwrap().iter().all(|ok| *ok)),
             BatchSize::SmallInput,
         )
     });

@@ -1,12 +1,13 @@
 //! Throttle decision: a token-bucket take, and an uncontended fair-gate acquire/release.
 use criterion::{criterion_group, criterion_main, Criterion};
+use schemas::helpers::TokenBucket;
 use schemas::TenantId;
-use stages::throttle::{FairGate, TokenBucket};
+use stages::throttle::gate::{FairGate, Grant};
 use std::time::{Duration, Instant};
 
 fn bench(c: &mut Criterion) {
     let start = Instant::now();
-    let mut bucket = TokenBucket::new(1_000_000_000, 1_000_000, start);
+    let mut bucket = TokenBucket::new(1_000_000_000.0, 1_000_000, start);
     let mut t = 0u64;
     c.bench_function("token_bucket_take", |b| {
         b.iter(|| {
@@ -18,7 +19,8 @@ fn bench(c: &mut Criterion) {
     let gate = FairGate::new(1_000_000, 1_000_000);
     c.bench_function("fair_gate_acquire_release", |b| {
         b.iter(|| {
-            rt.block_on(gate.acquire(TenantId(1), 1, 500));
+            let grant = rt.block_on(gate.acquire(TenantId(1), 1, 500, Duration::from_secs(1)));
+            assert_eq!(grant, Grant::Granted(500));
             gate.release(TenantId(1), 500);
         })
     });

@@ -357,7 +357,7 @@ async fn claims_and_fencing(state: &Arc<dyn SharedState>) {
     let k2 = key(T1, 8, 2);
     let write = ClaimWrite { key: k2, expected: None, claim: inflight.clone() };
     let old = Fence { lease: a.name.clone(), token: a.token };
-    assert!(matches!(state.put_claims(&[write.clone()], Some(&old)).await, Err(Error::Fenced { .. })));
+    assert!(matches!(state.put_claims(std::slice::from_ref(&write), Some(&old)).await, Err(Error::Fenced { .. })));
     assert_eq!(state.get_claims(&[k2]).await.unwrap(), vec![None], "a fenced write changes nothing");
     let current = Fence { lease: b.name.clone(), token: b.token };
     assert_eq!(state.put_claims(&[write], Some(&current)).await.unwrap(), vec![true]);

@@ -311,7 +311,7 @@ impl Stage for Splitter {
                 out.emit(&OUT, lane, &(lane, item)).map_err(crate::stage::transient)?;
             }
             if !rest.is_empty() {
-                let wait = if step % 5 == 0 { 60 } else { 1 };
+                let wait = if step.is_multiple_of(5) { 60 } else { 1 };
                 return Ok(Step::Wait { from: i, replacement: Some((lane, rest)), until_ms: schemas::now_ms() + wait });
             }
         }
