@@ -2,18 +2,16 @@
 //! drains and exits 0 within the drain grace; a restart on the same data dir resumes the campaign
 //! and completes it with every recipient accepted exactly once by the provider.
 
+mod common;
+
+use common::free_port;
 use serde_json::{json, Value};
 use std::collections::HashMap;
-use std::net::TcpListener;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 const RECIPIENTS: usize = 5_000;
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
 
 fn serve(dir: &Path, port: u16) -> Child {
     Command::new(env!("CARGO_BIN_EXE_herald"))
@@ -57,14 +55,7 @@ async fn wait_ready(http: &reqwest::Client, base: &str) {
 }
 
 fn accepted(dir: &Path) -> HashMap<String, u32> {
-    let mut out = HashMap::new();
-    for line in std::fs::read_to_string(dir.join("provider-calls.jsonl")).unwrap_or_default().lines() {
-        let v: Value = serde_json::from_str(line).unwrap();
-        if v.get("provider_message_id").is_some() {
-            *out.entry(v["message_id"].as_str().unwrap().to_string()).or_default() += 1;
-        }
-    }
-    out
+    common::accepted_per_message(&dir.join("provider-calls.jsonl"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -92,22 +92,13 @@ impl TestServer {
 
     /// Accepted provider calls per message id, from the simulator's own log.
     pub fn accepted_per_message(&self) -> HashMap<String, u32> {
-        let mut out = HashMap::new();
-        for line in std::fs::read_to_string(self.calls_log()).unwrap_or_default().lines() {
-            let v: Value = serde_json::from_str(line).unwrap();
-            if v.get("provider_message_id").is_some() {
-                *out.entry(v["message_id"].as_str().unwrap().to_string()).or_default() += 1;
-            }
-        }
-        out
+        accepted_per_message(&self.calls_log())
     }
 
     /// Provider calls (accepted) of one campaign, with their timestamps.
     pub fn accepted_times(&self, campaign: u64) -> Vec<u64> {
-        std::fs::read_to_string(self.calls_log())
-            .unwrap_or_default()
-            .lines()
-            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        json_lines(&self.calls_log())
+            .into_iter()
             .filter(|v| v["campaign"] == campaign && v.get("provider_message_id").is_some())
             .map(|v| v["ts_ms"].as_u64().unwrap())
             .collect()
@@ -260,6 +251,28 @@ pub async fn send(s: &Api, op: &str, template: u64, audience: u64) -> u64 {
 }
 
 /// A free port on 127.0.0.1 (bound and released; the caller binds it next).
+/// The complete lines of a JSON-lines file another process is still appending to: a last line
+/// without its newline is being written and is left for the next read. A complete line that is
+/// not JSON fails the test.
+pub fn json_lines(path: &std::path::Path) -> Vec<Value> {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    text.split_inclusive('\n')
+        .filter(|l| l.ends_with('\n'))
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{}: {e}: {l}", path.display())))
+        .collect()
+}
+
+/// Accepted provider calls per message id in a simulator calls log.
+pub fn accepted_per_message(path: &std::path::Path) -> HashMap<String, u32> {
+    let mut out = HashMap::new();
+    for v in json_lines(path) {
+        if v.get("provider_message_id").is_some() {
+            *out.entry(v["message_id"].as_str().unwrap().to_string()).or_default() += 1;
+        }
+    }
+    out
+}
+
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
