@@ -40,12 +40,7 @@ async fn serve(port: u16, data_dir: &Path, log: &Path) -> Child {
         .stderr(log)
         .spawn()
         .expect("starting herald serve");
-    let client = reqwest::Client::new();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while client.get(format!("http://127.0.0.1:{port}/healthz")).send().await.is_err() {
-        assert!(Instant::now() < deadline, "herald serve did not start");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_healthy(port, Duration::from_secs(60), "herald serve").await;
     child
 }
 

@@ -273,6 +273,16 @@ pub fn accepted_per_message(path: &std::path::Path) -> HashMap<String, u32> {
     out
 }
 
+/// Waits until a process started on `port` answers `/healthz`; fails after `timeout`.
+pub async fn wait_healthy(port: u16, timeout: Duration, what: &str) {
+    let client = reqwest::Client::new();
+    let deadline = Instant::now() + timeout;
+    while client.get(format!("http://127.0.0.1:{port}/healthz")).send().await.is_err() {
+        assert!(Instant::now() < deadline, "{what} did not start");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
@@ -420,12 +430,7 @@ impl MockProcess {
             .stderr(std::process::Stdio::null())
             .spawn()
             .expect("starting herald mock-provider");
-        let client = reqwest::Client::new();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while client.get(format!("http://127.0.0.1:{port}/healthz")).send().await.is_err() {
-            assert!(Instant::now() < deadline, "mock provider did not start");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        wait_healthy(port, Duration::from_secs(20), "herald mock-provider").await;
         Self { child, port }
     }
 
