@@ -32,6 +32,9 @@ pub struct TenantReport {
     pub achieved_rate: f64,
     pub max_1s_window: u64,
     pub accepts: u64,
+    /// Seconds from the trigger to this tenant's first and last call (simulator runs only).
+    pub first_call_s: Option<f64>,
+    pub last_call_s: Option<f64>,
 }
 
 /// What one stage's runner did during the run (from the metrics board).
@@ -145,6 +148,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<BenchReport> {
     let setup_s = setup.elapsed().as_secs_f64();
 
     let started = Instant::now();
+    let started_ms = schemas::now_ms();
     for ((t, c), _) in &campaigns {
         engine.trigger(*t, *c).await?;
     }
@@ -173,6 +177,8 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<BenchReport> {
                     achieved_rate: calls.achieved_rate(),
                     max_1s_window: calls.max_1s_window,
                     accepts: calls.accepts,
+                    first_call_s: Some(calls.first_ms.saturating_sub(started_ms) as f64 / 1000.0),
+                    last_call_s: Some(calls.last_ms.saturating_sub(started_ms) as f64 / 1000.0),
                 }
             })
             .collect();

@@ -153,6 +153,8 @@ pub async fn run(args: BenchArgs, mock_mps: u32) -> anyhow::Result<BenchReport> 
                 achieved_rate: s.mean_rate,
                 max_1s_window: s.max_1s_window,
                 accepts: s.accepted,
+                first_call_s: None,
+                last_call_s: None,
             }
         })
         .collect();

@@ -79,6 +79,10 @@ pub struct Input<T> {
     pub offset: Option<Offset>,
     pub headers: Headers,
     pub value: T,
+    /// Lanes of this partition with work in memory or held when the step started: a hint for
+    /// stages that size their steps so the lanes take turns evenly (chunk), never a count
+    /// anything depends on for correctness.
+    pub lanes: usize,
 }
 
 /// What a step did with its batch.

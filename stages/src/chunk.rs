@@ -16,6 +16,14 @@
 //! one is chunked to the end so every recipient gets a `cancelled` outcome. Producing waits for
 //! room on the bounded chunks topic, so chunking runs only as far ahead as the topics allow.
 //!
+//! Fair slices: a step emits `step_budget / waiting campaigns of the partition` recipients (at
+//! least `min_slice`, at most `chunk_size x chunks_per_step`; the runner says how many lanes
+//! wait), and a campaign's first step the smallest slice. With a campaign or two per partition
+//! a step is 4 full chunks; with a thousand tenants each step is a small slice, so every
+//! campaign's messages are spread over the whole run instead of whole campaigns passing the
+//! bounded topics in waves. Slice sizes change nothing for correctness: message ids come from
+//! (campaign, recipient) and the checkpoint records the next recipient.
+//!
 //! It is not: a scheduler (campaigns arrive when sent) and it never renders.
 
 use crate::control::CampaignControl;
@@ -30,13 +38,27 @@ use storage::{Audiences, CampaignStatus, Catalog, Checkpoints};
 pub struct ChunkConfig {
     /// Recipients per chunk.
     pub chunk_size: usize,
-    /// Chunks per step (then the campaign yields to the others of its partition).
+    /// Chunks per step at most (then the campaign yields to the others of its partition).
     pub chunks_per_step: usize,
+    /// Recipients one round over a partition's waiting campaigns emits (divided among them).
+    pub step_budget: usize,
+    /// The smallest slice a step emits, however many campaigns are active.
+    pub min_slice: usize,
 }
 
 impl Default for ChunkConfig {
     fn default() -> Self {
-        Self { chunk_size: 1_000, chunks_per_step: 4 }
+        Self { chunk_size: 1_000, chunks_per_step: 4, step_budget: 4_000, min_slice: 50 }
+    }
+}
+
+impl ChunkConfig {
+    /// Recipients one step of a campaign emits while `active` campaigns of its partition take
+    /// turns (None: the smallest slice).
+    fn step_recipients(&self, active: Option<usize>) -> usize {
+        let most = self.chunk_size.max(1) * self.chunks_per_step.max(1);
+        let least = self.min_slice.clamp(1, most);
+        active.map_or(least, |active| (self.step_budget / active.max(1)).clamp(least, most))
     }
 }
 
@@ -64,7 +86,7 @@ impl Chunk {
     }
 
     /// One step of a campaign; `Some(until)` when it is paused.
-    async fn step(&self, request: &SendRequest, out: &mut Emitter) -> crate::Result<Option<u64>> {
+    async fn step(&self, request: &SendRequest, lanes: usize, out: &mut Emitter) -> crate::Result<Option<u64>> {
         let (tenant, campaign_id) = (request.tenant, request.campaign);
         let Some(campaign) = self.catalog.get_campaign(tenant, campaign_id).await? else {
             tracing::warn!(%tenant, campaign = %campaign_id, "send for an unknown campaign ignored");
@@ -77,15 +99,15 @@ impl Chunk {
         if self.control.status(tenant, campaign_id).await? == CampaignStatus::Paused {
             return Ok(Some(now_ms() + PAUSE_RECHECK.as_millis() as u64));
         }
-        for _ in 0..self.config.chunks_per_step.max(1) {
+        // A first step takes the smallest slice (campaigns started together are not all
+        // counted yet); later ones share the partition's budget among its waiting lanes.
+        let mut left = self.config.step_recipients((request.from_seq > 0).then_some(lanes));
+        while left > 0 {
+            let size = left.min(self.config.chunk_size.max(1));
+            left -= size;
             let recipients = self
                 .audiences
-                .read_recipients(
-                    tenant,
-                    campaign.audience,
-                    RecipientId(checkpoint.next_recipient),
-                    self.config.chunk_size,
-                )
+                .read_recipients(tenant, campaign.audience, RecipientId(checkpoint.next_recipient), size)
                 .await?;
             let Some(last) = recipients.last() else {
                 let sealed = OutcomeEvent::Sealed { tenant, campaign: campaign_id, total: checkpoint.emitted };
@@ -162,10 +184,26 @@ impl Stage for Chunk {
         out: &mut Emitter,
     ) -> Result<Step<SendRequest>, StageError> {
         for (i, input) in batch.iter().enumerate() {
-            if let Some(until_ms) = self.step(&input.value, out).await? {
+            if let Some(until_ms) = self.step(&input.value, input.lanes, out).await? {
                 return Ok(Step::Wait { from: i, replacement: None, until_ms });
             }
         }
         Ok(Step::Done)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn steps_shrink_with_active_campaigns_within_bounds() {
+        let config = ChunkConfig::default();
+        assert_eq!(config.step_recipients(Some(1)), 4_000, "one campaign: full chunks");
+        assert_eq!(config.step_recipients(Some(2)), 2_000);
+        assert_eq!(config.step_recipients(Some(125)), 50, "many campaigns: the smallest slice");
+        assert_eq!(config.step_recipients(None), 50, "a first step: the smallest slice");
+        let tiny = ChunkConfig { chunk_size: 10, chunks_per_step: 2, ..ChunkConfig::default() };
+        assert_eq!(tiny.step_recipients(Some(1_000)), 20, "never more than chunk_size x chunks_per_step");
     }
 }

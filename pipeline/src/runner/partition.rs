@@ -94,14 +94,16 @@ impl<T> LaneState<T> {
         }
     }
 
-    /// When this lane has something to do (None: nothing).
-    fn next_due(&self) -> Option<u64> {
+    /// When this lane has something to do (None: nothing), with its head's offset to order
+    /// lanes ready at the same time (oldest record first, so lanes take turns in the order
+    /// their records arrived; held records come after fetched ones of the same time).
+    fn next_due(&self) -> Option<(u64, u64)> {
         if self.busy {
             return None;
         }
         match self.queue.front() {
-            Some(p) => Some(p.due_ms),
-            None if self.held > 0 => Some(self.held_due),
+            Some(p) => Some((p.due_ms, p.offset.unwrap_or(Offset::MAX))),
+            None if self.held > 0 => Some((self.held_due, Offset::MAX)),
             None => None,
         }
     }
@@ -235,6 +237,7 @@ impl<S: Stage> Consumer<S> {
         let mut dead = Vec::new();
         let mut appends: HashMap<Lane, Vec<HeldRecord>> = HashMap::new();
         let mut appended_offsets = Vec::new();
+        let fetched_ms = now_ms();
         for r in records {
             if r.offset < state.next_fetch {
                 continue;
@@ -252,6 +255,9 @@ impl<S: Stage> Consumer<S> {
             };
             let lane = self.stage.lane(&value);
             let due_ms = due_of(&r.headers);
+            // A record is ready from its due time or its arrival, whichever is later: lanes
+            // are then served in the order their work became ready.
+            let ready_ms = due_ms.max(fetched_ms);
             let l = state.lanes.entry(lane).or_insert_with(LaneState::new);
             state.unfinished.insert(r.offset);
             // A lane with held records continues in the held store (its order); a record due
@@ -281,7 +287,7 @@ impl<S: Stage> Consumer<S> {
                     headers: r.headers,
                     raw: r.value,
                     value: Some(value),
-                    due_ms,
+                    due_ms: ready_ms,
                     attempts: 0,
                     alone: false,
                     since: Instant::now(),
@@ -341,10 +347,14 @@ impl<S: Stage> Consumer<S> {
     /// Starts a future for every idle lane with due work, up to the concurrency bound.
     fn start_work(self: &Arc<Self>, state: &mut Loop<S::In>, running: &mut FuturesUnordered<LaneFuture<S::In>>) {
         let now = now_ms();
-        let mut ready: Vec<(u64, Lane)> =
-            state.lanes.iter().filter_map(|(lane, l)| l.next_due().filter(|d| *d <= now).map(|d| (d, *lane))).collect();
-        // Oldest due first: lanes take turns.
+        let mut ready: Vec<((u64, u64), Lane)> = state
+            .lanes
+            .iter()
+            .filter_map(|(lane, l)| l.next_due().filter(|(d, _)| *d <= now).map(|d| (d, *lane)))
+            .collect();
+        // Ready earliest first, then oldest record: lanes take turns.
         ready.sort_unstable();
+        let lanes = state.lanes.len();
         for (_, lane) in ready {
             if running.len() >= self.config.concurrent_lanes {
                 break;
@@ -363,7 +373,7 @@ impl<S: Stage> Consumer<S> {
                 batch.extend(l.queue.pop_front());
             }
             state.stepping += batch.len();
-            running.push(self.step(lane, batch));
+            running.push(self.step(lane, batch, lanes));
         }
     }
 
@@ -414,7 +424,7 @@ impl<S: Stage> Consumer<S> {
 
     /// Runs the stage over one lane's batch, then produces what it emitted and releases the
     /// held records it finished.
-    fn step(self: &Arc<Self>, lane: Lane, mut batch: Vec<Pending<S::In>>) -> LaneFuture<S::In> {
+    fn step(self: &Arc<Self>, lane: Lane, mut batch: Vec<Pending<S::In>>, lanes: usize) -> LaneFuture<S::In> {
         let this = self.clone();
         Box::pin(async move {
             let started = Instant::now();
@@ -431,7 +441,13 @@ impl<S: Stage> Consumer<S> {
                         }
                     },
                 };
-                inputs.push(Input { partition: this.partition, offset: p.offset, headers: p.headers.clone(), value });
+                inputs.push(Input {
+                    partition: this.partition,
+                    offset: p.offset,
+                    headers: p.headers.clone(),
+                    value,
+                    lanes,
+                });
             }
             let mut out = Emitter::with_room(this.backend.clone(), this.room.clone());
             if let Some(first) = batch.first() {
@@ -558,7 +574,7 @@ impl<T> Loop<T> {
 
     /// The earliest time an idle lane has something to do.
     fn next_wake(&self) -> Option<u64> {
-        self.lanes.values().filter_map(LaneState::next_due).min()
+        self.lanes.values().filter_map(|l| l.next_due().map(|(due, _)| due)).min()
     }
 }
 

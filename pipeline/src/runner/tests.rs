@@ -385,3 +385,18 @@ async fn records_handed_back_in_parts_are_never_lost() {
 async fn records_handed_back_in_parts_survive_a_crash() {
     split_and_check(40, Some(20)).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lanes_take_turns_in_the_order_their_records_arrived() {
+    // Lane ids run against arrival order: serving lanes by id (not by their oldest record)
+    // would run lane 1 first, and a lane that keeps getting records would starve the others.
+    let dir = tempfile::tempdir().unwrap();
+    let backend = open(dir.path());
+    produce(&backend, &[(5, 1), (4, 1), (3, 1), (2, 1), (1, 1)]).await;
+    let stage = Probe::new();
+    let (tasks, shutdown, _) =
+        start_with(&backend, stage.clone(), RunnerConfig { max_batch: 1, concurrent_lanes: 1, ..config() });
+    until("all seen", || stage.seen.lock().unwrap().len() == 5).await;
+    stop(tasks, shutdown).await;
+    assert_eq!(*stage.seen.lock().unwrap(), vec![(5, 1), (4, 1), (3, 1), (2, 1), (1, 1)]);
+}

@@ -118,7 +118,7 @@ impl Harness {
     /// One `messages.ready` step over `messages`, produced.
     async fn ready(&self, messages: Vec<RenderedMessage>) -> Step<MessageBatch> {
         let value = MessageBatch { tenant: self.tenant, campaign: self.campaign, messages };
-        let input = Input { partition: 0, offset: Some(0), headers: Default::default(), value };
+        let input = Input { partition: 0, offset: Some(0), headers: Default::default(), value, lanes: 1 };
         let mut out = Emitter::new(self.topics.clone());
         let step = self.deliver.process(vec![input], &mut out).await.unwrap();
         out.flush().await.unwrap();
@@ -128,7 +128,7 @@ impl Harness {
     /// One `delivery.retry` step, produced.
     async fn retry(&self, messages: Vec<RenderedMessage>) {
         let value = RetryBatch { tenant: self.tenant, campaign: self.campaign, redrive: false, messages };
-        let input = Input { partition: 0, offset: Some(0), headers: Default::default(), value };
+        let input = Input { partition: 0, offset: Some(0), headers: Default::default(), value, lanes: 1 };
         let mut out = Emitter::new(self.topics.clone());
         Redeliver::new(self.deliver.clone()).process(vec![input], &mut out).await.unwrap();
         out.flush().await.unwrap();
