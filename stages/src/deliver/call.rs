@@ -62,9 +62,19 @@ struct Called {
 
 type CallFuture = Pin<Box<dyn Future<Output = Called> + Send>>;
 
+impl Run {
+    /// Takes the messages not yet called, in order.
+    fn take_rest(&mut self) -> Vec<RenderedMessage> {
+        let ready = self.ready.drain(..).map(|s| s.message);
+        self.reread.drain(..).chain(ready).chain(self.queue.drain(..)).collect()
+    }
+}
+
 /// The step's moving parts.
 struct Run {
     queue: VecDeque<RenderedMessage>,
+    /// First attempts whose unread compare-and-set found a claim: planned again from a read.
+    reread: Vec<RenderedMessage>,
     ready: VecDeque<Sendable>,
     calls: FuturesUnordered<CallFuture>,
     finished: Vec<Called>,
@@ -77,6 +87,7 @@ impl Caller<'_> {
     pub async fn run(&self, messages: Vec<RenderedMessage>, settle: &mut Settlement) -> crate::Result<Option<Stop>> {
         let mut run = Run {
             queue: messages.into(),
+            reread: Vec::new(),
             ready: VecDeque::new(),
             calls: FuturesUnordered::new(),
             finished: Vec::new(),
@@ -97,9 +108,7 @@ impl Caller<'_> {
         }
         self.settle_calls(&mut run.finished, settle).await?;
         result?;
-        Ok(run
-            .stop_at
-            .map(|until_ms| Stop { rest: run.ready.into_iter().map(|(m, _)| m).chain(run.queue).collect(), until_ms }))
+        Ok(run.stop_at.map(|until_ms| Stop { rest: run.take_rest(), until_ms }))
     }
 
     /// One turn of the loop; `false` when the step is over.
@@ -108,7 +117,7 @@ impl Caller<'_> {
         if run.finished.len() >= SETTLE_WAVE || (!run.finished.is_empty() && run.calls.is_empty()) {
             self.settle_calls(&mut run.finished, settle).await?;
         }
-        let pending = run.queue.len() + run.ready.len();
+        let pending = run.queue.len() + run.ready.len() + run.reread.len();
         if pending == 0 || run.stop_at.is_some() {
             return Ok(match run.calls.next().await {
                 Some(called) => {
@@ -138,7 +147,7 @@ impl Caller<'_> {
                 return Ok(true);
             }
             CampaignStatus::Cancelled => {
-                for m in run.ready.drain(..).map(|(m, _)| m).chain(run.queue.drain(..)) {
+                for m in run.take_rest() {
                     settle.cancelled(&m);
                 }
                 return Ok(true);
@@ -146,10 +155,14 @@ impl Caller<'_> {
             _ => {}
         }
         // Read the claims of the next messages right before their slots.
+        if !run.reread.is_empty() {
+            let batch = std::mem::take(&mut run.reread);
+            run.ready.extend(plan::plan(self, batch, self.redrive, true, settle).await?);
+        }
         if run.ready.len() < free && !run.queue.is_empty() {
             let take = (free - run.ready.len()).min(run.queue.len());
             let batch: Vec<RenderedMessage> = run.queue.drain(..take).collect();
-            run.ready.extend(plan::plan(self, batch, self.redrive, settle).await?);
+            run.ready.extend(plan::plan(self, batch, self.redrive, false, settle).await?);
             if run.ready.is_empty() {
                 return Ok(true);
             }
@@ -158,7 +171,7 @@ impl Caller<'_> {
         let slots = self.route.slots(self.deliver.state.as_ref(), want).await?;
         if slots.no_sender {
             let (kind, letter) = judge::no_sender();
-            for (m, expected) in run.ready.drain(..) {
+            for Sendable { message: m, expected, .. } in run.ready.drain(..) {
                 settle.done(&m, m.attempt + 1, kind.clone(), Some(letter.clone()), expected);
             }
             return Ok(true);
@@ -198,7 +211,7 @@ impl Caller<'_> {
         for (sender, n) in grants {
             for _ in 0..n {
                 match run.ready.pop_front() {
-                    Some((m, expected)) => assigned.push((sender.clone(), m, expected)),
+                    Some(sendable) => assigned.push((sender.clone(), sendable)),
                     None => break,
                 }
             }
@@ -206,17 +219,23 @@ impl Caller<'_> {
         let now = now_ms();
         let writes: Vec<ClaimWrite> = assigned
             .iter()
-            .map(|(_, m, expected)| ClaimWrite {
-                key: m.key,
-                expected: expected.clone(),
-                claim: Claim::InFlight { attempt: m.attempt + 1, at_ms: now },
+            .map(|(_, s)| ClaimWrite {
+                key: s.message.key,
+                expected: s.expected.clone(),
+                claim: Claim::InFlight { attempt: s.message.attempt + 1, at_ms: now },
             })
             .collect();
         let written = self.deliver.state.put_claims(&writes, self.deliver.fence.as_ref()).await?;
-        for ((sender, message, _), (ok, write)) in assigned.into_iter().zip(written.into_iter().zip(writes)) {
+        for ((sender, sendable), (ok, write)) in assigned.into_iter().zip(written.into_iter().zip(writes)) {
+            let message = sendable.message;
             if !ok {
-                tracing::debug!(message = %message.key.id, "claimed elsewhere meanwhile; not called here");
                 self.route.refund(self.deliver.state.as_ref(), &sender, 1).await?;
+                if sendable.read {
+                    tracing::debug!(message = %message.key.id, "claimed elsewhere meanwhile; not called here");
+                } else {
+                    // Claimed before (a replay): what to do depends on that claim.
+                    run.reread.push(message);
+                }
                 continue;
             }
             let route = self.route.clone();

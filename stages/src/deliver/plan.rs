@@ -25,16 +25,35 @@ use std::collections::HashMap;
 use storage::{Claim, MessageStatus};
 
 /// A message that needs a call, with the claim it was planned from.
-pub(super) type Sendable = (RenderedMessage, Option<Claim>);
+pub(super) struct Sendable {
+    pub message: RenderedMessage,
+    /// The claim its compare-and-set expects.
+    pub expected: Option<Claim>,
+    /// `expected` was read from shared state (false: a first attempt assumed unclaimed; if the
+    /// compare-and-set finds a claim after all, the message is planned again from a read).
+    pub read: bool,
+}
+
+impl Sendable {
+    fn read(message: RenderedMessage, expected: Option<Claim>) -> Self {
+        Self { message, expected, read: true }
+    }
+}
 
 /// Plans `messages`; replays and proven acceptances go to `settle`, the ones to call are
-/// returned in order.
+/// returned in order. First attempts are planned without a read unless `read_all` (almost every
+/// one is unclaimed, and the claim's compare-and-set reads it anyway: one store read per
+/// message instead of two); everything else is planned from its claim.
 pub(super) async fn plan(
     caller: &Caller<'_>,
     messages: Vec<RenderedMessage>,
     redrive: bool,
+    read_all: bool,
     settle: &mut Settlement,
 ) -> crate::Result<Vec<Sendable>> {
+    if !read_all && !redrive && messages.iter().all(|m| m.attempt == 0) {
+        return Ok(messages.into_iter().map(|message| Sendable { message, expected: None, read: false }).collect());
+    }
     let keys: Vec<MessageKey> = messages.iter().map(|m| m.key).collect();
     let claims = caller.deliver.state.get_claims(&keys).await?;
     let received = received_earlier(caller, &messages, &claims).await?;
@@ -42,8 +61,8 @@ pub(super) async fn plan(
     for (message, claim) in messages.into_iter().zip(claims) {
         let n = message.attempt + 1;
         match claim {
-            None => sendable.push((message, None)),
-            Some(claim) if redrive && is_redrivable(&claim, n) => sendable.push((message, Some(claim))),
+            None => sendable.push(Sendable::read(message, None)),
+            Some(claim) if redrive && is_redrivable(&claim, n) => sendable.push(Sendable::read(message, Some(claim))),
             Some(Claim::Done { attempt, outcome, letter, receipt }) => {
                 settle.replay_done(&message, attempt, outcome, letter, receipt)
             }
@@ -58,7 +77,7 @@ pub(super) async fn plan(
                     };
                     settle.done(&message, attempt, kind, None, Some(expected));
                 }
-                None => sendable.push((message, Some(expected))),
+                None => sendable.push(Sendable::read(message, Some(expected))),
             },
             Some(expected @ Claim::InFlight { attempt, .. }) if attempt == n => {
                 if let Some(m) = lost_call(caller, message, expected, settle).await {
@@ -66,7 +85,7 @@ pub(super) async fn plan(
                 }
             }
             Some(Claim::InFlight { attempt, .. }) if attempt > n => {}
-            Some(expected @ Claim::InFlight { .. }) => sendable.push((message, Some(expected))),
+            Some(expected @ Claim::InFlight { .. }) => sendable.push(Sendable::read(message, Some(expected))),
         }
     }
     Ok(sendable)
@@ -116,7 +135,7 @@ async fn lost_call(
     let n = message.attempt + 1;
     let sender = caller.route.senders.first().map(|s| s.id.as_str()).unwrap_or_default();
     match caller.route.provider.lookup(sender, &message).await {
-        Lookup::NotReceived => Some((message, Some(expected))),
+        Lookup::NotReceived => Some(Sendable::read(message, Some(expected))),
         Lookup::Accepted { provider_message_id } => {
             let kind = OutcomeKind::Accepted { provider: settle.provider().to_string(), provider_message_id };
             settle.done(&message, n, kind, None, Some(expected));

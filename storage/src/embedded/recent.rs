@@ -1,11 +1,13 @@
-//! The claims written or read most recently, kept in memory so a claim's compare-and-set does not
-//! search the LSM for what this process just read or wrote (a send reads its claim once, then
-//! writes `InFlight` and `Done` over it).
+//! The claims of calls in flight, kept in memory so the compare-and-set that settles a call
+//! (`InFlight` → `Done` or `Retrying`) does not search the LSM for the claim this process just
+//! wrote.
 //!
 //! It is a cache, coherent because every claim read and write in the embedded deployment goes
 //! through [`super::state::EmbeddedState`] under the store's `cas_lock`; it is not a second
-//! source of truth (a miss reads the store). Bounded: two generations of at most
-//! [`RecentClaims::GENERATION`] entries each; when the current one fills, the older is dropped.
+//! source of truth (a miss reads the store). It holds `InFlight` claims only (a settled claim is
+//! dropped from it), so it stays about as large as the calls in flight and cache-friendly.
+//! Bounded anyway: two generations of at most [`RecentClaims::GENERATION`] entries each; when
+//! the current one fills, the older is dropped.
 
 use crate::model::Claim;
 use schemas::{CampaignId, MessageKey, TenantId};
@@ -71,6 +73,13 @@ impl RecentClaims {
         self.current.insert(id, claim);
     }
 
+    /// Forgets `key` (the store's claim is no longer worth keeping here).
+    pub fn remove(&mut self, key: &MessageKey) {
+        let id = id(key);
+        self.current.remove(&id);
+        self.previous.remove(&id);
+    }
+
     /// Forgets everything (after claims were removed behind the cache's back, e.g. a purge).
     pub fn clear(&mut self) {
         self.current.clear();
@@ -108,6 +117,10 @@ mod tests {
             recent.put(&key(i + 1_000_000), None);
         }
         assert_eq!(recent.get(&key(0)), None, "two generations later it is forgotten");
+        recent.put(&absent, Some(claim(1)));
+        recent.remove(&absent);
+        assert_eq!(recent.get(&absent), None, "removed");
+        recent.put(&absent, None);
         recent.clear();
         assert_eq!(recent.get(&absent), None);
     }

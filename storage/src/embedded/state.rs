@@ -40,15 +40,13 @@ impl EmbeddedState {
 }
 
 impl EmbeddedState {
-    /// The claim at `key`, from the recent-claims cache or the store (then cached). Called
-    /// under `cas_lock`, which keeps the cache coherent with the store.
-    fn claim_at(&self, recent: &mut recent::RecentClaims, key: &MessageKey) -> Result<Option<Claim>> {
+    /// The claim at `key`, from the in-flight cache or the store. Called under `cas_lock`,
+    /// which keeps the cache coherent with the store.
+    fn claim_at(&self, recent: &recent::RecentClaims, key: &MessageKey) -> Result<Option<Claim>> {
         if let Some(known) = recent.get(key) {
             return Ok(known);
         }
-        let claim: Option<Claim> = get(&self.store.claims, &claim_key(key))?;
-        recent.put(key, claim.clone());
-        Ok(claim)
+        get(&self.store.claims, &claim_key(key))
     }
 
     /// One atomic batch of claim compare-and-sets (under `cas_lock`).
@@ -59,12 +57,18 @@ impl EmbeddedState {
             let ok = self.claim_at(recent, &w.key)? == w.expected;
             if ok {
                 put(&mut batch, &self.store.claims, claim_key(&w.key), &w.claim)?;
-                // Later writes in this batch compare with this one.
+                // Later writes in this batch compare with this one (settled ones leave the
+                // cache once the batch is written).
                 recent.put(&w.key, Some(w.claim.clone()));
             }
             applied.push(ok);
         }
         batch.commit()?;
+        for (w, ok) in writes.iter().zip(&applied) {
+            if *ok && !matches!(w.claim, Claim::InFlight { .. }) {
+                recent.remove(&w.key);
+            }
+        }
         Ok(applied)
     }
 }
@@ -111,8 +115,8 @@ impl SharedState for EmbeddedState {
 
     async fn get_claims(&self, keys: &[MessageKey]) -> Result<Vec<Option<Claim>>> {
         let _guard = self.store.cas_lock.lock().unwrap_or_else(|p| p.into_inner());
-        let mut recent = self.store.recent_claims.lock().unwrap_or_else(|p| p.into_inner());
-        keys.iter().map(|k| self.claim_at(&mut recent, k)).collect()
+        let recent = self.store.recent_claims.lock().unwrap_or_else(|p| p.into_inner());
+        keys.iter().map(|k| self.claim_at(&recent, k)).collect()
     }
 
     async fn put_claims(&self, writes: &[ClaimWrite], fence: Option<&Fence>) -> Result<Vec<bool>> {
