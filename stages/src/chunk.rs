@@ -18,7 +18,7 @@
 //!
 //! Fair slices: a step emits `step_budget / waiting campaigns of the partition` recipients (at
 //! least `min_slice`, at most `chunk_size x chunks_per_step`; the runner says how many lanes
-//! wait), and a campaign's first step the smallest slice. With a campaign or two per partition
+//! wait); a new campaign starts at the smallest slice and ramps up. With a campaign or two per partition
 //! a step is 4 full chunks; with a thousand tenants each step is a small slice, so every
 //! campaign's messages are spread over the whole run instead of whole campaigns passing the
 //! bounded topics in waves. Slice sizes change nothing for correctness: message ids come from
@@ -53,12 +53,15 @@ impl Default for ChunkConfig {
 }
 
 impl ChunkConfig {
-    /// Recipients one step of a campaign emits while `active` campaigns of its partition take
-    /// turns (None: the smallest slice).
-    fn step_recipients(&self, active: Option<usize>) -> usize {
+    /// Recipients the step of a campaign starting at chunk `from_seq` emits while `lanes`
+    /// campaigns of its partition take turns. Steps start at the smallest slice and at most
+    /// double per chunk already emitted (campaigns started together are not all counted at
+    /// first); then the partition's budget is shared among its waiting lanes.
+    fn step_recipients(&self, from_seq: u64, lanes: usize) -> usize {
         let most = self.chunk_size.max(1) * self.chunks_per_step.max(1);
         let least = self.min_slice.clamp(1, most);
-        active.map_or(least, |active| (self.step_budget / active.max(1)).clamp(least, most))
+        let ramp = least.saturating_mul(1 << from_seq.min(20));
+        (self.step_budget / lanes.max(1)).min(ramp).clamp(least, most)
     }
 }
 
@@ -99,9 +102,7 @@ impl Chunk {
         if self.control.status(tenant, campaign_id).await? == CampaignStatus::Paused {
             return Ok(Some(now_ms() + PAUSE_RECHECK.as_millis() as u64));
         }
-        // A first step takes the smallest slice (campaigns started together are not all
-        // counted yet); later ones share the partition's budget among its waiting lanes.
-        let mut left = self.config.step_recipients((request.from_seq > 0).then_some(lanes));
+        let mut left = self.config.step_recipients(request.from_seq, lanes);
         while left > 0 {
             let size = left.min(self.config.chunk_size.max(1));
             left -= size;
@@ -199,11 +200,12 @@ mod tests {
     #[test]
     fn steps_shrink_with_active_campaigns_within_bounds() {
         let config = ChunkConfig::default();
-        assert_eq!(config.step_recipients(Some(1)), 4_000, "one campaign: full chunks");
-        assert_eq!(config.step_recipients(Some(2)), 2_000);
-        assert_eq!(config.step_recipients(Some(125)), 50, "many campaigns: the smallest slice");
-        assert_eq!(config.step_recipients(None), 50, "a first step: the smallest slice");
+        assert_eq!(config.step_recipients(10, 1), 4_000, "one campaign: full chunks");
+        assert_eq!(config.step_recipients(10, 2), 2_000);
+        assert_eq!(config.step_recipients(10, 125), 50, "many campaigns: the smallest slice");
+        let ramp: Vec<usize> = (0..8).map(|seq| config.step_recipients(seq, 1)).collect();
+        assert_eq!(ramp, [50, 100, 200, 400, 800, 1_600, 3_200, 4_000], "a new campaign ramps up");
         let tiny = ChunkConfig { chunk_size: 10, chunks_per_step: 2, ..ChunkConfig::default() };
-        assert_eq!(tiny.step_recipients(Some(1_000)), 20, "never more than chunk_size x chunks_per_step");
+        assert_eq!(tiny.step_recipients(10, 1_000), 20, "never more than chunk_size x chunks_per_step");
     }
 }
