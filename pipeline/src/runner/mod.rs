@@ -18,6 +18,7 @@
 //! the drain grace, commits what is done and exits; unfinished records are redone after restart.
 
 mod partition;
+mod records;
 mod settle;
 
 use crate::held::HeldRecords;

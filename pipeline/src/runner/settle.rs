@@ -3,7 +3,8 @@
 //! short wait, written back to (or set aside in) the held store for a long one — and a failed
 //! step is retried, split up, or dead-lettered.
 
-use super::partition::{dead_record, held_record, Consumer, Event, LaneFuture, LaneState, Loop, Pending};
+use super::partition::{Consumer, Event, LaneFuture};
+use super::records::{dead_record, held_record, LaneState, Loop, Pending};
 use super::{now_ms, persist};
 use crate::held::HeldRecord;
 use crate::stage::{Lane, RetryHint, Stage, StageError, Step};
