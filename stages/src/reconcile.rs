@@ -28,6 +28,7 @@
 //! It is not: a sender. It never calls a provider.
 
 use pipeline::{topics, Emitter, Input, Partition, Stage, StageError, Step};
+use schemas::helpers::Generations;
 use schemas::*;
 use std::collections::HashMap;
 use std::result::Result;
@@ -197,6 +198,10 @@ pub struct ReconcileMetrics {
     pub unmatched_receipts: AtomicU64,
     /// Events for tenants already purged (late receipts after a deletion): dropped.
     pub purged_tenant_events: AtomicU64,
+    /// Message rows found in the partition's cache of rows it just wrote.
+    pub row_cache_hits: AtomicU64,
+    /// Message rows read from the store.
+    pub row_reads: AtomicU64,
     pub completed_campaigns: AtomicU64,
 }
 
@@ -206,13 +211,31 @@ const TENANT_TTL: Duration = Duration::from_secs(5);
 /// Counters of campaigns touched recently, per partition (the store holds the truth).
 type CounterCache = HashMap<(TenantId, CampaignId), CampaignCounters>;
 
+/// Message rows kept per partition after writing them, per generation: a receipt usually
+/// follows its acceptance within a second, and then needs no store read. About 300 bytes each.
+const ROW_GENERATION: usize = 8_192;
+
+/// What one partition's owner keeps between steps. Coherent with the store because this
+/// owner is the partition's only writer (see the module docs); cleared when the partition is
+/// assigned or revoked, since another owner may have written meanwhile.
+struct PartitionCache {
+    counters: CounterCache,
+    rows: Generations<MessageKey, MessageRecord>,
+}
+
+impl Default for PartitionCache {
+    fn default() -> Self {
+        Self { counters: CounterCache::new(), rows: Generations::new(ROW_GENERATION) }
+    }
+}
+
 /// Shared reconcile state behind the three reconcile consumers.
 pub struct Reconciler {
     catalog: Arc<dyn Catalog>,
     log: Arc<dyn MessageLog>,
     /// One per partition: held for a step, so the partition's steps are serialized (the
     /// single-writer contract in the module docs).
-    partitions: Vec<tokio::sync::Mutex<CounterCache>>,
+    partitions: Vec<tokio::sync::Mutex<PartitionCache>>,
     /// Whether a tenant was purged, as last read.
     purged: std::sync::Mutex<HashMap<TenantId, (bool, Instant)>>,
     pub metrics: ReconcileMetrics,
@@ -283,6 +306,7 @@ impl Reconciler {
             crate::Error::Pipeline(pipeline::Error::Fatal(format!("reconcile has no partition {partition}")))
         })?;
         let mut cache = slot.lock().await;
+        let cache = &mut *cache;
         let mut keys: Vec<MessageKey> = events
             .iter()
             .filter_map(|e| match e {
@@ -293,15 +317,26 @@ impl Reconciler {
             .collect();
         keys.sort_by_key(|k| (k.tenant, k.campaign, k.bucket, k.id));
         keys.dedup();
-        let existing = self.log.get_messages(&keys).await?;
+        let mut rows = HashMap::with_capacity(keys.len());
+        let mut missing = Vec::new();
+        for key in keys {
+            match cache.rows.get(&key) {
+                Some(row) => {
+                    rows.insert(key, PendingRow { row: Some(row), dirty: false, index: None });
+                }
+                None => missing.push(key),
+            }
+        }
+        self.metrics.row_cache_hits.fetch_add(rows.len() as u64, Ordering::Relaxed);
+        self.metrics.row_reads.fetch_add(missing.len() as u64, Ordering::Relaxed);
+        let existing = self.log.get_messages(&missing).await?;
+        rows.extend(
+            missing.into_iter().zip(existing).map(|(k, row)| (k, PendingRow { row, dirty: false, index: None })),
+        );
         let mut work = Work {
             reconciler: self,
-            cache: &cache,
-            rows: keys
-                .into_iter()
-                .zip(existing)
-                .map(|(k, row)| (k, PendingRow { row, dirty: false, index: None }))
-                .collect(),
+            cache: &cache.counters,
+            rows,
             touched: HashMap::new(),
             batch: LogBatch::default(),
         };
@@ -313,13 +348,25 @@ impl Reconciler {
             }
         }
         let (batch, touched) = work.finish();
+        let written: Vec<(MessageKey, MessageRecord)> =
+            batch.writes.iter().map(|w| (w.key, w.record.clone())).collect();
         self.log.apply(batch).await?;
         // Only now, with the write durable, does the cache move forward.
-        if cache.len() > 4_096 {
-            cache.retain(|_, c| c.completed_ms.is_none());
+        if cache.counters.len() > 4_096 {
+            cache.counters.retain(|_, c| c.completed_ms.is_none());
         }
-        cache.extend(touched);
+        cache.counters.extend(touched);
+        for (key, row) in written {
+            cache.rows.put(key, row);
+        }
         Ok(())
+    }
+
+    /// Forgets what was kept of a partition (its ownership changed).
+    async fn forget(&self, partition: Partition) {
+        if let Some(slot) = self.partitions.get(partition as usize) {
+            *slot.lock().await = PartitionCache::default();
+        }
     }
 
     /// Drops the events of purged tenants (counted).
@@ -473,6 +520,16 @@ impl Reconciler {
                 load(&m.purged_tenant_events),
             ),
             Sample::counter("herald_campaigns_completed_total", "campaigns completed", load(&m.completed_campaigns)),
+            Sample::counter(
+                "herald_reconcile_row_cache_hits_total",
+                "message rows reconcile found among those it wrote lately",
+                load(&m.row_cache_hits),
+            ),
+            Sample::counter(
+                "herald_reconcile_row_reads_total",
+                "message rows reconcile read from the store",
+                load(&m.row_reads),
+            ),
         ]
     }
 }
@@ -496,6 +553,14 @@ macro_rules! reconcile_stage {
                 } else {
                     Vec::new()
                 }
+            }
+
+            async fn on_assigned(&self, partition: Partition) {
+                self.0.forget(partition).await;
+            }
+
+            async fn on_revoked(&self, partition: Partition) {
+                self.0.forget(partition).await;
             }
 
             async fn process(&self, batch: Vec<Input<$input>>, _out: &mut Emitter) -> Result<Step<$input>, StageError> {

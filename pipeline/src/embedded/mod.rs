@@ -1,16 +1,22 @@
-//! The embedded topic backend: durable, partitioned logs in one fjall database, plus the
-//! runners' held store ([`EmbeddedHeld`]) in the same database.
+//! The embedded topic backend: durable, partitioned logs on local disk, plus the runners'
+//! held store ([`EmbeddedHeld`]).
 //!
-//! Records are stored under `(topic, partition, offset)` and survive a process kill once
-//! `produce` returns; consumer-group offsets are stored beside them. Retention: records every
-//! consumer group of a topic (as declared when opening) has committed past are deleted, so the
-//! log holds only unconsumed records. `produce` never waits for room; backpressure is the
-//! runner's (see `crate::room`).
+//! Records live in append-only segment files, one directory per partition ([`segments`]): a
+//! produce is one sequential write per partition, durable against a process kill once it
+//! returns (and against power loss with `sync`). Consumer-group offsets and held records are
+//! small keyed rows in one fjall database beside them. Retention: once every consumer group of
+//! a topic (as declared when opening) has committed past a record it is gone for readers
+//! (`start_offset`), and whole segments below that point are deleted. `produce` never waits for
+//! room; backpressure is the runner's (see `crate::room`).
+//!
+//! Topics written by an older Herald (records as fjall rows) are moved into segments when
+//! opened.
 //!
 //! It is not: shared between processes, or replicated. The distributed deployment puts Fluvio
 //! behind the same [`TopicBackend`] trait.
 
 mod held;
+mod segments;
 
 pub use held::EmbeddedHeld;
 
@@ -20,45 +26,50 @@ use async_trait::async_trait;
 use fjall::config::PinningPolicy;
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
 use schemas::{codec, envelope::Headers};
+use segments::PartitionLog;
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 use tokio::sync::watch;
 
 /// Embedded topics settings.
 #[derive(Debug, Clone)]
 pub struct EmbeddedTopicsConfig {
-    /// Memtable size of the records table, bytes.
+    /// Memtable size of the held records table, bytes.
     pub memtable_bytes: u64,
     pub cache_bytes: u64,
-    /// fsync every produce/commit (survives power loss) instead of flushing to the OS only
-    /// (survives a process kill).
+    /// fsync every produce/commit (survives power loss) instead of handing writes to the OS
+    /// only (survives a process kill).
     pub sync: bool,
-    /// Memtable bytes above which producers wait for flushes (bounds write-buffer memory).
+    /// Memtable bytes above which writers wait for flushes (bounds write-buffer memory).
     pub write_budget_bytes: u64,
     /// fjall background threads (see `storage::EmbeddedStoreConfig::worker_threads`).
     pub worker_threads: usize,
+    /// Size at which a partition's active segment file is closed and a new one started.
+    pub segment_bytes: u64,
 }
 
 impl Default for EmbeddedTopicsConfig {
     fn default() -> Self {
         Self {
-            memtable_bytes: 32 << 20,
-            cache_bytes: 16 << 20,
+            memtable_bytes: 16 << 20,
+            cache_bytes: 8 << 20,
             sync: false,
-            write_budget_bytes: 128 << 20,
-            worker_threads: 2,
+            write_budget_bytes: 64 << 20,
+            worker_threads: 1,
+            segment_bytes: 16 << 20,
         }
     }
 }
 
 struct PartitionState {
-    /// Next offset to assign; only touched under `EmbeddedTopics::write_lock`.
+    log: Mutex<PartitionLog>,
+    /// Next offset to assign (mirrors the log, for waiting readers).
     end: watch::Sender<Offset>,
     /// Committed offset per group (only groups that committed).
     groups: Mutex<HashMap<String, Offset>>,
-    /// The oldest offset still stored.
+    /// The oldest offset readers may still get.
     start: Mutex<Offset>,
 }
 
@@ -72,16 +83,20 @@ struct TopicState {
 /// Durable in-process topics (see the module docs).
 pub struct EmbeddedTopics {
     db: Database,
-    records: Keyspace,
     offsets: Keyspace,
     held: Keyspace,
     topics: HashMap<&'static str, TopicState>,
+    /// Serialises the held store's read-modify-write of lane summaries.
     write_lock: Mutex<()>,
     mode: PersistMode,
     write_budget: u64,
 }
 
-fn record_key(topic: &str, partition: Partition, offset: Offset) -> Vec<u8> {
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn legacy_key(topic: &str, partition: Partition, offset: Offset) -> Vec<u8> {
     let mut k = Vec::with_capacity(topic.len() + 13);
     k.extend_from_slice(topic.as_bytes());
     k.push(0);
@@ -98,6 +113,43 @@ fn offset_of(key: &[u8]) -> Offset {
     let mut buf = [0u8; 8];
     buf.copy_from_slice(&key[key.len() - 8..]);
     u64::from_be_bytes(buf)
+}
+
+/// The committed offsets stored for one partition of `topic`.
+fn stored_groups(offsets: &Keyspace, topic: &str, partition: Partition) -> Result<HashMap<String, Offset>> {
+    let mut groups = HashMap::new();
+    for guard in offsets.prefix(format!("{topic}\0").as_bytes()) {
+        let (k, v) = guard.into_inner()?;
+        let key = String::from_utf8_lossy(&k).into_owned();
+        let mut parts = key.split('\0').skip(1);
+        if let (Some(group), Some(part)) = (parts.next(), parts.next()) {
+            if part.parse::<Partition>().ok() == Some(partition) {
+                groups.insert(group.to_string(), codec::decode::<Offset>(&v)?);
+            }
+        }
+    }
+    Ok(groups)
+}
+
+/// Moves a partition's records stored as fjall rows by an older Herald into its (empty) log.
+fn import_legacy(legacy: &Keyspace, log: &mut PartitionLog, topic: &str, partition: Partition) -> Result<()> {
+    let range = legacy_key(topic, partition, 0)..=legacy_key(topic, partition, u64::MAX);
+    let mut records = Vec::new();
+    let mut first = None;
+    for guard in legacy.range(range) {
+        let (k, v) = guard.into_inner()?;
+        let offset = offset_of(&k);
+        let first = *first.get_or_insert(offset);
+        if offset != first + records.len() as u64 {
+            return Err(Error::Fatal(format!("{topic}/{partition}: stored records skip offset {offset}")));
+        }
+        records.push(codec::decode::<(u64, Headers, Vec<u8>)>(&v)?);
+    }
+    if let Some(first) = first {
+        log.import(first, &records)?;
+        tracing::info!(topic, partition, records = records.len(), "moved stored records into segments");
+    }
+    Ok(())
 }
 
 impl EmbeddedTopics {
@@ -119,51 +171,53 @@ impl EmbeddedTopics {
         std::fs::create_dir_all(dir)?;
         let db = Database::builder(dir).cache_size(config.cache_bytes).worker_threads(config.worker_threads).open()?;
         let memtable = config.memtable_bytes;
-        let tuned = || {
+        let offsets = db.keyspace("offsets", KeyspaceCreateOptions::default)?;
+        let held = db.keyspace("held", || {
             KeyspaceCreateOptions::default()
                 .max_memtable_size(memtable)
                 // Index and filter blocks beyond L0 go through the bounded block cache instead of
                 // being pinned: pinned blocks grow with the data, the cache does not.
                 .index_block_pinning_policy(PinningPolicy::new([true, false]))
                 .filter_block_pinning_policy(PinningPolicy::all(false))
+        })?;
+        let legacy = if db.keyspace_exists("records") {
+            Some(db.keyspace("records", KeyspaceCreateOptions::default)?)
+        } else {
+            None
         };
-        let records = db.keyspace("records", tuned)?;
-        let offsets = db.keyspace("offsets", KeyspaceCreateOptions::default)?;
-        let held = db.keyspace("held", tuned)?;
         let mut topics = HashMap::new();
         for spec in specs {
+            let declared: Vec<&'static str> =
+                consumers.iter().filter(|(t, _)| *t == spec.name).map(|(_, g)| *g).collect();
             let mut partitions = Vec::with_capacity(spec.partitions as usize);
             for p in 0..spec.partitions {
-                let mut groups = HashMap::new();
-                let prefix = format!("{}\0", spec.name);
-                for guard in offsets.prefix(prefix.as_bytes()) {
-                    let (k, v) = guard.into_inner()?;
-                    let key = String::from_utf8_lossy(&k).into_owned();
-                    let mut parts = key.split('\0');
-                    let (_, group, part) = (parts.next(), parts.next(), parts.next());
-                    if let (Some(group), Some(part)) = (group, part) {
-                        if part.parse::<Partition>().ok() == Some(p) {
-                            groups.insert(group.to_string(), codec::decode::<Offset>(&v)?);
-                        }
+                let groups = stored_groups(&offsets, spec.name, p)?;
+                let highest = groups.values().copied().max().unwrap_or(0);
+                let path = dir.join("segments").join(spec.name).join(p.to_string());
+                let mut log = PartitionLog::open(path, highest, config.segment_bytes, config.sync)?;
+                if let Some(legacy) = &legacy {
+                    if log.end() == log.first() {
+                        import_legacy(legacy, &mut log, spec.name, p)?;
                     }
                 }
-                let range = record_key(spec.name, p, 0)..=record_key(spec.name, p, u64::MAX);
-                let first = records.range(range.clone()).next().map(|g| g.key()).transpose()?.map(|k| offset_of(&k));
-                let last = records.range(range).next_back().map(|g| g.key()).transpose()?.map(|k| offset_of(&k) + 1);
-                let end = last.unwrap_or(0).max(groups.values().copied().max().unwrap_or(0));
+                let passed: Option<Vec<Offset>> = declared.iter().map(|g| groups.get(*g).copied()).collect();
+                let passed = passed.and_then(|lows| lows.into_iter().min()).unwrap_or(0);
+                let start = log.first().max(passed.min(log.end()));
                 partitions.push(PartitionState {
-                    end: watch::Sender::new(end),
+                    end: watch::Sender::new(log.end()),
+                    log: Mutex::new(log),
                     groups: Mutex::new(groups),
-                    start: Mutex::new(first.unwrap_or(end)),
+                    start: Mutex::new(start),
                 });
             }
-            let consumers = consumers.iter().filter(|(t, _)| *t == spec.name).map(|(_, g)| *g).collect();
-            topics.insert(spec.name, TopicState { spec: *spec, consumers, partitions });
+            topics.insert(spec.name, TopicState { spec: *spec, consumers: declared, partitions });
+        }
+        if let Some(legacy) = legacy {
+            db.delete_keyspace(legacy)?;
         }
         let mode = if config.sync { PersistMode::SyncData } else { PersistMode::Buffer };
         Ok(Arc::new(Self {
             db,
-            records,
             offsets,
             held,
             topics,
@@ -206,6 +260,11 @@ impl EmbeddedTopics {
 
     /// Flushes and syncs everything (graceful shutdown).
     pub fn flush(&self) -> Result<()> {
+        for topic in self.topics.values() {
+            for p in &topic.partitions {
+                lock(&p.log).sync()?;
+            }
+        }
         self.db.persist(PersistMode::SyncAll)?;
         Ok(())
     }
@@ -218,25 +277,31 @@ impl TopicBackend for EmbeddedTopics {
     }
 
     async fn produce(&self, records: Vec<ProducerRecord>) -> Result<Vec<Offset>> {
-        for r in &records {
-            self.partition(r.topic, r.partition)?;
-        }
-        self.within_budget().await;
-        let _guard = self.write_lock.lock().unwrap_or_else(|p| p.into_inner());
-        let mut next: HashMap<(&str, Partition), Offset> = HashMap::new();
-        let mut batch = self.batch();
-        let mut placed = Vec::with_capacity(records.len());
-        for r in &records {
+        // Records grouped by partition, first appearance order; each group is one write.
+        let mut groups: Vec<(&PartitionState, Vec<usize>)> = Vec::new();
+        for (i, r) in records.iter().enumerate() {
             let state = self.partition(r.topic, r.partition)?;
-            let offset = next.entry((r.topic, r.partition)).or_insert_with(|| *state.end.borrow());
-            let value = codec::encode(&(r.key, &r.headers, &r.value))?;
-            batch.insert(&self.records, record_key(r.topic, r.partition, *offset), value);
-            placed.push(*offset);
-            *offset += 1;
+            match groups.iter_mut().find(|(s, _)| std::ptr::eq(*s, state)) {
+                Some((_, members)) => members.push(i),
+                None => groups.push((state, vec![i])),
+            }
         }
-        batch.commit()?;
-        for ((topic, p), end) in next {
-            self.partition(topic, p)?.end.send_replace(end);
+        let mut placed = vec![0; records.len()];
+        let mut frames = Vec::new();
+        let mut starts = Vec::new();
+        for (state, members) in groups {
+            frames.clear();
+            starts.clear();
+            let mut log = lock(&state.log);
+            let first = log.end();
+            for (n, &i) in members.iter().enumerate() {
+                let r = &records[i];
+                starts.push(frames.len() as u32);
+                segments::encode_frame(&mut frames, first + n as u64, r.key, &r.headers, &r.value)?;
+                placed[i] = first + n as u64;
+            }
+            log.append(&frames, &starts)?;
+            state.end.send_replace(log.end());
         }
         Ok(placed)
     }
@@ -250,48 +315,47 @@ impl TopicBackend for EmbeddedTopics {
         max_wait: Duration,
     ) -> Result<Vec<ConsumerRecord>> {
         let state = self.partition(topic, partition)?;
+        let from = from.max(*lock(&state.start));
         let mut end = state.end.subscribe();
         if *end.borrow_and_update() <= from {
             let _ = tokio::time::timeout(max_wait, end.wait_for(|e| *e > from)).await;
         }
-        let mut out = Vec::new();
-        let range = record_key(topic, partition, from)..=record_key(topic, partition, u64::MAX);
-        for guard in self.records.range(range).take(max_records) {
-            let (k, v) = guard.into_inner()?;
-            let (key, headers, value): (u64, Headers, Vec<u8>) = codec::decode(&v)?;
-            out.push(ConsumerRecord { partition, offset: offset_of(&k), key, headers, value });
-        }
-        Ok(out)
+        let Some(plan) = lock(&state.log).plan(from, max_records) else { return Ok(Vec::new()) };
+        Ok(plan
+            .read()?
+            .into_iter()
+            .map(|r| ConsumerRecord { partition, offset: r.offset, key: r.key, headers: r.headers, value: r.value })
+            .collect())
     }
 
     async fn committed(&self, topic: &str, group: &str, partition: Partition) -> Result<Option<Offset>> {
         let state = self.partition(topic, partition)?;
-        let groups = state.groups.lock().unwrap_or_else(|p| p.into_inner());
-        Ok(groups.get(group).copied())
+        Ok(lock(&state.groups).get(group).copied())
     }
 
     async fn commit(&self, topic: &str, group: &str, partition: Partition, next: Offset) -> Result<()> {
         let t = self.topic(topic)?;
         let state = self.partition(topic, partition)?;
-        let _guard = self.write_lock.lock().unwrap_or_else(|p| p.into_inner());
-        let old_start = *state.start.lock().unwrap_or_else(|p| p.into_inner());
         let new_start = {
-            let mut groups = state.groups.lock().unwrap_or_else(|p| p.into_inner());
+            let mut groups = lock(&state.groups);
+            let mut batch = self.batch();
+            batch.insert(&self.offsets, offset_key(topic, group, partition), codec::encode(&next)?);
+            batch.commit()?;
             groups.insert(group.to_string(), next);
             // Records go once every declared consumer has committed past them.
             let lows: Option<Vec<Offset>> = t.consumers.iter().map(|g| groups.get(*g).copied()).collect();
-            match lows {
-                Some(lows) if !lows.is_empty() => lows.into_iter().min().unwrap_or(old_start).max(old_start),
-                _ => old_start,
-            }
+            lows.and_then(|lows| lows.into_iter().min())
         };
-        let mut batch = self.batch();
-        batch.insert(&self.offsets, offset_key(topic, group, partition), codec::encode(&next)?);
-        for offset in old_start..new_start {
-            batch.remove(&self.records, record_key(topic, partition, offset));
+        if let Some(low) = new_start {
+            let mut log = lock(&state.log);
+            let low = low.min(log.end());
+            let mut start = lock(&state.start);
+            if low > *start {
+                *start = low;
+                drop(start);
+                log.retain_from(low)?;
+            }
         }
-        batch.commit()?;
-        *state.start.lock().unwrap_or_else(|p| p.into_inner()) = new_start;
         Ok(())
     }
 
@@ -300,7 +364,7 @@ impl TopicBackend for EmbeddedTopics {
     }
 
     async fn start_offset(&self, topic: &str, partition: Partition) -> Result<Offset> {
-        Ok(*self.partition(topic, partition)?.start.lock().unwrap_or_else(|p| p.into_inner()))
+        Ok(*lock(&self.partition(topic, partition)?.start))
     }
 }
 
@@ -351,5 +415,32 @@ mod tests {
         assert_eq!((topics.start_offset("t", 0).await.unwrap(), topics.end_offset("t", 0).await.unwrap()), (1, 2));
         let got = topics.fetch("t", 0, 0, 10, Duration::ZERO).await.unwrap();
         assert_eq!(got.iter().map(|r| (r.offset, r.value[0])).collect::<Vec<_>>(), vec![(1, 3)]);
+    }
+
+    #[tokio::test]
+    async fn records_an_older_herald_stored_as_rows_are_moved_into_segments() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let db = Database::builder(dir.path()).open().unwrap();
+            let rows = db.keyspace("records", KeyspaceCreateOptions::default).unwrap();
+            let offsets = db.keyspace("offsets", KeyspaceCreateOptions::default).unwrap();
+            for offset in 3..6u64 {
+                let value = codec::encode(&(offset, Headers::default(), vec![offset as u8])).unwrap();
+                rows.insert(legacy_key("t", 1, offset), value).unwrap();
+            }
+            offsets.insert(offset_key("t", "g", 1), codec::encode(&3u64).unwrap()).unwrap();
+            db.persist(PersistMode::SyncAll).unwrap();
+        }
+        for _ in 0..2 {
+            let topics =
+                EmbeddedTopics::open_with_consumers(dir.path(), &[T], &[("t", "g")], Default::default()).unwrap();
+            assert_eq!((topics.start_offset("t", 1).await.unwrap(), topics.end_offset("t", 1).await.unwrap()), (3, 6));
+            let got = topics.fetch("t", 1, 3, 10, Duration::ZERO).await.unwrap();
+            assert_eq!(
+                got.iter().map(|r| (r.offset, r.key, r.value[0])).collect::<Vec<_>>(),
+                [(3, 3, 3), (4, 4, 4), (5, 5, 5)]
+            );
+            assert!(!topics.db.keyspace_exists("records"), "the rows are gone once moved");
+        }
     }
 }

@@ -6,46 +6,24 @@
 //! through [`super::state::EmbeddedState`] under the store's `cas_lock`; it is not a second
 //! source of truth (a miss reads the store). It holds `InFlight` claims only (a settled claim is
 //! dropped from it), so it stays about as large as the calls in flight and cache-friendly.
-//! Bounded anyway: two generations of at most [`RecentClaims::GENERATION`] entries each; when
-//! the current one fills, the older is dropped.
+//! Bounded anyway: [`schemas::helpers::Generations`] of [`RecentClaims::GENERATION`] entries.
 
 use crate::model::Claim;
+use schemas::helpers::Generations;
 use schemas::{CampaignId, MessageKey, TenantId};
-use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hasher};
 
 /// A claim's identity (the bucket is not part of it).
 type ClaimId = (TenantId, CampaignId, u128);
 
-/// Message ids are already hashes (xxh3-128): mixing the words is enough, no SipHash needed.
-#[derive(Default)]
-struct IdHasher(u64);
-
-impl Hasher for IdHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for b in bytes {
-            self.write_u64(u64::from(*b));
-        }
-    }
-    fn write_u64(&mut self, word: u64) {
-        self.0 = (self.0.rotate_left(5) ^ word).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
-    }
-    fn write_u128(&mut self, word: u128) {
-        self.write_u64(word as u64);
-        self.write_u64((word >> 64) as u64);
-    }
+/// See the module docs.
+pub struct RecentClaims {
+    seen: Generations<ClaimId, Option<Claim>>,
 }
 
-type Map = HashMap<ClaimId, Option<Claim>, BuildHasherDefault<IdHasher>>;
-
-/// See the module docs.
-#[derive(Default)]
-pub struct RecentClaims {
-    current: Map,
-    previous: Map,
+impl Default for RecentClaims {
+    fn default() -> Self {
+        Self { seen: Generations::new(Self::GENERATION) }
+    }
 }
 
 fn id(key: &MessageKey) -> ClaimId {
@@ -58,32 +36,22 @@ impl RecentClaims {
 
     /// The claim at `key` if known: `Some(None)` means known to be absent.
     pub fn get(&self, key: &MessageKey) -> Option<Option<Claim>> {
-        let id = id(key);
-        self.current.get(&id).or_else(|| self.previous.get(&id)).cloned()
+        self.seen.get(&id(key))
     }
 
     /// Records what the store now holds at `key`.
     pub fn put(&mut self, key: &MessageKey, claim: Option<Claim>) {
-        let id = id(key);
-        if self.current.len() >= Self::GENERATION && !self.current.contains_key(&id) {
-            // The older generation's table is reused: no fresh pages to fault in per rotation.
-            std::mem::swap(&mut self.current, &mut self.previous);
-            self.current.clear();
-        }
-        self.current.insert(id, claim);
+        self.seen.put(id(key), claim);
     }
 
     /// Forgets `key` (the store's claim is no longer worth keeping here).
     pub fn remove(&mut self, key: &MessageKey) {
-        let id = id(key);
-        self.current.remove(&id);
-        self.previous.remove(&id);
+        self.seen.remove(&id(key));
     }
 
     /// Forgets everything (after claims were removed behind the cache's back, e.g. a purge).
     pub fn clear(&mut self) {
-        self.current.clear();
-        self.previous.clear();
+        self.seen.clear();
     }
 }
 
