@@ -114,6 +114,6 @@ async fn provider_down_for_30_seconds_mid_campaign() {
     assert_eq!(n, 3_000, "{p}");
     assert_eq!(p["dead_lettered"], 0, "{p}");
     let calls = summary(&log, 0);
-    assert_eq!((calls.accepted, calls.duplicate_message_ids), (3_000, 0));
+    assert_eq!((calls.accepted, calls.duplicate_message_ids), (3_000, 0), "down at {down_at} ms: {calls:?}");
     s.stop().await;
 }

@@ -338,11 +338,12 @@ impl PartitionLog {
         let tmp = self.dir.join("import.tmp");
         std::fs::write(&tmp, &frames)?;
         File::open(&tmp)?.sync_all()?;
-        let empty = self.segments.pop_back().map(|s| s.path);
-        std::fs::rename(&tmp, segment_path(&self.dir, first))?;
-        if let Some(path) = empty.filter(|p| *p != segment_path(&self.dir, first)) {
-            std::fs::remove_file(path)?;
+        // The empty segment goes first: a crash in between leaves no segment (the rows are
+        // still there and are moved again), never two that do not join up.
+        if let Some(empty) = self.segments.pop_back() {
+            std::fs::remove_file(&empty.path)?;
         }
+        std::fs::rename(&tmp, segment_path(&self.dir, first))?;
         File::open(&self.dir)?.sync_all()?;
         let segment = self.recover(first, true)?;
         self.segments.push_back(segment);
