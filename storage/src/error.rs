@@ -17,9 +17,19 @@ pub enum Error {
     /// A write fenced by a lease that is no longer current (the writer lost its partition).
     #[error("lease {lease} is held by another worker now")]
     Fenced { lease: String },
+    /// A networked backend (Redis, ScyllaDB) failed or could not be reached: retrying may help.
+    #[error("{backend} unavailable: {message}")]
+    Unavailable { backend: &'static str, message: String },
     /// A value the store's contract refuses (e.g. a tenant limit out of the platform's bounds).
     #[error("{message}")]
     Invalid { code: &'static str, message: String },
 }
 
 pub type Result<T> = std::result::Result<T, Error>;
+
+impl Error {
+    /// Whether the same call may succeed later (a backend outage, a local I/O error).
+    pub fn is_transient(&self) -> bool {
+        matches!(self, Error::Unavailable { .. } | Error::Io(_))
+    }
+}

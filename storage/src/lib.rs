@@ -26,6 +26,7 @@ pub mod conformance;
 pub mod embedded;
 pub mod error;
 pub mod model;
+pub mod redis;
 pub mod secrets;
 pub mod state;
 pub mod traits;
@@ -33,7 +34,8 @@ pub mod traits;
 pub use embedded::{Durability, EmbeddedState, EmbeddedStore, EmbeddedStoreConfig};
 pub use error::{Error, Result};
 pub use model::*;
-pub use state::{ClaimWrite, Fence, Lease, Pace, SharedState, TokenGrant};
+pub use redis::{RedisConfig, RedisState};
+pub use state::{ClaimWrite, Fence, Lease, LeaseStep, Pace, SharedState, TokenGrant};
 pub use traits::*;
 
 /// Recipients per bucket: a bucket is one partition of the recipients and message-log tables,

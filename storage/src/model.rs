@@ -115,6 +115,39 @@ pub enum Reservation {
     Mismatch,
 }
 
+impl IdempotencyEntry {
+    /// What a new request with `request_hash` finds at `now_ms` when this entry is stored
+    /// (`None`: the key is free, reserve it). Records live `ttl_ms` from their creation;
+    /// reservations until their lease lapses. Every backend applies this one rule.
+    pub fn reservation(
+        stored: Option<&IdempotencyEntry>,
+        request_hash: &str,
+        now_ms: u64,
+        ttl_ms: u64,
+    ) -> Option<Reservation> {
+        match stored {
+            Some(IdempotencyEntry::InProgress { until_ms, .. }) if *until_ms > now_ms => Some(Reservation::InProgress),
+            Some(IdempotencyEntry::Done(record)) if record.created_ms.saturating_add(ttl_ms) > now_ms => {
+                Some(if record.request_hash == request_hash {
+                    Reservation::Replay(record.clone())
+                } else {
+                    Reservation::Mismatch
+                })
+            }
+            // Lapsed or expired: the key is free again.
+            _ => None,
+        }
+    }
+
+    /// Whether a sweep at `now_ms` may remove this entry.
+    pub fn expired(&self, now_ms: u64, ttl_ms: u64) -> bool {
+        match self {
+            IdempotencyEntry::InProgress { until_ms, .. } => *until_ms <= now_ms,
+            IdempotencyEntry::Done(r) => r.created_ms.saturating_add(ttl_ms) <= now_ms,
+        }
+    }
+}
+
 /// One WhatsApp template component with its parameter templates (`{{ var }}` allowed).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WhatsAppComponent {

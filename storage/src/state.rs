@@ -61,6 +61,37 @@ pub struct TokenGrant {
     pub wait: std::time::Duration,
 }
 
+/// What acquiring a lease does, decided from the stored lease: every backend applies this one
+/// rule (the protocol model in `tests/protocol_model.rs` checks it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LeaseStep {
+    /// The holder still has it: renew, keeping the token.
+    Renew { token: u64 },
+    /// Free or expired: take it with a new, higher token.
+    Take,
+    /// Another holder has it until it expires.
+    Refuse,
+}
+
+/// The lease rule (see [`LeaseStep`]).
+pub fn lease_step(stored: Option<&Lease>, holder: &str, now_ms: u64) -> LeaseStep {
+    match stored {
+        Some(l) if l.expires_ms > now_ms && l.holder == holder => LeaseStep::Renew { token: l.token },
+        Some(l) if l.expires_ms > now_ms => LeaseStep::Refuse,
+        _ => LeaseStep::Take,
+    }
+}
+
+/// Whether a write fenced by `fence` may happen while `current` is the lease's token.
+pub fn fence_admits(current: Option<u64>, fence: &Fence) -> bool {
+    current == Some(fence.token)
+}
+
+/// Whether a claim compare-and-set applies to the stored claim.
+pub fn claim_applies(stored: Option<&Claim>, write: &ClaimWrite) -> bool {
+    stored == write.expected.as_ref()
+}
+
 /// See the module docs.
 #[async_trait]
 pub trait SharedState: Send + Sync {

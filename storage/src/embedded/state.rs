@@ -8,7 +8,9 @@ use super::keys::Key;
 use super::recent;
 use super::{get, put, EmbeddedStore};
 use crate::model::*;
-use crate::state::{ClaimWrite, Fence, Lease, Pace, SharedState, TokenGrant};
+use crate::state::{
+    claim_applies, fence_admits, lease_step, ClaimWrite, Fence, Lease, LeaseStep, Pace, SharedState, TokenGrant,
+};
 use crate::{Error, Result};
 use async_trait::async_trait;
 use schemas::codec;
@@ -54,7 +56,7 @@ impl EmbeddedState {
         let mut batch = self.store.batch();
         let mut applied = Vec::with_capacity(writes.len());
         for w in writes {
-            let ok = self.claim_at(recent, &w.key)? == w.expected;
+            let ok = claim_applies(self.claim_at(recent, &w.key)?.as_ref(), w);
             if ok {
                 put(&mut batch, &self.store.claims, claim_key(&w.key), &w.claim)?;
                 // Later writes in this batch compare with this one (settled ones leave the
@@ -122,7 +124,7 @@ impl SharedState for EmbeddedState {
     async fn put_claims(&self, writes: &[ClaimWrite], fence: Option<&Fence>) -> Result<Vec<bool>> {
         if let Some(f) = fence {
             let current = self.leases.lock().unwrap_or_else(|p| p.into_inner()).get(&f.lease).map(|l| l.token);
-            if current != Some(f.token) {
+            if !fence_admits(current, f) {
                 return Err(Error::Fenced { lease: f.lease.clone() });
             }
         }
@@ -139,10 +141,10 @@ impl SharedState for EmbeddedState {
 
     async fn acquire_lease(&self, name: &str, holder: &str, ttl_ms: u64, now_ms: u64) -> Result<Option<Lease>> {
         let mut leases = self.leases.lock().unwrap_or_else(|p| p.into_inner());
-        let token = match leases.get(name) {
-            Some(l) if l.holder == holder && l.expires_ms > now_ms => l.token,
-            Some(l) if l.expires_ms > now_ms => return Ok(None),
-            _ => {
+        let token = match lease_step(leases.get(name), holder, now_ms) {
+            LeaseStep::Renew { token } => token,
+            LeaseStep::Refuse => return Ok(None),
+            LeaseStep::Take => {
                 let mut next = self.next_token.lock().unwrap_or_else(|p| p.into_inner());
                 *next += 1;
                 *next
@@ -202,20 +204,9 @@ impl SharedState for EmbeddedState {
     ) -> Result<Reservation> {
         let _guard = self.store.cas_lock.lock().unwrap_or_else(|p| p.into_inner());
         let k = idempotency_key(tenant, scope, key);
-        let live = match get::<IdempotencyEntry>(&self.store.idempotency, &k)? {
-            Some(IdempotencyEntry::InProgress { until_ms, .. }) if until_ms > now_ms => {
-                return Ok(Reservation::InProgress);
-            }
-            Some(IdempotencyEntry::Done(record)) if record.created_ms.saturating_add(ttl_ms) > now_ms => Some(record),
-            // Lapsed or expired: the key is free again.
-            _ => None,
-        };
-        if let Some(record) = live {
-            return Ok(if record.request_hash == request_hash {
-                Reservation::Replay(record)
-            } else {
-                Reservation::Mismatch
-            });
+        let stored = get::<IdempotencyEntry>(&self.store.idempotency, &k)?;
+        if let Some(found) = IdempotencyEntry::reservation(stored.as_ref(), request_hash, now_ms, ttl_ms) {
+            return Ok(found);
         }
         let entry = IdempotencyEntry::InProgress {
             request_hash: request_hash.to_string(),
@@ -258,11 +249,7 @@ impl SharedState for EmbeddedState {
         let mut stale = Vec::new();
         for guard in self.store.idempotency.iter() {
             let (k, v) = guard.into_inner()?;
-            let expired = match codec::decode::<IdempotencyEntry>(&v)? {
-                IdempotencyEntry::InProgress { until_ms, .. } => until_ms <= now_ms,
-                IdempotencyEntry::Done(r) => r.created_ms.saturating_add(ttl_ms) <= now_ms,
-            };
-            if expired {
+            if codec::decode::<IdempotencyEntry>(&v)?.expired(now_ms, ttl_ms) {
                 stale.push(k);
                 if stale.len() >= budget {
                     break;

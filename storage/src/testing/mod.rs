@@ -127,3 +127,5 @@ yielding!(YieldingState, SharedState, SharedState {
     fn clear_stopped(&self, tenant: TenantId, provider: &str) -> Result<()>;
     fn purge_tenant(&self, tenant: TenantId, budget: usize) -> Result<bool>;
 });
+
+pub mod servers;
