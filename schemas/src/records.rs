@@ -108,7 +108,7 @@ pub struct RetryBatch {
 }
 
 /// The result of delivering (or deciding not to deliver) one message.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum OutcomeKind {
     /// The provider accepted the message (not yet delivered).
     Accepted { provider: String, provider_message_id: String },

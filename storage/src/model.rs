@@ -303,7 +303,7 @@ impl MessageStatus {
 }
 
 /// One message's row in the log.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct MessageRecord {
     pub recipient: RecipientId,
     pub address: String,
@@ -318,7 +318,7 @@ pub struct MessageRecord {
 
 /// Exact per-campaign counters: how many messages are currently in each status.
 /// Written by reconcile only, in the same atomic write as the message rows it counts.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct CampaignCounters {
     /// Total messages of the campaign, known once the chunk stage sealed it.
     pub total: Option<u64>,
@@ -359,7 +359,7 @@ impl CampaignCounters {
 }
 
 /// A send claim: recorded durably right before the provider is called for this message.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum Claim {
     /// The provider is (or was) being called for this attempt; outcome not yet known.
     InFlight { attempt: u32, at_ms: u64 },
@@ -373,7 +373,7 @@ pub enum Claim {
 }
 
 /// What a dead letter said, kept in the claim so a replay can write it again.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct LetterInfo {
     pub reason: String,
     pub not_before_ms: Option<u64>,

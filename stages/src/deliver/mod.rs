@@ -148,7 +148,16 @@ impl Deliver {
         let mut settle = Settlement::new(tenant, campaign, route.provider.name(), route.provider.sends_receipts());
         let quota = route.quota.is_some();
         let caller = Caller { deliver: self, route, tenant, campaign, redrive };
-        let stop = caller.run(messages, &mut settle).await?;
+        let stop = match caller.run(messages, &mut settle).await {
+            Err(crate::Error::Storage(fenced @ storage::Error::Fenced { .. })) => {
+                // This worker lost the partition mid-step: its calls' outcomes still go out
+                // (see `Settlement::emit_facts`), nothing else does.
+                settle.emit_facts(out)?;
+                out.flush().await?;
+                return Err(fenced.into());
+            }
+            other => other?,
+        };
         if quota && settle.fresh_accepts > 0 {
             // Messaging-tier counts move from release time to call time (see `crate::throttle::quota`).
             self.state.restamp_quota(tenant, settle.fresh_accepts, now_ms()).await?;

@@ -60,35 +60,68 @@ pub(super) async fn plan(
     let mut sendable = Vec::with_capacity(messages.len());
     for (message, claim) in messages.into_iter().zip(claims) {
         let n = message.attempt + 1;
-        match claim {
-            None => sendable.push(Sendable::read(message, None)),
-            Some(claim) if redrive && is_redrivable(&claim, n) => sendable.push(Sendable::read(message, Some(claim))),
-            Some(Claim::Done { attempt, outcome, letter, receipt }) => {
+        let was_received = received.get(&message.key.id);
+        match (plan_step(claim.as_ref(), n, redrive, was_received.is_some()), claim) {
+            (PlanStep::Send, expected) => sendable.push(Sendable::read(message, expected)),
+            (PlanStep::ReplayDone, Some(Claim::Done { attempt, outcome, letter, receipt })) => {
                 settle.replay_done(&message, attempt, outcome, letter, receipt)
             }
-            Some(Claim::Retrying { attempt, due_ms }) if attempt == n => settle.replay_retry(message, attempt, due_ms),
-            Some(Claim::Retrying { attempt, .. }) if attempt > n => {}
-            Some(expected @ Claim::Retrying { attempt, .. }) => match received.get(&message.key.id) {
-                Some(provider_message_id) => {
-                    tracing::info!(message = %message.key.id, "a receipt shows the provider got it; not re-sent");
-                    let kind = OutcomeKind::Accepted {
-                        provider: settle.provider().to_string(),
-                        provider_message_id: provider_message_id.clone(),
-                    };
-                    settle.done(&message, attempt, kind, None, Some(expected));
-                }
-                None => sendable.push(Sendable::read(message, Some(expected))),
-            },
-            Some(expected @ Claim::InFlight { attempt, .. }) if attempt == n => {
+            (PlanStep::ReplayRetry, Some(Claim::Retrying { attempt, due_ms })) => {
+                settle.replay_retry(message, attempt, due_ms)
+            }
+            (PlanStep::Received, Some(expected @ Claim::Retrying { attempt, .. })) => {
+                tracing::info!(message = %message.key.id, "a receipt shows the provider got it; not re-sent");
+                let kind = OutcomeKind::Accepted {
+                    provider: settle.provider().to_string(),
+                    provider_message_id: was_received.cloned().unwrap_or_default(),
+                };
+                settle.done(&message, attempt, kind, None, Some(expected));
+            }
+            (PlanStep::AskProvider, Some(expected)) => {
                 if let Some(m) = lost_call(caller, message, expected, settle).await {
                     sendable.push(m);
                 }
             }
-            Some(Claim::InFlight { attempt, .. }) if attempt > n => {}
-            Some(expected @ Claim::InFlight { .. }) => sendable.push(Sendable::read(message, Some(expected))),
+            // Skip, and (unreachable) steps whose claim does not match.
+            _ => {}
         }
     }
     Ok(sendable)
+}
+
+/// What to do with a message about to get a call slot (the table in the module docs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PlanStep {
+    /// Claim it (compare-and-set against the claim read) and call the provider.
+    Send,
+    /// Settled before: re-emit what that call produced (`Claim::Done`).
+    ReplayDone,
+    /// A replay of the step that scheduled this retry: schedule it again (`Claim::Retrying`).
+    ReplayRetry,
+    /// The retry of an attempt that a receipt proved arrived: settle it accepted, no call.
+    Received,
+    /// The process stopped during this very call (`Claim::InFlight` of this attempt): ask the
+    /// provider whether it arrived.
+    AskProvider,
+    /// A stale duplicate: a later attempt has the message.
+    Skip,
+}
+
+/// The plan for attempt `n` of a message from its stored claim; `received`: a receipt shows
+/// the provider got an earlier attempt. Pure, so the protocol model checks this very rule.
+pub fn plan_step(claim: Option<&Claim>, n: u32, redrive: bool, received: bool) -> PlanStep {
+    match claim {
+        None => PlanStep::Send,
+        Some(claim) if redrive && is_redrivable(claim, n) => PlanStep::Send,
+        Some(Claim::Done { .. }) => PlanStep::ReplayDone,
+        Some(Claim::Retrying { attempt, .. }) if *attempt == n => PlanStep::ReplayRetry,
+        Some(Claim::Retrying { attempt, .. }) if *attempt > n => PlanStep::Skip,
+        Some(Claim::Retrying { .. }) if received => PlanStep::Received,
+        Some(Claim::Retrying { .. }) => PlanStep::Send,
+        Some(Claim::InFlight { attempt, .. }) if *attempt == n => PlanStep::AskProvider,
+        Some(Claim::InFlight { attempt, .. }) if *attempt > n => PlanStep::Skip,
+        Some(Claim::InFlight { .. }) => PlanStep::Send,
+    }
 }
 
 /// A failed attempt `n - 1` an operator may send again.

@@ -134,6 +134,17 @@ impl Settlement {
         Ok(())
     }
 
+    /// Queues only the outcomes: facts about calls made, true whoever owns the partition now.
+    /// For a worker whose lease was taken while it settled (its claim writes are refused): the
+    /// new owner finds those calls in doubt and waits the receipt grace, and these outcomes
+    /// (and the receipts reconcile can match through them) show it the provider got them.
+    pub fn emit_facts(self, out: &mut Emitter) -> pipeline::Result<()> {
+        if !self.events.is_empty() {
+            out.emit(&topics::OUTCOMES, self.tenant.0, &OutcomeBatch { tenant: self.tenant, events: self.events })?;
+        }
+        Ok(())
+    }
+
     /// Queues every record decided (claims must have been written).
     pub fn emit(self, out: &mut Emitter) -> pipeline::Result<()> {
         let (tenant, key) = (self.tenant, self.tenant.0);
