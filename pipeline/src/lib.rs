@@ -3,7 +3,8 @@
 //! Topics are shaped after Fluvio: a topic has partitions (Herald picks each record's), records
 //! have offsets and headers, consumer groups commit offsets, delivery is at-least-once. The
 //! [`TopicBackend`] trait is that contract at the byte level; [`EmbeddedTopics`] implements it
-//! durably on fjall, and a Fluvio backend implements it without any stage changing. The
+//! durably on local segment files, and [`fluvio::FluvioTopics`] on a Fluvio cluster, without any
+//! stage changing. The
 //! [`conformance`] kit says what any backend must do.
 //!
 //! The runner ([`runner::spawn`]) owns flow control: per partition it puts records in lanes
@@ -21,6 +22,7 @@
 //! - [`held`]: the held store contract; [`room`]: backpressure from committed offsets.
 //! - [`board`]: the metrics snapshots runners and stages publish.
 //! - [`embedded`]: the embedded, durable topic backend and held store.
+//! - [`fluvio`]: the distributed topic backend on a Fluvio cluster.
 //!
 //! It is not: a stage (see `stages`), nor a place for business rules.
 
@@ -28,6 +30,7 @@ pub mod board;
 #[cfg(any(test, feature = "conformance"))]
 pub mod conformance;
 pub mod embedded;
+pub mod fluvio;
 pub mod error;
 pub mod held;
 pub mod room;
