@@ -30,8 +30,8 @@ pub mod board;
 #[cfg(any(test, feature = "conformance"))]
 pub mod conformance;
 pub mod embedded;
-pub mod fluvio;
 pub mod error;
+pub mod fluvio;
 pub mod held;
 pub mod room;
 pub mod runner;

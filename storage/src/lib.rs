@@ -27,6 +27,7 @@ pub mod embedded;
 pub mod error;
 pub mod model;
 pub mod redis;
+pub mod scylla;
 pub mod secrets;
 pub mod state;
 pub mod traits;

@@ -42,7 +42,8 @@ pub fn encode_value(headers: &Headers, value: &[u8]) -> Result<Vec<u8>> {
     out.push(VERSION);
     out.extend_from_slice(&len_u32(headers.0.len())?.to_le_bytes());
     for (name, val) in &headers.0 {
-        let name_len = u16::try_from(name.len()).map_err(|_| Error::Fatal(format!("header name of {} bytes", name.len())))?;
+        let name_len =
+            u16::try_from(name.len()).map_err(|_| Error::Fatal(format!("header name of {} bytes", name.len())))?;
         out.extend_from_slice(&name_len.to_le_bytes());
         out.extend_from_slice(name.as_bytes());
         out.extend_from_slice(&len_u32(val.len())?.to_le_bytes());

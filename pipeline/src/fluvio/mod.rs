@@ -28,9 +28,9 @@ mod reader;
 
 use crate::topic::{ConsumerRecord, Offset, Partition, ProducerRecord, TopicBackend, TopicSpec};
 use crate::{Error, Result};
-use async_trait::async_trait;
 use ::fluvio::metadata::topic::{CleanupPolicy, SegmentBasedPolicy, TopicSpec as FluvioTopicSpec};
 use ::fluvio::{Fluvio, FluvioClusterConfig, Isolation, TopicProducerConfigBuilder, TopicProducerPool};
+use async_trait::async_trait;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};

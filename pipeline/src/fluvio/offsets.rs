@@ -36,7 +36,12 @@ use std::time::Duration;
 const COMMIT_READ_WAIT: Duration = Duration::from_secs(10);
 
 /// The group's committed next offset (Fluvio's last committed + 1), if it ever committed.
-pub(super) async fn committed(fluvio: &Fluvio, topic: &str, group: &str, partition: Partition) -> Result<Option<Offset>> {
+pub(super) async fn committed(
+    fluvio: &Fluvio,
+    topic: &str,
+    group: &str,
+    partition: Partition,
+) -> Result<Option<Offset>> {
     let all = fluvio.consumer_offsets().await.map_err(|e| transient("listing consumer offsets", e))?;
     Ok(all
         .into_iter()
@@ -104,7 +109,9 @@ impl Offsets {
                 .await
                 .map_err(|_| transient(&format!("committing {group} on {topic}/{partition}"), "record not readable"))?;
             let offset = match item {
-                Some(Ok(record)) => u64::try_from(record.offset()).map_err(|_| Error::Fatal("a negative offset".into()))?,
+                Some(Ok(record)) => {
+                    u64::try_from(record.offset()).map_err(|_| Error::Fatal("a negative offset".into()))?
+                }
                 Some(Err(code)) => return Err(transient("reading to commit", code)),
                 None => return Err(transient("reading to commit", "the stream ended")),
             };
@@ -112,8 +119,15 @@ impl Offsets {
                 continue;
             }
             if offset > cursor.next {
-                tracing::warn!(topic, partition, expected = cursor.next, got = offset, "fluvio skipped records; re-seeking");
-                cursor.stream = reader::open(fluvio, topic, partition, cursor.next, self.max_bytes, Some(group)).await?;
+                tracing::warn!(
+                    topic,
+                    partition,
+                    expected = cursor.next,
+                    got = offset,
+                    "fluvio skipped records; re-seeking"
+                );
+                cursor.stream =
+                    reader::open(fluvio, topic, partition, cursor.next, self.max_bytes, Some(group)).await?;
                 continue;
             }
             cursor.next = offset + 1;
@@ -183,7 +197,8 @@ impl Offsets {
         if let Some(link) = self.links.lock().unwrap_or_else(|p| p.into_inner()).get(addr) {
             return Ok(link.clone());
         }
-        let socket = FluvioSocket::connect(addr).await.map_err(|e| transient(&format!("connecting to SPU {addr}"), e))?;
+        let socket =
+            FluvioSocket::connect(addr).await.map_err(|e| transient(&format!("connecting to SPU {addr}"), e))?;
         let link = Arc::new(tokio::sync::Mutex::new(socket));
         self.links.lock().unwrap_or_else(|p| p.into_inner()).insert(addr.to_string(), link.clone());
         Ok(link)

@@ -147,7 +147,13 @@ impl Readers {
                 continue;
             }
             if offset > cursor.next {
-                tracing::warn!(topic, partition, expected = cursor.next, got = offset, "fluvio skipped records; re-seeking");
+                tracing::warn!(
+                    topic,
+                    partition,
+                    expected = cursor.next,
+                    got = offset,
+                    "fluvio skipped records; re-seeking"
+                );
                 self.reseek(fluvio, topic, partition, &mut cursor).await?;
                 if !out.is_empty() {
                     break;

@@ -26,7 +26,11 @@ fn endpoint(guarantee: &str) -> Option<String> {
 /// A config whose topic and group names no other run shares.
 fn config(endpoint: String) -> FluvioTopicsConfig {
     let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
-    FluvioTopicsConfig { endpoint, prefix: format!("t{}x{}-", std::process::id(), nanos % 1_000_000_000), ..Default::default() }
+    FluvioTopicsConfig {
+        endpoint,
+        prefix: format!("t{}x{}-", std::process::id(), nanos % 1_000_000_000),
+        ..Default::default()
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

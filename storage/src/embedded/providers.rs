@@ -7,14 +7,11 @@ use crate::model::*;
 use crate::{Error, Result};
 use schemas::*;
 
-fn kind_index(kind: ProviderKind) -> u32 {
-    ProviderKind::ALL.iter().position(|k| *k == kind).unwrap_or(0) as u32
-}
 fn provider_key(t: TenantId, kind: ProviderKind) -> Vec<u8> {
-    Key::new().u64(t.0).u32(kind_index(kind)).build()
+    Key::new().u64(t.0).u32(kind.ordinal()).build()
 }
 fn sender_key(kind: ProviderKind, sender: &str) -> Vec<u8> {
-    Key::new().str("sender").u32(kind_index(kind)).str(sender).build()
+    Key::new().str("sender").u32(kind.ordinal()).str(sender).build()
 }
 fn verify_key(index: &[u8; 32]) -> Vec<u8> {
     let mut k = Key::new().str("verify").build();

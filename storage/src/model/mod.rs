@@ -432,6 +432,11 @@ impl ProviderKind {
         Self::ALL.into_iter().find(|k| k.as_str() == name)
     }
 
+    /// A stable small number for keys (the position in [`ProviderKind::ALL`]; append only).
+    pub fn ordinal(self) -> u32 {
+        Self::ALL.iter().position(|k| *k == self).unwrap_or(0) as u32
+    }
+
     /// Whether a sender id of this provider names one thing in the world (a WhatsApp phone
     /// number id, an SMS number): then at most one tenant may own it, and provider webhooks
     /// are routed to that tenant by it. Webhook URLs and email from-addresses are not: each

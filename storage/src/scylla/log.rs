@@ -1,0 +1,184 @@
+//! `MessageLog` on ScyllaDB: message rows with a TTL, the tenant-scoped provider-id index,
+//! counters (a regular column, written by reconcile, the campaign's single writer), DLQ
+//! entries. `apply` writes one unlogged batch per partition, at most `max_concurrent_writes`
+//! at a time, and the counters only after everything else is written.
+
+use super::catalog::PROVIDER_ID_SHARDS;
+use super::{big, body, from_body, unavailable, ScyllaStore};
+use crate::model::*;
+use crate::{MessageLog, Result};
+use async_trait::async_trait;
+use futures::{StreamExt, TryStreamExt};
+use schemas::*;
+use scylla::serialize::row::SerializeRow;
+use scylla::statement::batch::{Batch, BatchType};
+use scylla::statement::prepared::PreparedStatement;
+use std::collections::BTreeMap;
+
+fn id_bytes(id: MessageId) -> Vec<u8> {
+    id.0.to_be_bytes().to_vec()
+}
+
+fn id_of(bytes: &[u8]) -> Result<MessageId> {
+    let raw: [u8; 16] = bytes.try_into().map_err(|_| unavailable("read", "a message id that is not 16 bytes"))?;
+    Ok(MessageId(u128::from_be_bytes(raw)))
+}
+
+fn shard_of(provider_id: &str) -> i32 {
+    (xxhash_rust::xxh3::xxh3_64(provider_id.as_bytes()) % u64::from(PROVIDER_ID_SHARDS)) as i32
+}
+
+/// Rows for one statement, grouped by partition: each group is one unlogged batch (atomic and
+/// applied once on its replica set).
+pub(super) struct Partitions<K: Ord, V> {
+    groups: BTreeMap<K, Vec<V>>,
+}
+
+impl<K: Ord, V: SerializeRow + Send + Sync> Partitions<K, V> {
+    pub(super) fn new() -> Self {
+        Self { groups: BTreeMap::new() }
+    }
+    pub(super) fn add(&mut self, partition: K, values: V) {
+        self.groups.entry(partition).or_default().push(values);
+    }
+    /// Writes every group, `concurrency` batches in flight at most.
+    pub(super) async fn write(self, store: &ScyllaStore, st: &PreparedStatement, concurrency: usize) -> Result<()> {
+        futures::stream::iter(self.groups.into_values())
+            .map(|rows| async move {
+                let mut batch = Batch::new(BatchType::Unlogged);
+                for _ in &rows {
+                    batch.append_statement(st.clone());
+                }
+                batch.set_consistency(store.config.consistency);
+                store.session.batch(&batch, &rows).await.map_err(|e| unavailable("batch write", e)).map(|_| ())
+            })
+            .buffer_unordered(concurrency.max(1))
+            .try_collect::<Vec<()>>()
+            .await
+            .map(|_| ())
+    }
+}
+
+#[async_trait]
+impl MessageLog for ScyllaStore {
+    async fn get_messages(&self, keys: &[MessageKey]) -> Result<Vec<Option<MessageRecord>>> {
+        let reads = keys.iter().copied().map(|k| async move {
+            let values = (big(k.tenant.0), big(k.campaign.0), k.bucket as i32, id_bytes(k.id));
+            match self.rows::<(Vec<u8>,)>(&self.st.get_message, values).await?.first() {
+                Some((b,)) => Ok(Some(from_body(b)?)),
+                None => Ok(None),
+            }
+        });
+        futures::stream::iter(reads).buffered(self.config.max_concurrent_writes.max(1)).try_collect().await
+    }
+
+    async fn lookup_provider_ids(
+        &self,
+        tenant: TenantId,
+        provider: &str,
+        ids: &[&str],
+    ) -> Result<Vec<Option<MessageKey>>> {
+        let provider = provider.to_string();
+        let ids: Vec<String> = ids.iter().map(|id| id.to_string()).collect();
+        let reads = ids.into_iter().map(|id| {
+            let provider = provider.clone();
+            async move {
+                let values = (big(tenant.0), shard_of(&id), provider, id);
+                match self.rows::<(Vec<u8>,)>(&self.st.get_provider_id, values).await?.first() {
+                    Some((b,)) => Ok(Some(from_body(b)?)),
+                    None => Ok(None),
+                }
+            }
+        });
+        futures::stream::iter(reads).buffered(self.config.max_concurrent_writes.max(1)).try_collect().await
+    }
+
+    async fn get_counters(&self, tenant: TenantId, campaign: CampaignId) -> Result<Option<CampaignCounters>> {
+        match self.rows::<(Vec<u8>,)>(&self.st.get_counters, (big(tenant.0), big(campaign.0))).await?.first() {
+            Some((b,)) => Ok(Some(from_body(b)?)),
+            None => Ok(None),
+        }
+    }
+
+    async fn apply(&self, batch: LogBatch) -> Result<()> {
+        let (ttl, n) = (self.ttl(), self.config.max_concurrent_writes);
+        let mut messages = Partitions::new();
+        let mut buckets = Partitions::new();
+        let mut index = Partitions::new();
+        for w in &batch.writes {
+            let (t, c, b) = (big(w.key.tenant.0), big(w.key.campaign.0), w.key.bucket as i32);
+            messages.add((t, c, b), (t, c, b, id_bytes(w.key.id), body(&w.record)?, ttl));
+            buckets.add((t, c, b), (t, c, b, ttl));
+            if let Some((provider, id)) = &w.index {
+                let shard = shard_of(id);
+                index.add((t, shard), (t, shard, provider.clone(), id.clone(), body(&w.key)?, ttl));
+            }
+        }
+        let mut cleared = Partitions::new();
+        for k in &batch.cleared_dead_letters {
+            let (t, c) = (big(k.tenant.0), big(k.campaign.0));
+            cleared.add((t, c), (t, c, id_bytes(k.id)));
+        }
+        let mut letters = Partitions::new();
+        for e in &batch.dead_letters {
+            let (t, c) = (big(e.key.tenant.0), big(e.key.campaign.0));
+            letters.add((t, c), (t, c, id_bytes(e.key.id), body(e)?));
+        }
+        messages.write(self, &self.st.put_message, n).await?;
+        buckets.write(self, &self.st.put_bucket, n).await?;
+        index.write(self, &self.st.put_provider_id, n).await?;
+        // Removed before added: a letter cleared and dead again in one batch stays.
+        cleared.write(self, &self.st.delete_dlq, n).await?;
+        letters.write(self, &self.st.put_dlq, n).await?;
+        let mut counters = Partitions::new();
+        for (tenant, campaign, value) in &batch.counters {
+            let (t, c) = (big(tenant.0), big(campaign.0));
+            counters.add((t, c), (t, c, body(value)?));
+        }
+        counters.write(self, &self.st.put_counters, n).await
+    }
+
+    async fn scan_messages(
+        &self,
+        tenant: TenantId,
+        campaign: CampaignId,
+        after: Option<(u32, MessageId)>,
+        limit: usize,
+    ) -> Result<Vec<(MessageKey, MessageRecord)>> {
+        let (t, c) = (big(tenant.0), big(campaign.0));
+        let mut buckets: Vec<u32> =
+            self.rows::<(i32,)>(&self.st.list_buckets, (t, c)).await?.into_iter().map(|(b,)| b as u32).collect();
+        buckets.sort_unstable();
+        let mut out = Vec::new();
+        for bucket in buckets {
+            if out.len() >= limit {
+                break;
+            }
+            let from = match after {
+                Some((b, _)) if bucket < b => continue,
+                Some((b, id)) if bucket == b => id_bytes(id),
+                _ => Vec::new(),
+            };
+            let want = i32::try_from(limit - out.len()).unwrap_or(i32::MAX);
+            let rows =
+                self.rows::<(Vec<u8>, Vec<u8>)>(&self.st.scan_messages, (t, c, bucket as i32, from, want)).await?;
+            for (id, record) in rows {
+                out.push((MessageKey { tenant, campaign, bucket, id: id_of(&id)? }, from_body(&record)?));
+            }
+        }
+        Ok(out)
+    }
+
+    async fn scan_dlq(
+        &self,
+        tenant: TenantId,
+        campaign: CampaignId,
+        after: Option<MessageId>,
+        limit: usize,
+    ) -> Result<Vec<DlqEntry>> {
+        let from = after.map(id_bytes).unwrap_or_default();
+        let want = i32::try_from(limit.max(1)).unwrap_or(i32::MAX);
+        let rows = self.rows::<(Vec<u8>,)>(&self.st.scan_dlq, (big(tenant.0), big(campaign.0), from, want)).await?;
+        rows.iter().map(|(b,)| from_body(b)).collect()
+    }
+}
