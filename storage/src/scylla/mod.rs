@@ -18,6 +18,7 @@
 
 mod audiences;
 mod catalog;
+mod held;
 mod log;
 mod statements;
 

@@ -97,4 +97,14 @@ statements! {
     delete_dlq = "DELETE FROM dlq WHERE tenant = ? AND campaign = ? AND id = ?";
     scan_dlq = "SELECT body FROM dlq WHERE tenant = ? AND campaign = ? AND id > ? LIMIT ?";
     purge_dlq = "DELETE FROM dlq WHERE tenant = ? AND campaign = ?";
+
+    put_held = "INSERT INTO held (grp, part, lane, seq, due_ms, body) VALUES (?, ?, ?, ?, ?, ?)";
+    held_seqs_between = "SELECT seq FROM held WHERE grp = ? AND part = ? AND lane = ? AND seq >= ? AND seq <= ?";
+    held_seqs_through = "SELECT seq FROM held WHERE grp = ? AND part = ? AND lane = ? AND seq <= ?";
+    peek_held = "SELECT seq, due_ms, body FROM held WHERE grp = ? AND part = ? AND lane = ? LIMIT ?";
+    release_held = "DELETE FROM held WHERE grp = ? AND part = ? AND lane = ? AND seq <= ?";
+    put_held_lane = "INSERT INTO held_lanes (grp, part, lane, count, last_seq, first_due_ms) VALUES (?, ?, ?, ?, ?, ?)";
+    get_held_lane = "SELECT count, last_seq, first_due_ms FROM held_lanes WHERE grp = ? AND part = ? AND lane = ?";
+    delete_held_lane = "DELETE FROM held_lanes WHERE grp = ? AND part = ? AND lane = ?";
+    held_lanes = "SELECT lane, count, last_seq, first_due_ms FROM held_lanes WHERE grp = ? AND part = ?";
 }

@@ -58,3 +58,11 @@ async fn scylla_store_passes_the_store_kit() {
     let store: Arc<dyn Store> = Arc::new(ScyllaStore::connect(config).await.unwrap());
     crate::conformance::store(store).await;
 }
+
+#[tokio::test]
+async fn scylla_held_records_pass_the_held_store_kit() {
+    let Some(config) = config("the runners' held store on CQL (lanes, order, release)") else { return };
+    migrate(&config).await.unwrap();
+    let store = ScyllaStore::connect(config).await.unwrap();
+    pipeline::conformance::held_store(&store).await;
+}
