@@ -11,7 +11,6 @@ use schemas::{CampaignId, TenantId};
 use serde::Serialize;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
-use storage::MessageLog;
 
 #[derive(Debug, Clone)]
 pub struct BenchArgs {

@@ -37,6 +37,14 @@ pub struct HeraldConfig {
     pub tenant_purge_after_s: u64,
     /// How long `Idempotency-Key` responses are replayed, seconds (`HERALD_IDEMPOTENCY_TTL_S`).
     pub idempotency_ttl_s: u64,
+    /// `[backend] kind = "embedded" | "distributed"`.
+    pub backend: crate::backend::BackendSettings,
+    /// The distributed deployment's topics (`[fluvio]`).
+    pub fluvio: crate::backend::FluvioSettings,
+    /// The distributed deployment's store (`[scylla]`).
+    pub scylla: crate::backend::ScyllaSettings,
+    /// The distributed deployment's shared state (`[redis]`).
+    pub redis: crate::backend::RedisSettings,
 }
 
 /// A configuration Herald refuses to start with (the process exits with status 2).
@@ -89,6 +97,10 @@ impl Default for HeraldConfig {
             allow_private_provider_addresses: false,
             tenant_purge_after_s: 3_600,
             idempotency_ttl_s: 24 * 3_600,
+            backend: Default::default(),
+            fluvio: Default::default(),
+            scylla: Default::default(),
+            redis: Default::default(),
         }
     }
 }
@@ -124,6 +136,25 @@ impl HeraldConfig {
     }
 
     fn apply_env(&mut self, var: impl Fn(&str) -> Option<String>) -> anyhow::Result<()> {
+        if let Some(v) = var("HERALD_BACKEND") {
+            self.backend.kind = match v.as_str() {
+                "embedded" => crate::backend::BackendKind::Embedded,
+                "distributed" => crate::backend::BackendKind::Distributed,
+                other => bail!("HERALD_BACKEND {other:?}: use embedded or distributed"),
+            };
+        }
+        if let Some(v) = var("HERALD_FLUVIO_ENDPOINT") {
+            self.fluvio.endpoint = v;
+        }
+        if let Some(v) = var("HERALD_SCYLLA_NODES") {
+            self.scylla.nodes = v.split(',').map(str::trim).filter(|n| !n.is_empty()).map(String::from).collect();
+        }
+        if let Some(v) = var("HERALD_SCYLLA_KEYSPACE") {
+            self.scylla.keyspace = v;
+        }
+        if let Some(v) = var("HERALD_REDIS_URL") {
+            self.redis.url = v;
+        }
         if let Some(v) = var("HERALD_LISTEN") {
             self.listen = v;
         }
@@ -177,6 +208,9 @@ impl HeraldConfig {
 
     /// Pure checks, before any file or socket is opened.
     pub fn validate(&self) -> anyhow::Result<()> {
+        if self.backend.kind == crate::backend::BackendKind::Distributed {
+            self.distributed()?;
+        }
         self.listen
             .parse::<std::net::SocketAddr>()
             .with_context(|| format!("listen {:?} is not host:port", self.listen))?;
@@ -223,6 +257,13 @@ impl HeraldConfig {
     }
 
     /// The metrics listener address, unless disabled.
+    /// The distributed backends' settings, resolved (an error names what is wrong).
+    pub fn distributed(&self) -> anyhow::Result<crate::backend::DistributedConfig> {
+        let mut config = crate::backend::DistributedConfig::from_settings(&self.fluvio, &self.scylla, &self.redis)?;
+        config.redis.idempotency_ttl = std::time::Duration::from_secs(self.idempotency_ttl_s);
+        Ok(config)
+    }
+
     pub fn metrics_addr(&self) -> Option<&str> {
         (self.metrics_listen != "off").then_some(self.metrics_listen.as_str())
     }
@@ -349,5 +390,30 @@ mod tests {
         assert!(c.validate().is_err());
         c.jwt.algorithm = "RS256".into();
         assert!(c.validate().is_err(), "RS256 without a key");
+    }
+
+    #[test]
+    fn the_distributed_backend_is_configured_by_file_and_environment() {
+        let mut c: HeraldConfig = toml::from_str(
+            "[backend]\nkind = \"distributed\"\n[scylla]\nnodes = [\"10.0.0.1:9042\"]\nconsistency = \"quorum\"",
+        )
+        .unwrap();
+        assert_eq!(c.backend.kind, crate::backend::BackendKind::Distributed);
+        let env = |k: &str| match k {
+            "HERALD_SCYLLA_NODES" => Some("a:9042, b:9042".to_string()),
+            "HERALD_REDIS_URL" => Some("redis://r:6379/1".to_string()),
+            "HERALD_FLUVIO_ENDPOINT" => Some("f:9003".to_string()),
+            _ => None,
+        };
+        c.apply_env(env).unwrap();
+        c.validate().unwrap();
+        let d = c.distributed().unwrap();
+        assert_eq!(d.scylla.nodes, vec!["a:9042", "b:9042"]);
+        assert_eq!((d.redis.url.as_str(), d.fluvio.endpoint.as_str()), ("redis://r:6379/1", "f:9003"));
+        assert_eq!(d.scylla.consistency, scylla::statement::Consistency::Quorum);
+        c.scylla.consistency = "most".into();
+        assert!(c.validate().is_err(), "an unknown consistency is refused");
+        assert!(toml::from_str::<HeraldConfig>("[backend]\nkind = \"cloud\"").is_err());
+        assert!(c.apply_env(|k| (k == "HERALD_BACKEND").then(|| "cloud".to_string())).is_err());
     }
 }

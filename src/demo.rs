@@ -11,7 +11,7 @@ use schemas::{CampaignId, TenantId};
 use serde::Serialize;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
-use storage::{Audiences, CampaignCounters, CampaignStatus, Catalog, MessageLog};
+use storage::{CampaignCounters, CampaignStatus};
 
 #[derive(Debug, Clone)]
 pub struct DemoArgs {

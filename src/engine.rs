@@ -1,10 +1,10 @@
-//! The embedded engine: every stage in one process on the embedded store, shared state and
-//! topics. The composition root: the only place that picks backends and wires stages to topics.
+//! The engine: every stage in one process, on the backends the configuration chose (the
+//! embedded default, or the distributed Fluvio/ScyllaDB/Redis deployment, see
+//! [`crate::backend`]). The composition root: the only place that wires stages to topics.
 
+use crate::backend::{BackendChoice, Backends};
 use anyhow::Context;
-use pipeline::{
-    runner, topics, Board, EmbeddedTopics, EmbeddedTopicsConfig, RunnerConfig, Runtime, Shutdown, StageHandle,
-};
+use pipeline::{runner, topics, Board, RunnerConfig, Runtime, Shutdown, StageHandle, TopicBackend};
 use schemas::{CampaignId, TenantId};
 use stages::chunk::{Chunk, ChunkConfig};
 use stages::control::CampaignControl;
@@ -19,15 +19,16 @@ use stages::throttle::{Throttle, ThrottleConfig};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
-use storage::{EmbeddedState, EmbeddedStore, EmbeddedStoreConfig};
+use storage::state::SharedState;
+use storage::Store;
 use tokio::task::JoinSet;
 
-/// Everything the embedded engine needs; defaults are the zero-config embedded mode.
+/// Everything the engine needs; defaults are the zero-config embedded mode.
 #[derive(Debug, Clone)]
 pub struct EngineConfig {
+    /// The embedded backends' directory (and the simulator's call log).
     pub data_dir: PathBuf,
-    pub store: EmbeddedStoreConfig,
-    pub topics: EmbeddedTopicsConfig,
+    pub backend: BackendChoice,
     pub chunk: ChunkConfig,
     pub throttle: ThrottleConfig,
     pub deliver: DeliverConfig,
@@ -45,8 +46,7 @@ impl EngineConfig {
     pub fn new(data_dir: impl Into<PathBuf>) -> Self {
         Self {
             data_dir: data_dir.into(),
-            store: EmbeddedStoreConfig::default(),
-            topics: EmbeddedTopicsConfig::default(),
+            backend: BackendChoice::Embedded { store: Default::default(), topics: Default::default() },
             chunk: ChunkConfig::default(),
             throttle: ThrottleConfig::default(),
             deliver: DeliverConfig::default(),
@@ -77,11 +77,11 @@ fn runner_config(name: &str) -> RunnerConfig {
     runner_configs().into_iter().find(|(n, _)| *n == name).map(|(_, c)| c).unwrap_or_default()
 }
 
-/// A running embedded engine.
+/// A running engine.
 pub struct Engine {
-    pub store: Arc<EmbeddedStore>,
-    pub state: Arc<EmbeddedState>,
-    pub topics: Arc<EmbeddedTopics>,
+    pub store: Arc<dyn Store>,
+    pub state: Arc<dyn SharedState>,
+    pub topics: Arc<dyn TopicBackend>,
     pub simulator: Arc<Simulator>,
     /// What the runners and stages publish (metrics).
     pub board: Arc<Board>,
@@ -90,21 +90,21 @@ pub struct Engine {
     pub stages: Vec<StageHandle>,
     shutdown: Shutdown,
     tasks: JoinSet<pipeline::Result<()>>,
+    backends: Backends,
 }
 
 impl Engine {
-    /// Opens the data dir and starts every stage; chunk resumes campaigns a previous run left
+    /// Opens the backends and starts every stage; chunk resumes campaigns a previous run left
     /// mid-way, and the runners pick up what the topics and held stores still have.
     pub async fn start(config: EngineConfig) -> anyhow::Result<Self> {
-        let store = Arc::new(
-            EmbeddedStore::open(&config.data_dir.join("store"), config.store.clone())
-                .with_context(|| format!("opening the store in {}", config.data_dir.display()))?,
-        );
-        let state = Arc::new(EmbeddedState::new(store.clone()));
-        let topics = EmbeddedTopics::open(&config.data_dir.join("topics"), &topics::all(), config.topics.clone())
-            .with_context(|| format!("opening the topics in {}", config.data_dir.display()))?;
-        let runtime =
-            Runtime { backend: topics.clone(), held: topics.held(), shutdown: Shutdown::new(), board: Arc::default() };
+        let backends = Backends::open(&config.backend, &config.data_dir).await?;
+        let (store, state, topics) = (backends.store.clone(), backends.state.clone(), backends.topics.clone());
+        let runtime = Runtime {
+            backend: topics.clone(),
+            held: backends.held.clone(),
+            shutdown: Shutdown::new(),
+            board: Arc::default(),
+        };
         let simulator = Simulator::start(config.simulator.clone(), runtime.backend.clone(), runtime.shutdown.clone())
             .context("starting the simulator provider")?;
 
@@ -175,6 +175,7 @@ impl Engine {
             stages,
             shutdown: runtime.shutdown,
             tasks,
+            backends,
         })
     }
 
@@ -198,8 +199,6 @@ impl Engine {
                 Err(e) => tracing::error!(error = %e, "stage task panicked"),
             }
         }
-        self.store.flush()?;
-        self.topics.flush()?;
-        Ok(())
+        self.backends.flush()
     }
 }

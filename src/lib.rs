@@ -3,8 +3,8 @@
 //! `herald bench`.
 //!
 //! # Layout
-//! - [`engine`]: opens the embedded store and topics, starts every stage, triggers sends,
-//!   drains on shutdown.
+//! - [`backend`]: which backends (embedded, or Fluvio + ScyllaDB + Redis) and opening them.
+//! - [`engine`]: opens the backends, starts every stage, triggers sends, drains on shutdown.
 //! - [`seed`]: creates synthetic tenants, templates, audiences and campaigns.
 //! - [`config`]: defaults < `herald.toml` < `HERALD_*` env, validated before anything opens.
 //! - [`telemetry`]: logs, and OTLP trace export when `OTEL_EXPORTER_OTLP_ENDPOINT` is set.
@@ -17,6 +17,7 @@
 //!
 //! It is not: a library for other programs; the stable surfaces are the CLI and the API.
 
+pub mod backend;
 pub mod bench;
 pub mod bench_mock;
 pub mod config;

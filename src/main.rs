@@ -99,6 +99,13 @@ enum Command {
         #[arg(long, default_value_t = 1_000)]
         mock_mps: u32,
     },
+    /// Create or upgrade the ScyllaDB schema of the distributed deployment (`[scylla]`):
+    /// versioned and idempotent, safe to run again and from several hosts.
+    Migrate {
+        /// Configuration file (default ./herald.toml when present).
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
     /// A stand-in WhatsApp Cloud API + SMS API server: enforces per-sender throughput (130429)
     /// and pair rate (131056), posts signed status webhooks, logs every call as JSON lines.
     MockProvider(mock_provider::MockArgs),
@@ -202,6 +209,19 @@ fn run() -> anyhow::Result<()> {
                     println!("{}", serde_json::to_string(&report)?);
                 } else {
                     bench::print(&report);
+                }
+            }
+            Command::Migrate { config } => {
+                let cfg = HeraldConfig::load(config.as_deref())?;
+                let distributed = cfg.distributed()?;
+                let applied = storage::scylla::migrate(&distributed.scylla)
+                    .await
+                    .with_context(|| format!("migrating keyspace {} at {:?}", distributed.scylla.keyspace, distributed.scylla.nodes))?;
+                let latest = storage::scylla::MIGRATIONS.last().map(|m| m.0).unwrap_or(0);
+                if applied.is_empty() {
+                    println!("keyspace {} is at schema version {latest}; nothing to apply", distributed.scylla.keyspace);
+                } else {
+                    println!("keyspace {}: applied schema versions {applied:?}", distributed.scylla.keyspace);
                 }
             }
             Command::MockProvider(args) => {

@@ -1,6 +1,8 @@
-//! `herald serve`: the API and the whole pipeline in one process on the embedded default.
+//! `herald serve`: the API and the whole pipeline in one process, on the embedded default or
+//! (`[backend] kind = "distributed"`) on Fluvio, ScyllaDB and Redis.
 //! SIGTERM/Ctrl-C: stop accepting, drain the pipeline, flush the store, exit 0.
 
+use crate::backend::{BackendChoice, BackendKind};
 use crate::config::HeraldConfig;
 use crate::engine::{Engine, EngineConfig};
 use anyhow::Context;
@@ -9,8 +11,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 /// Builds the engine configuration for `config`.
-pub fn engine_config(config: &HeraldConfig) -> EngineConfig {
+pub fn engine_config(config: &HeraldConfig) -> anyhow::Result<EngineConfig> {
     let mut engine = EngineConfig::new(&config.data_dir);
+    if config.backend.kind == BackendKind::Distributed {
+        engine.backend = BackendChoice::Distributed(Box::new(config.distributed()?));
+    }
     engine.simulator.latency = Duration::from_millis(config.simulator.latency_ms);
     engine.simulator.jitter = Duration::from_millis(config.simulator.latency_ms / 2);
     engine.simulator.receipt_delay = Duration::from_millis(config.simulator.receipt_delay_ms);
@@ -21,7 +26,7 @@ pub fn engine_config(config: &HeraldConfig) -> EngineConfig {
     engine.deliver.call_timeout = Duration::from_millis(config.provider_timeout_ms);
     engine.deliver.receipt_grace = Duration::from_millis(config.receipt_grace_ms);
     engine.addresses = AddressPolicy { allow_private: config.allow_private_provider_addresses };
-    engine
+    Ok(engine)
 }
 
 /// A running server: the bound address and a handle to stop it (for tests and embedding).
@@ -45,7 +50,7 @@ impl Server {
     pub async fn start(config: &HeraldConfig) -> anyhow::Result<Self> {
         let auth = config.auth()?;
         let secrets = config.secrets()?;
-        let mut engine_config = engine_config(config);
+        let mut engine_config = engine_config(config)?;
         engine_config.secrets = Some(secrets.clone());
         let engine = Engine::start(engine_config).await?;
         let metrics = api::metrics::Metrics::new(engine.board.clone());

@@ -210,7 +210,6 @@ async fn deleting_a_tenant_revokes_it_at_once_and_purges_it_later() {
     // The campaign was cancelled and its counters add up; and (below) its data is purged.
     let engine = s.server.as_ref().unwrap().engine.clone();
     let store = engine.lock().await.as_ref().unwrap().store.clone();
-    use storage::{Audiences, Catalog, MessageLog};
     let tenant = schemas::TenantId(t);
     eventually("the cancelled campaign settles", Duration::from_secs(20), || async {
         let c = store.get_campaign(tenant, schemas::CampaignId(campaign)).await.unwrap()?;

@@ -21,6 +21,8 @@ pub struct Health {
 pub struct Readiness {
     pub store: bool,
     pub topics: bool,
+    /// The shared state (Redis in the distributed deployment).
+    pub state: bool,
 }
 
 #[utoipa::path(get, path = "/healthz", tag = "ops", responses((status = 200, description = "Alive", body = Health)))]
@@ -28,13 +30,14 @@ pub(crate) async fn healthz() -> Json<Health> {
     Json(Health { status: "ok" })
 }
 
-/// Ready when the store answers a read and the topics answer an offset query.
-#[utoipa::path(get, path = "/readyz", tag = "ops", responses((status = 200, description = "Store and topics usable", body = Readiness), (status = 503, description = "A backend does not answer", body = Readiness)))]
+/// Ready when the store and the shared state answer a read and the topics an offset query.
+#[utoipa::path(get, path = "/readyz", tag = "ops", responses((status = 200, description = "Store, topics and shared state usable", body = Readiness), (status = 503, description = "A backend does not answer", body = Readiness)))]
 pub(crate) async fn readyz(State(state): State<Arc<AppState>>) -> (StatusCode, Json<Readiness>) {
     let store = state.store.get_tenant(TenantId(0)).await.is_ok();
     let topics = state.topics.end_offset(topics::SENDS.name(), 0).await.is_ok();
-    let status = if store && topics { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
-    (status, Json(Readiness { store, topics }))
+    let shared = state.state.campaign_status(TenantId(0), schemas::CampaignId(0)).await.is_ok();
+    let status = if store && topics && shared { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    (status, Json(Readiness { store, topics, state: shared }))
 }
 
 pub fn routes() -> Router<Arc<AppState>> {
