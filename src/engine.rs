@@ -104,6 +104,7 @@ impl Engine {
             held: backends.held.clone(),
             shutdown: Shutdown::new(),
             board: Arc::default(),
+            assignment: None,
         };
         let simulator = Simulator::start(config.simulator.clone(), runtime.backend.clone(), runtime.shutdown.clone())
             .context("starting the simulator provider")?;

@@ -178,3 +178,32 @@ pub trait SharedState: Send + Sync {
     /// senders); `true` when nothing is left.
     async fn purge_tenant(&self, tenant: TenantId, budget: usize) -> Result<bool>;
 }
+
+/// The runner's partition leases (`pipeline::runner::assign`) on a shared state: the same
+/// leases, tokens and rule ([`lease_step`]) as every other lease.
+pub struct StateLeases(pub std::sync::Arc<dyn SharedState>);
+
+#[async_trait]
+impl pipeline::runner::assign::Leases for StateLeases {
+    async fn acquire(&self, name: &str, holder: &str, ttl: std::time::Duration) -> pipeline::Result<Option<u64>> {
+        let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX);
+        match self.0.acquire_lease(name, holder, ttl_ms, now_ms()).await {
+            Ok(lease) => Ok(lease.map(|l| l.token)),
+            Err(e) => Err(pipeline_error(e)),
+        }
+    }
+
+    async fn release(&self, name: &str, holder: &str, token: u64) -> pipeline::Result<()> {
+        let lease = Lease { name: name.to_string(), holder: holder.to_string(), token, expires_ms: 0 };
+        self.0.release_lease(&lease).await.map_err(pipeline_error)
+    }
+}
+
+/// A shared-state error as the pipeline classes it.
+pub fn pipeline_error(e: crate::Error) -> pipeline::Error {
+    if e.is_transient() {
+        pipeline::Error::Transient(e.to_string())
+    } else {
+        pipeline::Error::Fatal(e.to_string())
+    }
+}

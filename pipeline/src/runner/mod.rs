@@ -17,6 +17,7 @@
 //! never ends on its own. On shutdown a partition stops fetching, lets running steps finish for
 //! the drain grace, commits what is done and exits; unfinished records are redone after restart.
 
+pub mod assign;
 mod partition;
 mod records;
 mod settle;
@@ -116,13 +117,16 @@ pub struct Runtime {
     pub held: Arc<dyn HeldRecords>,
     pub shutdown: Shutdown,
     pub board: Arc<crate::board::Board>,
+    /// `None`: this process consumes every partition (one process owns the topics). `Some`:
+    /// partitions are shared with other processes by lease ([`assign`]).
+    pub assignment: Option<assign::Assignment>,
 }
 
 /// How often a runner publishes its stage's snapshot to the board.
 const PUBLISH_EVERY: Duration = Duration::from_secs(1);
 
-/// Spawns the stage's consumers (one per partition of `input`, all assigned to this process)
-/// and its tick, into `tasks`.
+/// Spawns the stage's consumers (one per partition of `input`: all of them, or with an
+/// [`assign::Assignment`] those this process holds the lease of) and its tick, into `tasks`.
 pub fn spawn<S: Stage>(
     tasks: &mut JoinSet<Result<()>>,
     stage: Arc<S>,
@@ -130,12 +134,13 @@ pub fn spawn<S: Stage>(
     runtime: &Runtime,
     config: RunnerConfig,
 ) -> StageHandle {
-    let Runtime { backend, held, shutdown, board } = runtime.clone();
+    let Runtime { backend, held, shutdown, board, assignment } = runtime.clone();
     let name = stage.name();
     let handle = StageHandle { name, metrics: Arc::default(), health: Arc::default() };
     let room = crate::room::Room::new(backend.clone());
     let partitions: Vec<Partition> = (0..input.spec.partitions).collect();
-    let started = Arc::new(tokio::sync::Barrier::new(partitions.len() + 1));
+    let consumers = if assignment.is_some() { 1 } else { partitions.len() };
+    let started = Arc::new(tokio::sync::Barrier::new(consumers + 1));
     {
         let (stage, shutdown, config, started) = (stage.clone(), shutdown.clone(), config.clone(), started.clone());
         let (start_backend, handle) = (backend.clone(), handle.clone());
@@ -165,8 +170,9 @@ pub fn spawn<S: Stage>(
             Ok(())
         });
     }
-    for partition in partitions {
-        let consumer = partition::Consumer {
+    let consumer = {
+        let (stage, handle) = (stage.clone(), handle.clone());
+        move |partition: Partition, shutdown: Shutdown| partition::Consumer {
             stage: stage.clone(),
             topic: input.name(),
             group: name,
@@ -175,16 +181,31 @@ pub fn spawn<S: Stage>(
             held: held.clone(),
             room: room.clone(),
             config: config.clone(),
-            shutdown: shutdown.clone(),
+            shutdown,
             metrics: handle.metrics.clone(),
             health: handle.health.clone(),
-        };
-        let started = started.clone();
-        tasks.spawn(async move {
-            started.wait().await;
-            consumer.run().await;
-            Ok(())
-        });
+        }
+    };
+    match assignment {
+        None => {
+            for partition in partitions {
+                let (consumer, started) = (consumer(partition, shutdown.clone()), started.clone());
+                tasks.spawn(async move {
+                    started.wait().await;
+                    consumer.run().await;
+                    Ok(())
+                });
+            }
+        }
+        Some(assignment) => {
+            let count = input.spec.partitions;
+            tasks.spawn(async move {
+                started.wait().await;
+                let run = move |p, stop| consumer(p, stop).run();
+                assign::coordinate(name, count, assignment, shutdown, run).await;
+                Ok(())
+            });
+        }
     }
     handle
 }

@@ -123,8 +123,13 @@ fn start_with(
 ) -> (JoinSet<Result<()>>, Shutdown, StageHandle) {
     let shutdown = Shutdown::new();
     let mut tasks = JoinSet::new();
-    let runtime =
-        Runtime { backend: backend.clone(), held: backend.held(), shutdown: shutdown.clone(), board: Arc::default() };
+    let runtime = Runtime {
+        backend: backend.clone(),
+        held: backend.held(),
+        shutdown: shutdown.clone(),
+        board: Arc::default(),
+        assignment: None,
+    };
     let handle = spawn(&mut tasks, stage, IN, &runtime, config);
     (tasks, shutdown, handle)
 }
@@ -333,6 +338,7 @@ async fn split_and_check(rounds: u64, crash_after: Option<u64>) {
             held: backend.held(),
             shutdown: shutdown.clone(),
             board: Arc::default(),
+            assignment: None,
         };
         spawn(&mut tasks, Arc::new(Splitter { steps: Default::default() }), ITEMS, &runtime, config.clone());
         (tasks, shutdown)

@@ -16,13 +16,7 @@ use schemas::envelope::Headers;
 
 type Stored = (u64, Headers, Vec<u8>);
 
-fn fail(e: crate::Error) -> pipeline::Error {
-    if e.is_transient() {
-        pipeline::Error::Transient(e.to_string())
-    } else {
-        pipeline::Error::Fatal(e.to_string())
-    }
-}
+use crate::state::pipeline_error as fail;
 
 fn seq(v: u64) -> i64 {
     v as i64
