@@ -21,6 +21,9 @@ use storage::{EmbeddedState, EmbeddedStore, EmbeddedStoreConfig, Store};
 pub struct BackendSettings {
     /// `embedded` (default) or `distributed` (`HERALD_BACKEND`).
     pub kind: BackendKind,
+    /// Distributed: how long a worker's partition lease lasts unrenewed, seconds (how long a
+    /// dead worker's partitions wait for another).
+    pub lease_ttl_s: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -32,7 +35,7 @@ pub enum BackendKind {
 
 impl Default for BackendSettings {
     fn default() -> Self {
-        Self { kind: BackendKind::Embedded }
+        Self { kind: BackendKind::Embedded, lease_ttl_s: 10 }
     }
 }
 

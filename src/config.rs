@@ -45,6 +45,10 @@ pub struct HeraldConfig {
     pub scylla: crate::backend::ScyllaSettings,
     /// The distributed deployment's shared state (`[redis]`).
     pub redis: crate::backend::RedisSettings,
+    /// Which stages this process runs (set by `herald serve --role` and `herald worker
+    /// --stages`, not by the file); `None`: all.
+    #[serde(skip)]
+    pub stages: Option<Vec<String>>,
 }
 
 /// A configuration Herald refuses to start with (the process exits with status 2).
@@ -101,6 +105,7 @@ impl Default for HeraldConfig {
             fluvio: Default::default(),
             scylla: Default::default(),
             redis: Default::default(),
+            stages: None,
         }
     }
 }
@@ -210,6 +215,14 @@ impl HeraldConfig {
     pub fn validate(&self) -> anyhow::Result<()> {
         if self.backend.kind == crate::backend::BackendKind::Distributed {
             self.distributed()?;
+            if !(1..=3_600).contains(&self.backend.lease_ttl_s) {
+                bail!("backend.lease_ttl_s must be 1 to 3600 seconds");
+            }
+        }
+        for stage in self.stages.iter().flatten() {
+            if !crate::engine::STAGE_ROLES.contains(&stage.as_str()) {
+                bail!("unknown stage {stage:?}: use {}", crate::engine::STAGE_ROLES.join(", "));
+            }
         }
         self.listen
             .parse::<std::net::SocketAddr>()
@@ -415,5 +428,11 @@ mod tests {
         assert!(c.validate().is_err(), "an unknown consistency is refused");
         assert!(toml::from_str::<HeraldConfig>("[backend]\nkind = \"cloud\"").is_err());
         assert!(c.apply_env(|k| (k == "HERALD_BACKEND").then(|| "cloud".to_string())).is_err());
+        c.scylla.consistency = "local_quorum".into();
+        c.stages = Some(vec!["deliver".into(), "mail".into()]);
+        assert!(c.validate().unwrap_err().to_string().contains("mail"), "an unknown stage is refused");
+        c.stages = Some(vec!["deliver".into()]);
+        c.backend.lease_ttl_s = 0;
+        assert!(c.validate().is_err(), "a zero lease TTL is refused");
     }
 }

@@ -40,7 +40,16 @@ pub struct EngineConfig {
     pub addresses: AddressPolicy,
     /// How stale a campaign status the stages read may be (a pause takes effect within it).
     pub control_ttl: Duration,
+    /// Which stages this process runs ([`STAGE_ROLES`]); `None`: all of them.
+    pub stages: Option<Vec<String>>,
+    /// `Some(ttl)`: share each stage's partitions with other processes by lease (workers of
+    /// the distributed deployment); `None`: this process consumes every partition.
+    pub partition_leases: Option<Duration>,
 }
+
+/// The stage roles a process can run (`herald worker --stages`): deliver includes redelivery,
+/// reconcile its three inputs (outcomes, receipts, dead letters).
+pub const STAGE_ROLES: [&str; 5] = ["chunk", "render", "throttle", "deliver", "reconcile"];
 
 impl EngineConfig {
     pub fn new(data_dir: impl Into<PathBuf>) -> Self {
@@ -54,6 +63,8 @@ impl EngineConfig {
             secrets: None,
             addresses: AddressPolicy::default(),
             control_ttl: Duration::from_millis(200),
+            stages: None,
+            partition_leases: None,
         }
     }
 }
@@ -75,6 +86,13 @@ pub fn runner_configs() -> [(&'static str, RunnerConfig); 5] {
 
 fn runner_config(name: &str) -> RunnerConfig {
     runner_configs().into_iter().find(|(n, _)| *n == name).map(|(_, c)| c).unwrap_or_default()
+}
+
+/// This process's name among workers: host, pid and a random part (a restarted worker is a
+/// new holder, so it never mistakes its predecessor's leases for its own).
+fn worker_name() -> String {
+    let host = std::fs::read_to_string("/etc/hostname").unwrap_or_default();
+    format!("{}-{}-{:08x}", host.trim(), std::process::id(), rand::random::<u32>())
 }
 
 /// A running engine.
@@ -104,8 +122,13 @@ impl Engine {
             held: backends.held.clone(),
             shutdown: Shutdown::new(),
             board: Arc::default(),
-            assignment: None,
+            assignment: config.partition_leases.map(|ttl| pipeline::runner::assign::Assignment {
+                leases: Arc::new(storage::state::StateLeases(state.clone())),
+                holder: worker_name(),
+                ttl,
+            }),
         };
+        let runs = |role: &str| config.stages.as_ref().is_none_or(|s| s.iter().any(|r| r == role));
         let simulator = Simulator::start(config.simulator.clone(), runtime.backend.clone(), runtime.shutdown.clone())
             .context("starting the simulator provider")?;
 
@@ -131,40 +154,36 @@ impl Engine {
         let reconciler = Reconciler::new(store.clone(), store.clone());
 
         let mut tasks = JoinSet::new();
-        let stages = vec![
-            runner::spawn(&mut tasks, Arc::new(chunk), topics::SENDS, &runtime, runner_config("chunk")),
-            runner::spawn(&mut tasks, Arc::new(render), topics::CHUNKS, &runtime, runner_config("render")),
-            runner::spawn(&mut tasks, Arc::new(throttle), topics::RENDERED, &runtime, runner_config("throttle")),
-            runner::spawn(&mut tasks, deliver.clone(), topics::READY, &runtime, runner_config("deliver")),
-            runner::spawn(
+        let mut stages = Vec::new();
+        if runs("chunk") {
+            stages.push(runner::spawn(&mut tasks, Arc::new(chunk), topics::SENDS, &runtime, runner_config("chunk")));
+        }
+        if runs("render") {
+            stages.push(runner::spawn(&mut tasks, Arc::new(render), topics::CHUNKS, &runtime, runner_config("render")));
+        }
+        if runs("throttle") {
+            stages.push(runner::spawn(
                 &mut tasks,
-                Arc::new(Redeliver::new(deliver)),
-                topics::RETRY,
+                Arc::new(throttle),
+                topics::RENDERED,
                 &runtime,
-                runner_config("deliver"),
-            ),
-            runner::spawn(
-                &mut tasks,
-                Arc::new(ReconcileOutcomes(reconciler.clone())),
-                topics::OUTCOMES,
-                &runtime,
-                runner_config("reconcile"),
-            ),
-            runner::spawn(
-                &mut tasks,
-                Arc::new(ReconcileReceipts(reconciler.clone())),
-                topics::RECEIPTS,
-                &runtime,
-                runner_config("reconcile"),
-            ),
-            runner::spawn(
-                &mut tasks,
-                Arc::new(ReconcileDeadLetters(reconciler)),
-                topics::DLQ,
-                &runtime,
-                runner_config("reconcile"),
-            ),
-        ];
+                runner_config("throttle"),
+            ));
+        }
+        if runs("deliver") {
+            let config = runner_config("deliver");
+            stages.push(runner::spawn(&mut tasks, deliver.clone(), topics::READY, &runtime, config.clone()));
+            stages.push(runner::spawn(&mut tasks, Arc::new(Redeliver::new(deliver)), topics::RETRY, &runtime, config));
+        }
+        if runs("reconcile") {
+            let config = runner_config("reconcile");
+            let outcomes = Arc::new(ReconcileOutcomes(reconciler.clone()));
+            stages.push(runner::spawn(&mut tasks, outcomes, topics::OUTCOMES, &runtime, config.clone()));
+            let receipts = Arc::new(ReconcileReceipts(reconciler.clone()));
+            stages.push(runner::spawn(&mut tasks, receipts, topics::RECEIPTS, &runtime, config.clone()));
+            let letters = Arc::new(ReconcileDeadLetters(reconciler));
+            stages.push(runner::spawn(&mut tasks, letters, topics::DLQ, &runtime, config));
+        }
         let lifecycle = Arc::new(Lifecycle::new(store.clone(), state.clone(), runtime.backend.clone()));
         Ok(Self {
             store,

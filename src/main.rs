@@ -35,6 +35,20 @@ enum Command {
         /// Configuration file (default ./herald.toml when present).
         #[arg(long)]
         config: Option<PathBuf>,
+        /// `all` (default): the API and every stage; `api`: the API and scheduler only, the
+        /// stages running in `herald worker` processes.
+        #[arg(long, default_value = "all", value_parser = ["all", "api"])]
+        role: String,
+    },
+    /// Run stages of the distributed deployment (`[backend] kind = "distributed"`) without the
+    /// API; several workers share each stage's partitions by lease.
+    Worker {
+        /// Comma-separated: chunk, render, throttle, deliver, reconcile.
+        #[arg(long, value_delimiter = ',', default_value = "chunk,render,throttle,deliver,reconcile")]
+        stages: Vec<String>,
+        /// Configuration file (default ./herald.toml when present).
+        #[arg(long)]
+        config: Option<PathBuf>,
     },
     /// Print a bearer token signed with the configured key.
     Token {
@@ -129,8 +143,17 @@ fn run() -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the runtime")?;
     let result = runtime.block_on(async {
         match cli.command {
-            Command::Serve { listen, metrics_listen, data_dir, config } => {
+            Command::Worker { stages, config } => {
                 let mut cfg = HeraldConfig::load(config.as_deref())?;
+                cfg.stages = Some(stages);
+                cfg.validate()?;
+                serve::run_worker(cfg).await?;
+            }
+            Command::Serve { listen, metrics_listen, data_dir, config, role } => {
+                let mut cfg = HeraldConfig::load(config.as_deref())?;
+                if role == "api" {
+                    cfg.stages = Some(Vec::new());
+                }
                 if let Some(l) = listen {
                     cfg.listen = l;
                 }

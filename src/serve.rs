@@ -15,7 +15,10 @@ pub fn engine_config(config: &HeraldConfig) -> anyhow::Result<EngineConfig> {
     let mut engine = EngineConfig::new(&config.data_dir);
     if config.backend.kind == BackendKind::Distributed {
         engine.backend = BackendChoice::Distributed(Box::new(config.distributed()?));
+        // Other processes consume the same topics: partitions are shared by lease.
+        engine.partition_leases = Some(Duration::from_secs(config.backend.lease_ttl_s));
     }
+    engine.stages = config.stages.clone();
     engine.simulator.latency = Duration::from_millis(config.simulator.latency_ms);
     engine.simulator.jitter = Duration::from_millis(config.simulator.latency_ms / 2);
     engine.simulator.receipt_delay = Duration::from_millis(config.simulator.receipt_delay_ms);
@@ -140,6 +143,25 @@ impl Drop for Server {
             rt.shutdown_background();
         }
     }
+}
+
+/// `herald worker`: the chosen stages of the distributed deployment, without the API; each
+/// stage takes a fair share of its partitions by lease and hands them back on SIGTERM after
+/// draining.
+pub async fn run_worker(config: HeraldConfig) -> anyhow::Result<()> {
+    if config.backend.kind != BackendKind::Distributed {
+        return Err(crate::config::ConfigError(
+            "herald worker shares partitions with other processes: it needs [backend] kind = \"distributed\"".into(),
+        )
+        .into());
+    }
+    let mut engine_config = engine_config(&config)?;
+    engine_config.secrets = Some(config.secrets()?);
+    let engine = Engine::start(engine_config).await?;
+    tracing::info!(stages = ?config.stages, "worker started");
+    crate::wait_for_signal().await;
+    tracing::info!("draining: finishing steps in hand, then handing partitions back");
+    engine.stop().await
 }
 
 pub async fn run(config: HeraldConfig) -> anyhow::Result<()> {
