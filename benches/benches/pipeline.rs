@@ -5,7 +5,6 @@ use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use herald::engine::{Engine, EngineConfig};
 use herald::seed::{tenant_with_campaign, SeedSpec};
 use std::time::Duration;
-use storage::MessageLog;
 
 fn bench(c: &mut Criterion) {
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
