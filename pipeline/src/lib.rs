@@ -46,5 +46,5 @@ pub use error::{Error, Result};
 pub use held::{HeldRecord, HeldRecords};
 pub use runner::{RunnerConfig, Runtime, StageHandle, StageHealth, StageMetrics};
 pub use shutdown::Shutdown;
-pub use stage::{Emitter, Input, Lane, RetryHint, Stage, StageError, Step};
+pub use stage::{Emitter, Input, Lane, PartitionLease, RetryHint, Stage, StageError, Step};
 pub use topic::{ConsumerRecord, Offset, Partition, ProducerRecord, Topic, TopicBackend, TopicSpec};

@@ -26,6 +26,9 @@ pub enum RetryHint {
     RetryAfter(Duration),
     /// Retrying cannot help: dead-letter the batch with the reason.
     Permanent,
+    /// This worker no longer owns the partition (its lease was taken over): stop consuming it
+    /// and leave the batch unfinished and uncommitted for the new owner.
+    Abandon,
 }
 
 /// A stage failure with the hint the runner acts on.
@@ -42,6 +45,9 @@ impl StageError {
     }
     pub fn permanent(message: impl Into<String>) -> Self {
         Self { hint: RetryHint::Permanent, message: message.into() }
+    }
+    pub fn abandon(message: impl Into<String>) -> Self {
+        Self { hint: RetryHint::Abandon, message: message.into() }
     }
 }
 
@@ -83,6 +89,16 @@ pub struct Input<T> {
     /// stages that size their steps so the lanes take turns evenly (chunk), never a count
     /// anything depends on for correctness.
     pub lanes: usize,
+    /// The lease this worker holds the partition by (distributed workers): writes that must
+    /// not happen after a takeover are fenced by it. `None` when one process owns the topics.
+    pub lease: Option<std::sync::Arc<PartitionLease>>,
+}
+
+/// A partition lease: its name in the shared state and the token this worker holds it with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionLease {
+    pub name: String,
+    pub token: u64,
 }
 
 /// What a step did with its batch.

@@ -17,7 +17,11 @@ pub type Result<T> = std::result::Result<T, Error>;
 
 impl From<Error> for StageError {
     /// Storage and topic failures are transient from a stage's point of view: retry the batch.
+    /// A write fenced by a lost partition lease is not: the worker must let the partition go.
     fn from(e: Error) -> Self {
-        StageError::retry(Duration::from_millis(250), e.to_string())
+        match e {
+            Error::Storage(storage::Error::Fenced { .. }) => StageError::abandon(e.to_string()),
+            e => StageError::retry(Duration::from_millis(250), e.to_string()),
+        }
     }
 }

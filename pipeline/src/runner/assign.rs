@@ -20,6 +20,7 @@
 //! the writes that must not happen then (send claims) are fenced by the lease token in the
 //! shared state.
 
+use crate::stage::PartitionLease;
 use crate::topic::Partition;
 use crate::{Result, Shutdown};
 use async_trait::async_trait;
@@ -69,11 +70,11 @@ struct Owned {
     shedding: bool,
 }
 
-/// Runs the coordinator of one stage until `shutdown`; `run(partition, stop)` consumes a
-/// partition until `stop` is triggered.
+/// Runs the coordinator of one stage until `shutdown`; `run(partition, stop, lease)` consumes
+/// a partition until `stop` is triggered.
 pub(super) async fn coordinate<F, Fut>(group: &'static str, partitions: u32, a: Assignment, shutdown: Shutdown, run: F)
 where
-    F: Fn(Partition, Shutdown) -> Fut,
+    F: Fn(Partition, Shutdown, Arc<PartitionLease>) -> Fut,
     Fut: Future<Output = ()> + Send + 'static,
 {
     let round = (a.ttl / 5).max(Duration::from_millis(20));
@@ -104,12 +105,11 @@ where
                 if owned.contains_key(&p) {
                     continue;
                 }
-                if let Ok(Some(token)) =
-                    a.leases.acquire(&Assignment::partition_lease(group, p), &a.holder, a.ttl).await
-                {
+                let name = Assignment::partition_lease(group, p);
+                if let Ok(Some(token)) = a.leases.acquire(&name, &a.holder, a.ttl).await {
                     tracing::info!(stage = group, partition = p, token, "took a partition");
                     let stop = Shutdown::new();
-                    let task = tokio::spawn(run(p, stop.clone()));
+                    let task = tokio::spawn(run(p, stop.clone(), Arc::new(PartitionLease { name, token })));
                     owned.insert(p, Owned { token, renewed: Instant::now(), stop, task, shedding: false });
                 }
             }

@@ -172,7 +172,7 @@ pub fn spawn<S: Stage>(
     }
     let consumer = {
         let (stage, handle) = (stage.clone(), handle.clone());
-        move |partition: Partition, shutdown: Shutdown| partition::Consumer {
+        move |partition: Partition, shutdown: Shutdown, lease| partition::Consumer {
             stage: stage.clone(),
             topic: input.name(),
             group: name,
@@ -184,12 +184,13 @@ pub fn spawn<S: Stage>(
             shutdown,
             metrics: handle.metrics.clone(),
             health: handle.health.clone(),
+            lease,
         }
     };
     match assignment {
         None => {
             for partition in partitions {
-                let (consumer, started) = (consumer(partition, shutdown.clone()), started.clone());
+                let (consumer, started) = (consumer(partition, shutdown.clone(), None), started.clone());
                 tasks.spawn(async move {
                     started.wait().await;
                     consumer.run().await;
@@ -201,7 +202,7 @@ pub fn spawn<S: Stage>(
             let count = input.spec.partitions;
             tasks.spawn(async move {
                 started.wait().await;
-                let run = move |p, stop| consumer(p, stop).run();
+                let run = move |p, stop, lease| consumer(p, stop, Some(lease)).run();
                 assign::coordinate(name, count, assignment, shutdown, run).await;
                 Ok(())
             });

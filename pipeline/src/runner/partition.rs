@@ -34,6 +34,8 @@ pub(super) struct Consumer<S: Stage> {
     pub shutdown: Shutdown,
     pub metrics: Arc<StageMetrics>,
     pub health: Arc<StageHealth>,
+    /// The lease this partition is held by (distributed workers).
+    pub lease: Option<Arc<crate::stage::PartitionLease>>,
 }
 
 /// What a lane future reports back to the loop.
@@ -83,6 +85,7 @@ impl<S: Stage> Consumer<S> {
             next_fetch: committed,
             committed,
             stepping: 0,
+            abandoned: false,
         };
         for HeldLane { lane, count, last_seq, first_due_ms } in held_lanes {
             let l = state.lanes.entry(lane).or_insert_with(LaneState::new);
@@ -374,6 +377,7 @@ impl<S: Stage> Consumer<S> {
                     headers: p.headers.clone(),
                     value,
                     lanes,
+                    lease: this.lease.clone(),
                 });
             }
             let mut out = Emitter::with_room(this.backend.clone(), this.room.clone());
@@ -466,7 +470,9 @@ impl<S: Stage> Consumer<S> {
     /// Commits the lowest offset not yet done, if it moved.
     async fn commit(&self, state: &mut Loop<S::In>) {
         let low = state.unfinished.first().copied().unwrap_or(state.next_fetch);
-        if low <= state.committed {
+        // A worker that lost the partition commits nothing more: the new owner's offset may
+        // already be past this one's.
+        if state.abandoned || low <= state.committed {
             return;
         }
         match self.backend.commit(self.topic, self.group, self.partition, low).await {

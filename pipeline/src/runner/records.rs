@@ -92,6 +92,8 @@ pub(super) struct Loop<T> {
     pub(super) committed: Offset,
     /// Records in running steps.
     pub(super) stepping: usize,
+    /// The partition was lost to another worker mid-step (`RetryHint::Abandon`).
+    pub(super) abandoned: bool,
 }
 
 impl<T> Loop<T> {

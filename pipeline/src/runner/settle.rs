@@ -98,6 +98,12 @@ impl<S: Stage> Consumer<S> {
         self.metrics.failures.fetch_add(1, Ordering::Relaxed);
         let attempts = records.first().map(|p| p.attempts + 1).unwrap_or(1);
         match e.hint {
+            RetryHint::Abandon if self.lease.is_some() => {
+                tracing::warn!(stage = self.group, partition = self.partition, error = %e, "partition lost to another worker; stopping it");
+                state.abandoned = true;
+                self.shutdown.trigger();
+                Some(Sorted { done: Vec::new(), rest: records, until: now })
+            }
             RetryHint::RetryAfter(delay) if attempts < self.config.max_attempts => {
                 tracing::warn!(stage = self.group, partition = self.partition, attempts, error = %e, "batch failed; retrying");
                 for p in records.iter_mut() {

@@ -48,6 +48,8 @@ pub(super) struct Caller<'a> {
     pub tenant: TenantId,
     pub campaign: CampaignId,
     pub redrive: bool,
+    /// The partition lease claim writes are fenced by (distributed workers).
+    pub fence: Option<storage::state::Fence>,
 }
 
 /// A finished call.
@@ -225,7 +227,7 @@ impl Caller<'_> {
                 claim: Claim::InFlight { attempt: s.message.attempt + 1, at_ms: now },
             })
             .collect();
-        let written = self.deliver.state.put_claims(&writes, self.deliver.fence.as_ref()).await?;
+        let written = self.deliver.state.put_claims(&writes, self.fence.as_ref()).await?;
         for ((sender, sendable), (ok, write)) in assigned.into_iter().zip(written.into_iter().zip(writes)) {
             let message = sendable.message;
             if !ok {
@@ -284,7 +286,7 @@ impl Caller<'_> {
                 }
             }
         }
-        settle.write_claims(self.deliver.state.as_ref(), self.deliver.fence.as_ref()).await?;
+        settle.write_claims(self.deliver.state.as_ref(), self.fence.as_ref()).await?;
         Ok(())
     }
 }

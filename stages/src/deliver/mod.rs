@@ -115,8 +115,6 @@ pub struct Deliver {
     senders: Arc<Senders>,
     control: Arc<CampaignControl>,
     config: DeliverConfig,
-    /// The lease claims are written under (distributed workers); None in one process.
-    fence: Option<Fence>,
 }
 
 impl Deliver {
@@ -127,7 +125,7 @@ impl Deliver {
         control: Arc<CampaignControl>,
         config: DeliverConfig,
     ) -> Self {
-        Self { log, state, senders, control, config, fence: None }
+        Self { log, state, senders, control, config }
     }
 
     pub fn senders(&self) -> &Arc<Senders> {
@@ -135,19 +133,23 @@ impl Deliver {
     }
 
     /// Delivers one record's messages; `Some((rest, until))` when the step stopped early.
+    /// Claims are written under `lease` when the partition is held by one (distributed
+    /// workers): after a takeover this worker's claim writes are refused, so it never calls.
     pub(crate) async fn deliver(
         &self,
         tenant: TenantId,
         campaign: CampaignId,
         redrive: bool,
         messages: Vec<RenderedMessage>,
+        lease: Option<&pipeline::PartitionLease>,
         out: &mut Emitter,
     ) -> crate::Result<Option<(Vec<RenderedMessage>, u64)>> {
+        let fence = lease.map(|l| Fence { lease: l.name.clone(), token: l.token });
         let Some(channel) = messages.first().map(|m| m.content.channel()) else { return Ok(None) };
         let route = self.senders.route(tenant, channel).await?;
         let mut settle = Settlement::new(tenant, campaign, route.provider.name(), route.provider.sends_receipts());
         let quota = route.quota.is_some();
-        let caller = Caller { deliver: self, route, tenant, campaign, redrive };
+        let caller = Caller { deliver: self, route, tenant, campaign, redrive, fence };
         let stop = match caller.run(messages, &mut settle).await {
             Err(crate::Error::Storage(fenced @ storage::Error::Fenced { .. })) => {
                 // This worker lost the partition mid-step: its calls' outcomes still go out
@@ -189,7 +191,8 @@ impl Stage for Deliver {
     ) -> Result<Step<MessageBatch>, StageError> {
         for (i, input) in batch.into_iter().enumerate() {
             let MessageBatch { tenant, campaign, messages } = input.value;
-            if let Some((messages, until_ms)) = self.deliver(tenant, campaign, false, messages, out).await? {
+            let lease = input.lease.as_deref();
+            if let Some((messages, until_ms)) = self.deliver(tenant, campaign, false, messages, lease, out).await? {
                 let replacement = Some(MessageBatch { tenant, campaign, messages });
                 return Ok(Step::Wait { from: i, replacement, until_ms });
             }

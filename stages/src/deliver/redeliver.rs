@@ -34,7 +34,10 @@ impl Stage for Redeliver {
     async fn process(&self, batch: Vec<Input<RetryBatch>>, out: &mut Emitter) -> Result<Step<RetryBatch>, StageError> {
         for (i, input) in batch.into_iter().enumerate() {
             let RetryBatch { tenant, campaign, redrive, messages } = input.value;
-            if let Some((messages, until_ms)) = self.deliver.deliver(tenant, campaign, redrive, messages, out).await? {
+            let lease = input.lease.as_deref();
+            if let Some((messages, until_ms)) =
+                self.deliver.deliver(tenant, campaign, redrive, messages, lease, out).await?
+            {
                 let replacement = Some(RetryBatch { tenant, campaign, redrive, messages });
                 return Ok(Step::Wait { from: i, replacement, until_ms });
             }

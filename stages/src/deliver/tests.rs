@@ -118,7 +118,7 @@ impl Harness {
     /// One `messages.ready` step over `messages`, produced.
     async fn ready(&self, messages: Vec<RenderedMessage>) -> Step<MessageBatch> {
         let value = MessageBatch { tenant: self.tenant, campaign: self.campaign, messages };
-        let input = Input { partition: 0, offset: Some(0), headers: Default::default(), value, lanes: 1 };
+        let input = Input { partition: 0, offset: Some(0), headers: Default::default(), value, lanes: 1, lease: None };
         let mut out = Emitter::new(self.topics.clone());
         let step = self.deliver.process(vec![input], &mut out).await.unwrap();
         out.flush().await.unwrap();
@@ -128,7 +128,7 @@ impl Harness {
     /// One `delivery.retry` step, produced.
     async fn retry(&self, messages: Vec<RenderedMessage>) {
         let value = RetryBatch { tenant: self.tenant, campaign: self.campaign, redrive: false, messages };
-        let input = Input { partition: 0, offset: Some(0), headers: Default::default(), value, lanes: 1 };
+        let input = Input { partition: 0, offset: Some(0), headers: Default::default(), value, lanes: 1, lease: None };
         let mut out = Emitter::new(self.topics.clone());
         Redeliver::new(self.deliver.clone()).process(vec![input], &mut out).await.unwrap();
         out.flush().await.unwrap();
@@ -253,4 +253,32 @@ async fn a_paused_campaign_takes_no_claim_and_no_pacing_slot() {
         }
     }
     assert_eq!(h.calls.load(Ordering::SeqCst), 20);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_whose_partition_lease_was_taken_over_never_calls() {
+    let h = harness(None).await;
+    let name = "partition:deliver:0";
+    let old = h.state.acquire_lease(name, "old", 1, now_ms()).await.unwrap().unwrap();
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    let new = h.state.acquire_lease(name, "new", 60_000, now_ms()).await.unwrap().unwrap();
+    assert_ne!(old.token, new.token);
+    let step = |token| {
+        let value = MessageBatch { tenant: h.tenant, campaign: h.campaign, messages: vec![h.message(1, 0)] };
+        let lease = Some(Arc::new(pipeline::PartitionLease { name: name.into(), token }));
+        Input { partition: 0, offset: Some(0), headers: Default::default(), value, lanes: 1, lease }
+    };
+
+    // The deposed worker's claim write is refused: no call, and the runner is told to let the
+    // partition go (not to retry, not to dead-letter).
+    let mut out = Emitter::new(h.topics.clone());
+    let e = h.deliver.process(vec![step(old.token)], &mut out).await.err().expect("fenced");
+    assert_eq!(e.hint, pipeline::RetryHint::Abandon, "{e}");
+    assert_eq!(h.calls.load(Ordering::SeqCst), 0, "no call after losing the partition");
+
+    // The new owner sends it, once.
+    let mut out = Emitter::new(h.topics.clone());
+    h.deliver.process(vec![step(new.token)], &mut out).await.unwrap();
+    out.flush().await.unwrap();
+    assert_eq!(h.calls.load(Ordering::SeqCst), 1);
 }
