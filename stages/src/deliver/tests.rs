@@ -272,7 +272,7 @@ async fn a_worker_whose_partition_lease_was_taken_over_never_calls() {
     // The deposed worker's claim write is refused: no call, and the runner is told to let the
     // partition go (not to retry, not to dead-letter).
     let mut out = Emitter::new(h.topics.clone());
-    let e = h.deliver.process(vec![step(old.token)], &mut out).await.err().expect("fenced");
+    let e = h.deliver.process(vec![step(old.token)], &mut out).await.expect_err("fenced");
     assert_eq!(e.hint, pipeline::RetryHint::Abandon, "{e}");
     assert_eq!(h.calls.load(Ordering::SeqCst), 0, "no call after losing the partition");
 
