@@ -155,13 +155,37 @@ pub async fn run_worker(config: HeraldConfig) -> anyhow::Result<()> {
         )
         .into());
     }
+    let secrets = config.secrets()?;
     let mut engine_config = engine_config(&config)?;
-    engine_config.secrets = Some(config.secrets()?);
+    engine_config.secrets = Some(secrets.clone());
     let engine = Engine::start(engine_config).await?;
+    // No public API: `/metrics`, `/readyz` and `/healthz` on the metrics listener only.
+    let stop = pipeline::Shutdown::new();
+    if let Some(at) = config.metrics_addr() {
+        let state = api::AppState::new(
+            engine.store.clone(),
+            engine.state.clone(),
+            engine.topics.clone(),
+            config.auth()?,
+            api::metrics::Metrics::new(engine.board.clone()),
+            secrets,
+            api::ApiConfig::default(),
+        );
+        let listener =
+            tokio::net::TcpListener::bind(at).await.with_context(|| format!("binding the metrics listener {at}"))?;
+        let stopped = stop.clone();
+        tokio::spawn(async move {
+            axum::serve(listener, api::metrics::router(state))
+                .with_graceful_shutdown(async move { stopped.wait().await })
+                .await
+        });
+    }
     tracing::info!(stages = ?config.stages, "worker started");
     crate::wait_for_signal().await;
     tracing::info!("draining: finishing steps in hand, then handing partitions back");
-    engine.stop().await
+    let result = engine.stop().await;
+    stop.trigger();
+    result
 }
 
 pub async fn run(config: HeraldConfig) -> anyhow::Result<()> {

@@ -157,10 +157,52 @@ pub async fn render_live(state: &AppState) -> String {
     out
 }
 
-/// The metrics listener's routes: `GET /metrics`.
+/// The metrics listener's routes: `GET /metrics`, `/readyz`, `/healthz`.
 pub fn router(state: Arc<AppState>) -> axum::Router {
     async fn scrape(State(state): State<Arc<AppState>>) -> impl IntoResponse {
         ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], render_live(&state).await)
     }
-    axum::Router::new().route("/metrics", axum::routing::get(scrape)).with_state(state)
+    axum::Router::new()
+        .route("/metrics", axum::routing::get(scrape))
+        // Probes for processes without the public API (`herald worker`) and for orchestrators
+        // that scrape one port.
+        .route("/readyz", axum::routing::get(crate::routes::ops::readyz))
+        .route("/healthz", axum::routing::get(crate::routes::ops::healthz))
+        .with_state(state)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tower::ServiceExt;
+
+    #[tokio::test]
+    async fn the_metrics_listener_answers_probes_and_scrapes() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(storage::EmbeddedStore::open(&dir.path().join("s"), Default::default()).unwrap());
+        let topics =
+            pipeline::EmbeddedTopics::open(&dir.path().join("t"), &pipeline::topics::all(), Default::default())
+                .unwrap();
+        let shared = Arc::new(storage::EmbeddedState::new(store.clone()));
+        let secrets = storage::secrets::SecretKey::from_bytes(&[1; 32]).unwrap();
+        let state = AppState::new(
+            store,
+            shared,
+            topics,
+            crate::Auth::hs256(b"k"),
+            Default::default(),
+            secrets,
+            Default::default(),
+        );
+        let app = router(state);
+        for (path, status) in [("/readyz", 200), ("/healthz", 200), ("/metrics", 200), ("/v1/tenants", 404)] {
+            let request = axum::http::Request::builder().uri(path).body(axum::body::Body::empty()).unwrap();
+            let response = app.clone().oneshot(request).await.unwrap();
+            assert_eq!(response.status().as_u16(), status, "{path}");
+        }
+        let request = axum::http::Request::builder().uri("/readyz").body(axum::body::Body::empty()).unwrap();
+        let body = axum::body::to_bytes(app.oneshot(request).await.unwrap().into_body(), 1 << 16).await.unwrap();
+        let ready: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(ready, serde_json::json!({"store": true, "topics": true, "state": true}));
+    }
 }
