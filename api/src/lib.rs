@@ -115,3 +115,13 @@ pub fn router(state: Arc<AppState>) -> axum::Router {
         .layer(axum::middleware::from_fn(trace::span))
         .with_state(state)
 }
+
+/// An `AppState` on fresh embedded backends in `dir`, for this crate's unit tests.
+#[cfg(test)]
+pub(crate) fn test_state(dir: &std::path::Path) -> Arc<AppState> {
+    let store = Arc::new(storage::EmbeddedStore::open(&dir.join("s"), Default::default()).unwrap());
+    let topics = pipeline::EmbeddedTopics::open(&dir.join("t"), &pipeline::topics::all(), Default::default()).unwrap();
+    let secrets = storage::secrets::SecretKey::from_bytes(&[1; 32]).unwrap();
+    let shared = Arc::new(storage::EmbeddedState::new(store.clone()));
+    AppState::new(store, shared, topics, Auth::hs256(b"k"), Default::default(), secrets, Default::default())
+}

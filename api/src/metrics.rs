@@ -179,21 +179,7 @@ mod tests {
     #[tokio::test]
     async fn the_metrics_listener_answers_probes_and_scrapes() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Arc::new(storage::EmbeddedStore::open(&dir.path().join("s"), Default::default()).unwrap());
-        let topics =
-            pipeline::EmbeddedTopics::open(&dir.path().join("t"), &pipeline::topics::all(), Default::default())
-                .unwrap();
-        let shared = Arc::new(storage::EmbeddedState::new(store.clone()));
-        let secrets = storage::secrets::SecretKey::from_bytes(&[1; 32]).unwrap();
-        let state = AppState::new(
-            store,
-            shared,
-            topics,
-            crate::Auth::hs256(b"k"),
-            Default::default(),
-            secrets,
-            Default::default(),
-        );
+        let state = crate::test_state(dir.path());
         let app = router(state);
         for (path, status) in [("/readyz", 200), ("/healthz", 200), ("/metrics", 200), ("/v1/tenants", 404)] {
             let request = axum::http::Request::builder().uri(path).body(axum::body::Body::empty()).unwrap();

@@ -373,21 +373,7 @@ mod tests {
     async fn the_router_serves_every_documented_operation() {
         use tower::ServiceExt;
         let dir = tempfile::tempdir().unwrap();
-        let store = Arc::new(storage::EmbeddedStore::open(&dir.path().join("s"), Default::default()).unwrap());
-        let topics =
-            pipeline::EmbeddedTopics::open(&dir.path().join("t"), &pipeline::topics::all(), Default::default())
-                .unwrap();
-        let secrets = storage::secrets::SecretKey::from_bytes(&[1; 32]).unwrap();
-        let shared = Arc::new(storage::EmbeddedState::new(store.clone()));
-        let state = AppState::new(
-            store,
-            shared,
-            topics,
-            crate::Auth::hs256(b"k"),
-            Default::default(),
-            secrets,
-            Default::default(),
-        );
+        let state = crate::test_state(dir.path());
         let app = crate::router(state);
         for (method, path, _, _) in ERRORS {
             let uri = path

@@ -243,6 +243,14 @@ impl FluvioTopics {
         Ok(producer)
     }
 
+    /// `(start, end)` of a partition, from its leader.
+    async fn bounds(&self, topic: &str, partition: Partition) -> Result<(Offset, Offset)> {
+        self.checked(topic, partition)?;
+        let fluvio = self.client().await?;
+        let name = self.fluvio_name(topic);
+        self.offsets.bounds(&fluvio, &name, partition).await.map_err(|e| self.failed("reading offsets", e))
+    }
+
     fn checked(&self, topic: &str, partition: Partition) -> Result<TopicSpec> {
         let spec = self.spec(topic)?;
         if partition >= spec.partitions {
@@ -348,21 +356,11 @@ impl TopicBackend for FluvioTopics {
     }
 
     async fn end_offset(&self, topic: &str, partition: Partition) -> Result<Offset> {
-        self.checked(topic, partition)?;
-        let fluvio = self.client().await?;
-        let name = self.fluvio_name(topic);
-        let (_, end) =
-            self.offsets.bounds(&fluvio, &name, partition).await.map_err(|e| self.failed("reading offsets", e))?;
-        Ok(end)
+        Ok(self.bounds(topic, partition).await?.1)
     }
 
     async fn start_offset(&self, topic: &str, partition: Partition) -> Result<Offset> {
-        self.checked(topic, partition)?;
-        let fluvio = self.client().await?;
-        let name = self.fluvio_name(topic);
-        let (start, _) =
-            self.offsets.bounds(&fluvio, &name, partition).await.map_err(|e| self.failed("reading offsets", e))?;
-        Ok(start)
+        Ok(self.bounds(topic, partition).await?.0)
     }
 }
 

@@ -16,7 +16,7 @@
 //!
 //! It is not: a lease. Which worker may process a partition is the shared state's business.
 
-use super::reader::{self, Stream};
+use super::reader::{self, Received, Stream};
 use super::transient;
 use crate::topic::{Offset, Partition};
 use crate::{Error, Result};
@@ -104,33 +104,20 @@ impl Offsets {
             },
         };
         let deadline = tokio::time::Instant::now() + COMMIT_READ_WAIT;
+        let what = format!("reading {topic}/{partition} to commit {group}");
         while cursor.next <= target {
             let item = tokio::time::timeout_at(deadline, cursor.stream.next())
                 .await
-                .map_err(|_| transient(&format!("committing {group} on {topic}/{partition}"), "record not readable"))?;
-            let offset = match item {
-                Some(Ok(record)) => {
-                    u64::try_from(record.offset()).map_err(|_| Error::Fatal("a negative offset".into()))?
+                .map_err(|_| transient(&what, "record not readable"))?;
+            match reader::received(item, cursor.next, &what)? {
+                Received::Repeat => {}
+                Received::Next(_) => cursor.next += 1,
+                Received::Gap(got) => {
+                    tracing::warn!(topic, partition, expected = cursor.next, got, "fluvio skipped records; re-seeking");
+                    cursor.stream =
+                        reader::open(fluvio, topic, partition, cursor.next, self.max_bytes, Some(group)).await?;
                 }
-                Some(Err(code)) => return Err(transient("reading to commit", code)),
-                None => return Err(transient("reading to commit", "the stream ended")),
-            };
-            if offset < cursor.next {
-                continue;
             }
-            if offset > cursor.next {
-                tracing::warn!(
-                    topic,
-                    partition,
-                    expected = cursor.next,
-                    got = offset,
-                    "fluvio skipped records; re-seeking"
-                );
-                cursor.stream =
-                    reader::open(fluvio, topic, partition, cursor.next, self.max_bytes, Some(group)).await?;
-                continue;
-            }
-            cursor.next = offset + 1;
         }
         cursor.stream.offset_commit().await.map_err(|e| transient("committing an offset", e))?;
         cursor.stream.offset_flush().await.map_err(|e| transient("flushing an offset", e))?;

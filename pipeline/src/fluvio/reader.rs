@@ -3,8 +3,8 @@
 //!
 //! The 0.50.1 consumer can silently skip a whole producer batch where a fetch of
 //! `max_bytes` ends. So a reader expects exactly `next`, drops what is below it (a re-seek may
-//! resend), and on a gap (`offset > next`) throws the stream away and opens a new one at
-//! `next`. A skipped batch at the very end of the log shows no later record to reveal the
+//! resend), and on a gap (`offset > next`) marks the stream stale, so the next fetch opens a
+//! new one at `next`. A skipped batch at the very end of the log shows no later record to reveal the
 //! gap, so a wait that ends empty compares `next` with the partition's end offset; when records
 //! exist that the stream did not deliver, it waits a moment more (they may be in flight: a new
 //! stream answers after a round trip, even for a zero wait), then re-seeks.
@@ -15,6 +15,7 @@ use super::{envelope, transient};
 use crate::topic::{ConsumerRecord, Offset, Partition};
 use crate::{Error, Result};
 use ::fluvio::consumer::{ConsumerConfigExt, ConsumerStream, OffsetManagementStrategy, Record, RetryMode};
+use ::fluvio::dataplane::link::ErrorCode;
 use ::fluvio::{Fluvio, Isolation};
 use futures::{FutureExt, StreamExt};
 use std::collections::HashMap;
@@ -58,27 +59,64 @@ pub(super) async fn open(
     Ok(Box::pin(stream))
 }
 
+/// Where a received stream item stands against the offset a cursor expects.
+pub(super) enum Received {
+    /// The expected record.
+    Next(Record),
+    /// Below the expected offset (a re-opened stream resends): skip it.
+    Repeat,
+    /// Past the expected offset: the stream skipped records.
+    Gap(Offset),
+}
+
+/// Sorts a stream item for a cursor expecting `next`; a stream error or end is transient.
+pub(super) fn received(
+    item: Option<std::result::Result<Record, ErrorCode>>,
+    next: Offset,
+    what: &str,
+) -> Result<Received> {
+    let record = match item {
+        Some(Ok(record)) => record,
+        Some(Err(code)) => return Err(transient(what, code)),
+        None => return Err(transient(what, "the stream ended")),
+    };
+    let offset = u64::try_from(record.offset()).map_err(|_| Error::Fatal("a negative offset".into()))?;
+    Ok(match offset.cmp(&next) {
+        std::cmp::Ordering::Less => Received::Repeat,
+        std::cmp::Ordering::Equal => Received::Next(record),
+        std::cmp::Ordering::Greater => Received::Gap(offset),
+    })
+}
+
 struct Cursor {
     stream: Stream,
     /// The offset the stream must yield next.
     next: Offset,
+    /// The stream skipped records: open a new one at `next` before reading again.
+    stale: bool,
 }
+
+/// One partition's cursor, locked while a fetch uses it. A fetch dropped mid-wait (the runner
+/// selects between a fetch and its running steps) leaves the cursor in place: `next` only moves
+/// for records already handed out, and nothing is awaited between taking a record and
+/// returning it.
+type Slot = std::sync::Arc<tokio::sync::Mutex<Option<Cursor>>>;
 
 /// The open streams of one process, by (Fluvio topic, partition).
 pub(super) struct Readers {
     max_bytes: i32,
-    cursors: Mutex<HashMap<(String, Partition), Cursor>>,
+    slots: Mutex<HashMap<(String, Partition), Slot>>,
     /// Times a gap made a reader re-seek (the client fault above).
     reseeks: AtomicU64,
 }
 
 impl Readers {
     pub(super) fn new(max_bytes: i32) -> Self {
-        Self { max_bytes, cursors: Mutex::new(HashMap::new()), reseeks: AtomicU64::new(0) }
+        Self { max_bytes, slots: Mutex::new(HashMap::new()), reseeks: AtomicU64::new(0) }
     }
 
     pub(super) fn clear(&self) {
-        self.cursors.lock().unwrap_or_else(|p| p.into_inner()).clear();
+        self.slots.lock().unwrap_or_else(|p| p.into_inner()).clear();
     }
 
     /// Gaps seen so far.
@@ -103,13 +141,20 @@ impl Readers {
         E: Fn() -> F,
         F: Future<Output = Result<Offset>>,
     {
-        let key = (topic.to_string(), partition);
-        // Taken out while in use: two callers on one partition each get their own stream.
-        let taken = self.cursors.lock().unwrap_or_else(|p| p.into_inner()).remove(&key);
-        let mut cursor = match taken {
-            Some(c) if c.next == from => c,
-            _ => Cursor { stream: open(fluvio, topic, partition, from, self.max_bytes, None).await?, next: from },
+        let slot = {
+            let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
+            slots.entry((topic.to_string(), partition)).or_default().clone()
         };
+        let mut guard = slot.lock().await;
+        if !guard.as_ref().is_some_and(|c| c.next == from && !c.stale) {
+            if guard.as_ref().is_some_and(|c| c.stale) {
+                self.reseeks.fetch_add(1, Ordering::Relaxed);
+            }
+            let stream = open(fluvio, topic, partition, from, self.max_bytes, None).await?;
+            *guard = Some(Cursor { stream, next: from, stale: false });
+        }
+        let cursor = guard.as_mut().expect("set above");
+        let what = format!("reading {topic}/{partition}");
         let mut deadline = tokio::time::Instant::now() + max_wait;
         let mut stalls = 0;
         let mut out = Vec::new();
@@ -123,7 +168,8 @@ impl Readers {
                     // until the next call.
                     Err(_) if stalls < 2 && end().await? > cursor.next => {
                         if stalls == 1 {
-                            self.reseek(fluvio, topic, partition, &mut cursor).await?;
+                            self.reseeks.fetch_add(1, Ordering::Relaxed);
+                            cursor.stream = open(fluvio, topic, partition, cursor.next, self.max_bytes, None).await?;
                         }
                         stalls += 1;
                         deadline = tokio::time::Instant::now() + STALL_WAIT;
@@ -137,40 +183,21 @@ impl Readers {
                     None => break,
                 }
             };
-            let record = match item {
-                Some(Ok(record)) => record,
-                Some(Err(code)) => return Err(transient(&format!("reading {topic}/{partition}"), code)),
-                None => return Err(transient(&format!("reading {topic}/{partition}"), "the stream ended")),
-            };
-            let offset = u64::try_from(record.offset()).map_err(|_| Error::Fatal("a negative offset".into()))?;
-            if offset < cursor.next {
-                continue;
-            }
-            if offset > cursor.next {
-                tracing::warn!(
-                    topic,
-                    partition,
-                    expected = cursor.next,
-                    got = offset,
-                    "fluvio skipped records; re-seeking"
-                );
-                self.reseek(fluvio, topic, partition, &mut cursor).await?;
-                if !out.is_empty() {
+            match received(item, cursor.next, &what)? {
+                Received::Repeat => {}
+                Received::Next(record) => {
+                    out.push(decode(partition, cursor.next, &record)?);
+                    cursor.next += 1;
+                }
+                Received::Gap(got) => {
+                    tracing::warn!(topic, partition, expected = cursor.next, got, "fluvio skipped records; re-seeking");
+                    // Re-opened by the next call (awaiting here could drop what `out` holds).
+                    cursor.stale = true;
                     break;
                 }
-                continue;
             }
-            out.push(decode(partition, offset, &record)?);
-            cursor.next = offset + 1;
         }
-        self.cursors.lock().unwrap_or_else(|p| p.into_inner()).insert(key, cursor);
         Ok(out)
-    }
-
-    async fn reseek(&self, fluvio: &Fluvio, topic: &str, partition: Partition, cursor: &mut Cursor) -> Result<()> {
-        self.reseeks.fetch_add(1, Ordering::Relaxed);
-        cursor.stream = open(fluvio, topic, partition, cursor.next, self.max_bytes, None).await?;
-        Ok(())
     }
 }
 

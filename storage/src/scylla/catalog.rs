@@ -183,11 +183,13 @@ impl Catalog for ScyllaStore {
         if self.rows::<(String,)>(&self.st.any_suppression, (t,)).await?.is_empty() {
             return Ok(vec![false; addresses.len()]);
         }
-        let mut out = Vec::with_capacity(addresses.len());
-        for a in addresses {
-            out.push(!self.rows::<(String,)>(&self.st.get_suppression, (t, *a)).await?.is_empty());
+        // One read per 100 addresses (an `IN` on the tenant's partition), not one per address.
+        let mut found = std::collections::HashSet::new();
+        for chunk in addresses.chunks(100) {
+            let rows = self.rows::<(String,)>(&self.st.find_suppressions, (t, chunk.to_vec())).await?;
+            found.extend(rows.into_iter().map(|(a,)| a));
         }
-        Ok(out)
+        Ok(addresses.iter().map(|a| found.contains(*a)).collect())
     }
 
     async fn list_suppressions(&self, tenant: TenantId, after: Option<&str>, limit: usize) -> Result<Vec<String>> {

@@ -43,6 +43,7 @@ statements! {
 
     put_suppression = "INSERT INTO suppressions (tenant, address, added_ms) VALUES (?, ?, ?)";
     get_suppression = "SELECT address FROM suppressions WHERE tenant = ? AND address = ?";
+    find_suppressions = "SELECT address FROM suppressions WHERE tenant = ? AND address IN ?";
     any_suppression = "SELECT address FROM suppressions WHERE tenant = ? LIMIT 1";
     delete_suppression = "DELETE FROM suppressions WHERE tenant = ? AND address = ?";
     list_suppressions = "SELECT address FROM suppressions WHERE tenant = ? LIMIT ?";
