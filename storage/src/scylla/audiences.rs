@@ -117,6 +117,7 @@ impl Checkpoints for ScyllaStore {
     }
 
     async fn put_checkpoint(&self, tenant: TenantId, campaign: CampaignId, checkpoint: ChunkCheckpoint) -> Result<()> {
+        self.exec(&self.st.put_log_campaign, (big(tenant.0), big(campaign.0))).await?;
         self.exec(&self.st.put_checkpoint, (big(tenant.0), big(campaign.0), body(&checkpoint)?)).await
     }
 }

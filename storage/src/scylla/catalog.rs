@@ -9,6 +9,7 @@ use async_trait::async_trait;
 use schemas::*;
 use scylla::response::query_result::QueryResult;
 use scylla::value::{CqlValue, Row};
+use std::collections::BTreeSet;
 
 /// Shards of the provider-id index per tenant (see the schema).
 pub(super) const PROVIDER_ID_SHARDS: u32 = 256;
@@ -127,8 +128,9 @@ impl Catalog for ScyllaStore {
             }
             left = left.saturating_sub(1);
         }
-        for campaign in self.list_campaigns(id).await? {
-            let c = big(campaign.id.0);
+        let mut campaigns: BTreeSet<i64> = self.list_campaigns(id).await?.iter().map(|c| big(c.id.0)).collect();
+        campaigns.extend(self.rows::<(i64,)>(&self.st.list_log_campaigns, (t,)).await?.into_iter().map(|(c,)| c));
+        for c in campaigns {
             for (bucket,) in self.rows::<(i32,)>(&self.st.list_buckets, (t, c)).await? {
                 self.exec(&self.st.purge_messages, (t, c, bucket)).await?;
             }
@@ -141,9 +143,13 @@ impl Catalog for ScyllaStore {
             self.exec(&self.st.purge_provider_ids, (t, shard as i32)).await?;
         }
         // The per-tenant partitions last: the loops above find their work through them.
-        for st in
-            [&self.st.purge_templates, &self.st.purge_suppressions, &self.st.purge_campaigns, &self.st.purge_audiences]
-        {
+        for st in [
+            &self.st.purge_templates,
+            &self.st.purge_suppressions,
+            &self.st.purge_campaigns,
+            &self.st.purge_audiences,
+            &self.st.purge_log_campaigns,
+        ] {
             self.exec(st, (t,)).await?;
         }
         Ok(left > 0)

@@ -13,7 +13,7 @@ use schemas::*;
 use scylla::serialize::row::SerializeRow;
 use scylla::statement::batch::{Batch, BatchType};
 use scylla::statement::prepared::PreparedStatement;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 fn id_bytes(id: MessageId) -> Vec<u8> {
     id.0.to_be_bytes().to_vec()
@@ -103,12 +103,26 @@ impl MessageLog for ScyllaStore {
     async fn apply(&self, batch: LogBatch) -> Result<()> {
         let (ttl, n) = (self.ttl(), self.config.max_concurrent_writes);
         let mut messages = Partitions::new();
-        let mut buckets = Partitions::new();
+        let mut buckets = BTreeSet::new();
         let mut index = Partitions::new();
+        // Registered first: a purge must find every campaign that has rows.
+        let touched: BTreeSet<(i64, i64)> = batch
+            .writes
+            .iter()
+            .map(|w| (w.key.tenant, w.key.campaign))
+            .chain(batch.dead_letters.iter().map(|e| (e.key.tenant, e.key.campaign)))
+            .chain(batch.counters.iter().map(|(t, c, _)| (*t, *c)))
+            .map(|(t, c)| (big(t.0), big(c.0)))
+            .collect();
+        let mut campaigns = Partitions::new();
+        for (t, c) in touched {
+            campaigns.add(t, (t, c));
+        }
+        campaigns.write(self, &self.st.put_log_campaign, n).await?;
         for w in &batch.writes {
             let (t, c, b) = (big(w.key.tenant.0), big(w.key.campaign.0), w.key.bucket as i32);
             messages.add((t, c, b), (t, c, b, id_bytes(w.key.id), body(&w.record)?, ttl));
-            buckets.add((t, c, b), (t, c, b, ttl));
+            buckets.insert((t, c, b));
             if let Some((provider, id)) = &w.index {
                 let shard = shard_of(id);
                 index.add((t, shard), (t, shard, provider.clone(), id.clone(), body(&w.key)?, ttl));
@@ -125,7 +139,11 @@ impl MessageLog for ScyllaStore {
             letters.add((t, c), (t, c, id_bytes(e.key.id), body(e)?));
         }
         messages.write(self, &self.st.put_message, n).await?;
-        buckets.write(self, &self.st.put_bucket, n).await?;
+        let mut bucket_rows = Partitions::new();
+        for (t, c, b) in buckets {
+            bucket_rows.add((t, c), (t, c, b, ttl));
+        }
+        bucket_rows.write(self, &self.st.put_bucket, n).await?;
         index.write(self, &self.st.put_provider_id, n).await?;
         // Removed before added: a letter cleared and dead again in one batch stays.
         cleared.write(self, &self.st.delete_dlq, n).await?;

@@ -71,7 +71,10 @@ impl Default for ScyllaConfig {
 }
 
 /// The schema versions, in order: (version, name, CQL).
-pub const MIGRATIONS: &[(i32, &str, &str)] = &[(1, "initial", include_str!("../../cql/001_initial.cql"))];
+pub const MIGRATIONS: &[(i32, &str, &str)] = &[
+    (1, "initial", include_str!("../../cql/001_initial.cql")),
+    (2, "log_campaigns", include_str!("../../cql/002_log_campaigns.cql")),
+];
 
 pub(crate) fn unavailable(what: &str, e: impl std::fmt::Display) -> Error {
     Error::Unavailable { backend: "scylla", message: format!("{what}: {e}") }

@@ -88,6 +88,9 @@ statements! {
     put_bucket = "INSERT INTO message_buckets (tenant, campaign, bucket) VALUES (?, ?, ?) USING TTL ?";
     list_buckets = "SELECT bucket FROM message_buckets WHERE tenant = ? AND campaign = ?";
     purge_buckets = "DELETE FROM message_buckets WHERE tenant = ? AND campaign = ?";
+    put_log_campaign = "INSERT INTO log_campaigns (tenant, campaign) VALUES (?, ?)";
+    list_log_campaigns = "SELECT campaign FROM log_campaigns WHERE tenant = ?";
+    purge_log_campaigns = "DELETE FROM log_campaigns WHERE tenant = ?";
     put_provider_id = "INSERT INTO provider_ids (tenant, shard, provider, provider_id, message) VALUES (?, ?, ?, ?, ?) USING TTL ?";
     get_provider_id = "SELECT message FROM provider_ids WHERE tenant = ? AND shard = ? AND provider = ? AND provider_id = ?";
     purge_provider_ids = "DELETE FROM provider_ids WHERE tenant = ? AND shard = ?";
