@@ -9,6 +9,7 @@ use crate::engine::{Engine, EngineConfig};
 use crate::seed::{tenant_with_campaign, SeedSpec};
 use schemas::{CampaignId, TenantId};
 use serde::Serialize;
+use stages::deliver::simulator::Ledger;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -22,6 +23,9 @@ pub struct BenchArgs {
     pub data_dir: Option<PathBuf>,
     /// `Some(mps)`: run against `herald mock-provider` over HTTP (see `bench_mock`).
     pub mock_http: Option<u32>,
+    /// `Some`: through the distributed backends of this configuration, with the stages in
+    /// `workers` separate `herald worker` processes (see `bench_distributed`).
+    pub distributed: Option<crate::bench_distributed::DistributedBench>,
 }
 
 #[derive(Debug, Serialize)]
@@ -63,8 +67,21 @@ pub(crate) fn stage_reports(board: &pipeline::Board) -> Vec<StageReport> {
         .collect()
 }
 
+/// The most records a stage's group was behind its input topic (summed over partitions),
+/// sampled every second of a distributed run.
+#[derive(Debug, Serialize)]
+pub struct StageLag {
+    pub stage: &'static str,
+    pub max_lag: u64,
+    pub final_lag: u64,
+}
+
 #[derive(Debug, Serialize)]
 pub struct BenchReport {
+    /// `embedded` or `distributed`.
+    pub backend: &'static str,
+    /// Processes running the stages.
+    pub workers: u32,
     pub recipients: u64,
     pub tenants: u32,
     pub elapsed_s: f64,
@@ -81,9 +98,14 @@ pub struct BenchReport {
     pub p50_ms: Option<u64>,
     pub p99_ms: Option<u64>,
     pub peak_rss_bytes: u64,
+    /// Each worker process's peak RSS (distributed runs).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub worker_peak_rss_bytes: Vec<u64>,
     pub fairness_jain: f64,
     pub burst_per_tenant: u32,
     pub stages: Vec<StageReport>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub lag: Vec<StageLag>,
     pub per_tenant: Vec<TenantReport>,
 }
 
@@ -115,6 +137,9 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<BenchReport> {
     if let Some(mps) = args.mock_http {
         return crate::bench_mock::run(args, mps).await;
     }
+    if args.distributed.is_some() {
+        return crate::bench_distributed::run(args).await;
+    }
     let tmp;
     let data_dir = match &args.data_dir {
         Some(d) => d.clone(),
@@ -127,23 +152,9 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<BenchReport> {
     config.simulator.latency = Duration::from_millis(args.provider_latency_ms);
     config.simulator.jitter = Duration::from_millis(args.provider_latency_ms / 2);
     config.simulator.transient_failure_rate = args.failure_rate;
-    let burst = args.rate_per_tenant.map(|r| (r / 10).max(1)).unwrap_or(0);
     let setup = Instant::now();
     let engine = Engine::start(config).await?;
-    let tenants = args.tenants.max(1);
-    let mut campaigns = Vec::new();
-    for i in 0..tenants {
-        let share =
-            args.recipients / u64::from(tenants) + u64::from(u64::from(i) < args.recipients % u64::from(tenants));
-        let spec = SeedSpec {
-            name: format!("bench-{i}"),
-            recipients: share,
-            rate_limit_per_s: args.rate_per_tenant,
-            burst,
-            weight: 1,
-        };
-        campaigns.push((tenant_with_campaign(&engine, &spec).await?, share));
-    }
+    let (campaigns, burst) = seed(&engine, &args).await?;
     let setup_s = setup.elapsed().as_secs_f64();
 
     let started = Instant::now();
@@ -164,36 +175,67 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<BenchReport> {
     for ((t, c), share) in &campaigns {
         lost += share.saturating_sub(terminal_rows(&engine, *t, *c).await?);
     }
-    let (per_tenant, provider_calls, provider_accepts, duplicate_accepts, p50_ms, p99_ms) = {
-        let ledger = engine.simulator.ledger();
-        let per_tenant: Vec<TenantReport> = campaigns
-            .iter()
-            .map(|((t, _), _)| {
-                let calls = ledger.tenants.get(t).cloned().unwrap_or_default();
-                TenantReport {
-                    tenant: t.0,
-                    rate_limit: args.rate_per_tenant,
-                    achieved_rate: calls.achieved_rate(),
-                    max_1s_window: calls.max_1s_window,
-                    accepts: calls.accepts,
-                    first_call_s: Some(calls.first_ms.saturating_sub(started_ms) as f64 / 1000.0),
-                    last_call_s: Some(calls.last_ms.saturating_sub(started_ms) as f64 / 1000.0),
-                }
-            })
-            .collect();
-        (
-            per_tenant,
-            ledger.calls,
-            ledger.accepts,
-            ledger.duplicate_accepts,
-            ledger.latency_ms.value_at_quantile(0.5),
-            ledger.latency_ms.value_at_quantile(0.99),
-        )
-    };
     let board = engine.board.clone();
+    let run = Run { campaigns, counters, started_ms, elapsed_s, setup_s, lost, burst };
+    let report = report(&args, &run, &engine.simulator.ledger(), Vec::new());
     engine.stop().await?;
-    let stages = stage_reports(&board);
+    Ok(BenchReport { stages: stage_reports(&board), ..report })
+}
 
+/// One tenant and campaign per `--tenants`, the recipients shared out; returns them with
+/// their audience sizes and the burst each sender was given.
+pub(crate) async fn seed(
+    engine: &Engine,
+    args: &BenchArgs,
+) -> anyhow::Result<(Vec<((TenantId, CampaignId), u64)>, u32)> {
+    let burst = args.rate_per_tenant.map(|r| (r / 10).max(1)).unwrap_or(0);
+    let tenants = args.tenants.max(1);
+    let mut campaigns = Vec::new();
+    for i in 0..tenants {
+        let share =
+            args.recipients / u64::from(tenants) + u64::from(u64::from(i) < args.recipients % u64::from(tenants));
+        let spec = SeedSpec {
+            name: format!("bench-{i}"),
+            recipients: share,
+            rate_limit_per_s: args.rate_per_tenant,
+            burst,
+            weight: 1,
+        };
+        campaigns.push((tenant_with_campaign(engine, &spec).await?, share));
+    }
+    Ok((campaigns, burst))
+}
+
+/// What a bench run measured on Herald's side, for [`report`].
+pub(crate) struct Run {
+    pub campaigns: Vec<((TenantId, CampaignId), u64)>,
+    pub counters: Vec<storage::model::CampaignCounters>,
+    pub started_ms: u64,
+    pub elapsed_s: f64,
+    pub setup_s: f64,
+    pub lost: u64,
+    pub burst: u32,
+}
+
+/// The report from Herald's figures and the provider's own ledger.
+pub(crate) fn report(args: &BenchArgs, run: &Run, ledger: &Ledger, stages: Vec<StageReport>) -> BenchReport {
+    let per_tenant: Vec<TenantReport> = run
+        .campaigns
+        .iter()
+        .map(|((t, _), _)| {
+            let calls = ledger.tenants.get(t).cloned().unwrap_or_default();
+            TenantReport {
+                tenant: t.0,
+                rate_limit: args.rate_per_tenant,
+                achieved_rate: calls.achieved_rate(),
+                max_1s_window: calls.max_1s_window,
+                accepts: calls.accepts,
+                first_call_s: Some(calls.first_ms.saturating_sub(run.started_ms) as f64 / 1000.0),
+                last_call_s: Some(calls.last_ms.saturating_sub(run.started_ms) as f64 / 1000.0),
+            }
+        })
+        .collect();
+    let counters = &run.counters;
     let terminal: u64 = counters.iter().map(|c| c.terminal()).sum();
     let shares: Vec<f64> = per_tenant
         .iter()
@@ -202,32 +244,43 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<BenchReport> {
             None => t.achieved_rate,
         })
         .collect();
-    Ok(BenchReport {
+    BenchReport {
+        backend: "embedded",
+        workers: 1,
         recipients: args.recipients,
-        tenants,
-        elapsed_s,
-        setup_s,
-        throughput_msgs_per_s: terminal as f64 / elapsed_s.max(1e-9),
-        provider_calls,
-        provider_accepts,
-        duplicate_accepts,
-        lost,
+        tenants: run.campaigns.len() as u32,
+        elapsed_s: run.elapsed_s,
+        setup_s: run.setup_s,
+        throughput_msgs_per_s: terminal as f64 / run.elapsed_s.max(1e-9),
+        provider_calls: ledger.calls,
+        provider_accepts: ledger.accepts,
+        duplicate_accepts: ledger.duplicate_accepts,
+        lost: run.lost,
         delivered: counters.iter().map(|c| c.delivered + c.read).sum(),
         failed: counters.iter().map(|c| c.failed).sum(),
         dead_lettered: counters.iter().map(|c| c.dead_lettered).sum(),
-        p50_ms: Some(p50_ms),
-        p99_ms: Some(p99_ms),
+        p50_ms: Some(ledger.latency_ms.value_at_quantile(0.5)),
+        p99_ms: Some(ledger.latency_ms.value_at_quantile(0.99)),
         peak_rss_bytes: crate::peak_rss_bytes(),
+        worker_peak_rss_bytes: Vec::new(),
         fairness_jain: jain(&shares),
-        burst_per_tenant: burst,
+        burst_per_tenant: run.burst,
         stages,
+        lag: Vec::new(),
         per_tenant,
-    })
+    }
 }
 
 /// The human-readable report.
 pub fn print(report: &BenchReport) {
-    println!("herald bench: {} recipients over {} tenants", report.recipients, report.tenants);
+    println!(
+        "herald bench: {} recipients over {} tenants ({} backends, {} process{} running the stages)",
+        report.recipients,
+        report.tenants,
+        report.backend,
+        report.workers,
+        if report.workers == 1 { "" } else { "es" }
+    );
     println!("  setup            {:>10.2} s (seeding audiences, not timed below)", report.setup_s);
     println!("  elapsed          {:>10.2} s (trigger → every campaign completed)", report.elapsed_s);
     println!("  throughput       {:>10.0} msgs/s reaching a terminal state", report.throughput_msgs_per_s);
@@ -240,7 +293,13 @@ pub fn print(report: &BenchReport) {
         println!("  accept latency   p50 {p50} ms, p99 {p99} ms (from trigger)");
     }
     println!("  peak RSS         {:>10.1} MiB", report.peak_rss_bytes as f64 / (1 << 20) as f64);
+    for (i, rss) in report.worker_peak_rss_bytes.iter().enumerate() {
+        println!("  worker {i} peak RSS {:>8.1} MiB", *rss as f64 / (1 << 20) as f64);
+    }
     println!("  fairness (Jain)  {:>10.4}", report.fairness_jain);
+    for l in &report.lag {
+        println!("  lag {:<20} max {:>9} records behind, {:>6} at the end", l.stage, l.max_lag, l.final_lag);
+    }
     for s in &report.stages {
         println!(
             "  stage {:<18} {:>8} records in, {:>8} steps, {:>7} held, busy {:>8.1} s",

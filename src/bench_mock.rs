@@ -161,6 +161,8 @@ pub async fn run(args: BenchArgs, mock_mps: u32) -> anyhow::Result<BenchReport> 
     let terminal: u64 = counters.iter().map(|c| c.terminal()).sum();
     let shares: Vec<f64> = per_tenant.iter().map(|t| t.achieved_rate / f64::from(rate)).collect();
     Ok(BenchReport {
+        backend: "embedded",
+        workers: 1,
         recipients: args.recipients,
         tenants,
         elapsed_s,
@@ -176,9 +178,11 @@ pub async fn run(args: BenchArgs, mock_mps: u32) -> anyhow::Result<BenchReport> 
         p50_ms: None,
         p99_ms: None,
         peak_rss_bytes: crate::peak_rss_bytes(),
+        worker_peak_rss_bytes: Vec::new(),
         fairness_jain: jain(&shares),
         burst_per_tenant: burst,
         stages: stage_reports(&board),
+        lag: Vec::new(),
         per_tenant,
     })
 }

@@ -205,6 +205,13 @@ impl HeraldConfig {
         if let Some(v) = var("HERALD_IDEMPOTENCY_TTL_S") {
             self.idempotency_ttl_s = v.parse().context("HERALD_IDEMPOTENCY_TTL_S must be a number of seconds")?;
         }
+        if let Some(v) = var("HERALD_SIMULATOR_LATENCY_MS") {
+            self.simulator.latency_ms = v.parse().context("HERALD_SIMULATOR_LATENCY_MS must be a number")?;
+        }
+        if let Some(v) = var("HERALD_SIMULATOR_RECEIPT_DELAY_MS") {
+            self.simulator.receipt_delay_ms =
+                v.parse().context("HERALD_SIMULATOR_RECEIPT_DELAY_MS must be a number")?;
+        }
         if let Some(v) = var("HERALD_SIMULATOR_FAILURE_RATE") {
             self.simulator.failure_rate = v.parse().context("HERALD_SIMULATOR_FAILURE_RATE must be a number")?;
         }

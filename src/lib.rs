@@ -19,6 +19,7 @@
 
 pub mod backend;
 pub mod bench;
+pub mod bench_distributed;
 pub mod bench_mock;
 pub mod config;
 pub mod demo;
@@ -30,7 +31,12 @@ pub mod telemetry;
 
 /// Peak resident set size of this process in bytes (Linux `VmHWM`), 0 where unknown.
 pub fn peak_rss_bytes() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
+    peak_rss_of("self")
+}
+
+/// A process's peak resident set (`VmHWM`; `pid` a number or `self`), 0 where unknown.
+pub fn peak_rss_of(pid: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
         .and_then(|s| {
             s.lines()

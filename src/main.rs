@@ -112,6 +112,16 @@ enum Command {
         /// With `mock-http`: messages per second per sender, enforced by the mock (130429).
         #[arg(long, default_value_t = 1_000)]
         mock_mps: u32,
+        /// `embedded` (in this process) or `distributed` (the `[fluvio]`, `[scylla]` and `[redis]`
+        /// of `--config`, stages in `--workers` separate `herald worker` processes).
+        #[arg(long, default_value = "embedded")]
+        backend: String,
+        /// With `--backend distributed`: the configuration file (also handed to the workers).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// With `--backend distributed`: how many `herald worker` processes run the stages.
+        #[arg(long, default_value_t = 1)]
+        workers: u32,
     },
     /// Create or upgrade the ScyllaDB schema of the distributed deployment (`[scylla]`):
     /// versioned and idempotent, safe to run again and from several hosts.
@@ -209,6 +219,9 @@ fn run() -> anyhow::Result<()> {
                 json,
                 provider,
                 mock_mps,
+                backend,
+                config,
+                workers,
             } => {
                 if !(0.0..=1.0).contains(&failure_rate) {
                     anyhow::bail!("--failure-rate must be between 0 and 1");
@@ -226,6 +239,22 @@ fn run() -> anyhow::Result<()> {
                     failure_rate,
                     data_dir,
                     mock_http,
+                    distributed: match backend.as_str() {
+                        "embedded" => None,
+                        "distributed" => {
+                            anyhow::ensure!(mock_http.is_none(), "--backend distributed runs the simulator provider");
+                            anyhow::ensure!((1..=64).contains(&workers), "--workers must be between 1 and 64");
+                            let mut cfg = HeraldConfig::load(config.as_deref())?;
+                            cfg.backend.kind = herald::backend::BackendKind::Distributed;
+                            cfg.validate()?;
+                            Some(herald::bench_distributed::DistributedBench {
+                                config: cfg,
+                                config_path: config,
+                                workers,
+                            })
+                        }
+                        other => anyhow::bail!("--backend {other:?}: expected embedded or distributed"),
+                    },
                 };
                 let report = bench::run(args).await?;
                 if json {

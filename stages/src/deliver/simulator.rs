@@ -162,6 +162,49 @@ impl Ledger {
         in_window
     }
 
+    /// The ledger of several processes' calls logs merged (a distributed run, one simulator
+    /// per worker): calls in time order, 1 s windows and trigger -> accept latency from the
+    /// logged times.
+    pub fn from_call_logs(paths: &[PathBuf], trigger_ms: u64) -> std::io::Result<Self> {
+        let mut calls = Vec::new();
+        for path in paths {
+            let Ok(file) = std::fs::File::open(path) else { continue };
+            for line in std::io::BufReader::new(file).lines() {
+                if let Ok(call) = serde_json::from_str::<CallRecord>(&line?) {
+                    calls.push(call);
+                }
+            }
+        }
+        calls.sort_by_key(|c| c.ts_ms);
+        let mut ledger = Self::new();
+        let mut windows: HashMap<TenantId, VecDeque<u64>> = HashMap::new();
+        for call in calls {
+            let tenant = TenantId(call.tenant);
+            let window = windows.entry(tenant).or_default();
+            window.push_back(call.ts_ms);
+            while window.front().is_some_and(|&t| t + 1000 <= call.ts_ms) {
+                window.pop_front();
+            }
+            let t = ledger.tenants.entry(tenant).or_default();
+            t.calls += 1;
+            t.first_ms = if t.first_ms == 0 { call.ts_ms } else { t.first_ms.min(call.ts_ms) };
+            t.last_ms = t.last_ms.max(call.ts_ms);
+            t.max_1s_window = t.max_1s_window.max(window.len() as u64);
+            ledger.calls += 1;
+            if call.provider_message_id.is_none() {
+                continue;
+            }
+            ledger.tenants.entry(tenant).or_default().accepts += 1;
+            ledger.accepts += 1;
+            let key = MessageKey::from_callback(&call.callback);
+            if key.is_some_and(|k| !ledger.mark_accepted(&k, RecipientId(call.recipient))) {
+                ledger.duplicate_accepts += 1;
+            }
+            let _ = ledger.latency_ms.record(call.ts_ms.saturating_sub(trigger_ms).max(1));
+        }
+        Ok(ledger)
+    }
+
     /// Number of recipients accepted (at least once) for a campaign.
     pub fn accepted_recipients(&self, tenant: TenantId, campaign: CampaignId) -> u64 {
         self.accepted.get(&(tenant, campaign)).map(|b| b.iter().map(|w| u64::from(w.count_ones())).sum()).unwrap_or(0)
