@@ -101,11 +101,12 @@ impl Worker {
     }
 }
 
-/// Samples every stage group's lag once a second until dropped.
-fn sample_lag(
-    topics: Arc<dyn TopicBackend>,
-) -> (Arc<Mutex<BTreeMap<&'static str, (u64, u64)>>>, tokio::task::JoinHandle<()>) {
-    let lag: Arc<Mutex<BTreeMap<&'static str, (u64, u64)>>> = Arc::default();
+/// Per stage: the most records behind seen, and the last sample.
+type Lags = Arc<Mutex<BTreeMap<&'static str, (u64, u64)>>>;
+
+/// Samples every stage group's lag once a second until the task is aborted.
+fn sample_lag(topics: Arc<dyn TopicBackend>) -> (Lags, tokio::task::JoinHandle<()>) {
+    let lag: Lags = Arc::default();
     let out = lag.clone();
     let task = tokio::spawn(async move {
         loop {
