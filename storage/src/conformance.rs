@@ -350,6 +350,10 @@ async fn claims_and_fencing(state: &Arc<dyn SharedState>) {
     // new one, and writes fenced by the old token are refused.
     let a = state.acquire_lease("kit/deliver/0", "worker-a", 1_000, 10_000).await.unwrap().unwrap();
     assert!(state.acquire_lease("kit/deliver/0", "worker-b", 1_000, 10_500).await.unwrap().is_none());
+    // Reading a lease takes nothing.
+    assert!(state.get_lease("kit/nobody").await.unwrap().is_none());
+    let read = state.get_lease("kit/deliver/0").await.unwrap().unwrap();
+    assert_eq!((read.holder.as_str(), read.token, read.expires_ms), ("worker-a", a.token, 11_000));
     let renewed = state.acquire_lease("kit/deliver/0", "worker-a", 1_000, 10_500).await.unwrap().unwrap();
     assert_eq!(renewed.token, a.token);
     let b = state.acquire_lease("kit/deliver/0", "worker-b", 1_000, 12_000).await.unwrap().unwrap();

@@ -110,6 +110,8 @@ pub trait SharedState: Send + Sync {
     async fn acquire_lease(&self, name: &str, holder: &str, ttl_ms: u64, now_ms: u64) -> Result<Option<Lease>>;
     /// Gives a lease back (only if `lease.token` is still current).
     async fn release_lease(&self, lease: &Lease) -> Result<()>;
+    /// The lease `name` as stored (possibly expired), without touching it.
+    async fn get_lease(&self, name: &str) -> Result<Option<Lease>>;
 
     /// Takes up to `want` tokens of `bucket` (refilled at `pace`, on the state's own clock: one
     /// clock for every worker). A new bucket starts empty, so a sender streaming from the start
@@ -189,6 +191,13 @@ impl pipeline::runner::assign::Leases for StateLeases {
         let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX);
         match self.0.acquire_lease(name, holder, ttl_ms, now_ms()).await {
             Ok(lease) => Ok(lease.map(|l| l.token)),
+            Err(e) => Err(pipeline_error(e)),
+        }
+    }
+
+    async fn live(&self, name: &str) -> pipeline::Result<bool> {
+        match self.0.get_lease(name).await {
+            Ok(lease) => Ok(lease.is_some_and(|l| l.expires_ms > now_ms())),
             Err(e) => Err(pipeline_error(e)),
         }
     }

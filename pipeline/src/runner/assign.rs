@@ -37,6 +37,8 @@ pub trait Leases: Send + Sync {
     /// Takes the lease `name` for `holder` if it is free or expired, or renews it if `holder`
     /// has it; its token when held, `None` when another holder has it.
     async fn acquire(&self, name: &str, holder: &str, ttl: Duration) -> Result<Option<u64>>;
+    /// Whether `name` is held by anyone and unexpired (a read: it takes nothing).
+    async fn live(&self, name: &str) -> Result<bool>;
     /// Gives the lease back if `token` is still current.
     async fn release(&self, name: &str, holder: &str, token: u64) -> Result<()>;
 }
@@ -145,24 +147,20 @@ async fn membership(group: &str, slots: u32, a: &Assignment, slot: &mut Option<(
             Err(_) => {}
         }
     }
+    // Other slots are only read: a slot taken to look at it would count, for a worker
+    // counting at that instant, as one more member (shares would shrink and flap).
     let mut members = 0;
     for i in 0..slots {
+        let name = Assignment::member_slot(group, i);
         if slot.is_some_and(|(mine, _)| mine == i) {
             members += 1;
-            continue;
-        }
-        match a.leases.acquire(&Assignment::member_slot(group, i), &a.holder, a.ttl).await {
-            // Held by another live worker.
-            Ok(None) => members += 1,
-            Ok(Some(token)) if slot.is_none() => {
+        } else if a.leases.live(&name).await.unwrap_or(false) {
+            members += 1;
+        } else if slot.is_none() {
+            if let Ok(Some(token)) = a.leases.acquire(&name, &a.holder, a.ttl).await {
                 *slot = Some((i, token));
                 members += 1;
             }
-            // A free slot we do not need: give it straight back.
-            Ok(Some(token)) => {
-                let _ = a.leases.release(&Assignment::member_slot(group, i), &a.holder, token).await;
-            }
-            Err(_) => {}
         }
     }
     (slot.map(|(i, _)| i), members)

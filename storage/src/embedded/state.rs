@@ -163,6 +163,10 @@ impl SharedState for EmbeddedState {
         Ok(())
     }
 
+    async fn get_lease(&self, name: &str) -> Result<Option<Lease>> {
+        Ok(self.leases.lock().unwrap_or_else(|p| p.into_inner()).get(name).cloned())
+    }
+
     async fn take_tokens(&self, bucket: &str, pace: Pace, want: u32) -> Result<TokenGrant> {
         let now = instant();
         let mut buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());

@@ -221,6 +221,11 @@ impl SharedState for RedisState {
         }
     }
 
+    async fn get_lease(&self, name: &str) -> Result<Option<Lease>> {
+        let raw = self.get_raw(&self.keys.lease(name)).await?;
+        raw.as_deref().map(|r| decode_lease(name, r)).transpose()
+    }
+
     async fn release_lease(&self, lease: &Lease) -> Result<()> {
         let key = self.keys.lease(&lease.name);
         let Some(raw) = self.get_raw(&key).await? else { return Ok(()) };

@@ -110,6 +110,7 @@ yielding!(YieldingState, SharedState, SharedState {
     fn put_claims(&self, writes: &[ClaimWrite], fence: Option<&Fence>) -> Result<Vec<bool>>;
     fn acquire_lease(&self, name: &str, holder: &str, ttl_ms: u64, now_ms: u64) -> Result<Option<Lease>>;
     fn release_lease(&self, lease: &Lease) -> Result<()>;
+    fn get_lease(&self, name: &str) -> Result<Option<Lease>>;
     fn take_tokens(&self, bucket: &str, pace: Pace, want: u32) -> Result<TokenGrant>;
     fn refund_tokens(&self, bucket: &str, pace: Pace, n: u32) -> Result<()>;
     fn publish_status(&self, tenant: TenantId, campaign: CampaignId, status: CampaignStatus) -> Result<()>;
