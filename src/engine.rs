@@ -176,13 +176,30 @@ impl Engine {
             stages.push(runner::spawn(&mut tasks, Arc::new(Redeliver::new(deliver)), topics::RETRY, &runtime, config));
         }
         if runs("reconcile") {
-            let config = runner_config("reconcile");
+            // One owner per partition number for all three inputs: one writer of a campaign's
+            // rows and counters (see `stages::reconcile`).
+            let (config, joint) = (runner_config("reconcile"), runner::Joint::new("reconcile"));
             let outcomes = Arc::new(ReconcileOutcomes(reconciler.clone()));
-            stages.push(runner::spawn(&mut tasks, outcomes, topics::OUTCOMES, &runtime, config.clone()));
+            stages.push(runner::spawn_in(
+                &mut tasks,
+                outcomes,
+                topics::OUTCOMES,
+                &runtime,
+                config.clone(),
+                Some(&joint),
+            ));
             let receipts = Arc::new(ReconcileReceipts(reconciler.clone()));
-            stages.push(runner::spawn(&mut tasks, receipts, topics::RECEIPTS, &runtime, config.clone()));
+            stages.push(runner::spawn_in(
+                &mut tasks,
+                receipts,
+                topics::RECEIPTS,
+                &runtime,
+                config.clone(),
+                Some(&joint),
+            ));
             let letters = Arc::new(ReconcileDeadLetters(reconciler));
-            stages.push(runner::spawn(&mut tasks, letters, topics::DLQ, &runtime, config));
+            stages.push(runner::spawn_in(&mut tasks, letters, topics::DLQ, &runtime, config, Some(&joint)));
+            joint.start(&mut tasks, runtime.assignment.clone(), runtime.shutdown.clone());
         }
         let lifecycle = Arc::new(Lifecycle::new(store.clone(), state.clone(), runtime.backend.clone()));
         Ok(Self {

@@ -26,9 +26,9 @@ use std::time::{Duration, Instant};
 const GUARANTEE: &str = "a worker SIGKILLed mid-campaign on Fluvio + CQL + Redis: partitions move within the \
                          lease TTL, every recipient accepted exactly once, pacing holds across workers";
 const LEASE_TTL_S: u64 = 10;
-/// Stages consuming partitions (deliver's redelivery and reconcile's three inputs included),
-/// times the partitions of each input topic.
-const PARTITIONS: usize = pipeline::topics::STAGES.len() * 8;
+/// Partition leases: chunk, render, throttle, deliver, redeliver and reconcile (whose three
+/// inputs share one lease per partition), times the partitions of each input topic.
+const PARTITIONS: usize = 6 * 8;
 
 fn setting(name: &str, default: u64) -> u64 {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
@@ -172,8 +172,16 @@ async fn a_worker_killed_mid_campaign_loses_and_duplicates_nothing() {
     cfg.jwt.secret = Some(SECRET.into());
     let api = Api::new(format!("http://127.0.0.1:{port}"), cfg);
     let (tenant, admin, op) = tenant_with_admin(&api, "distributed").await;
-    put_whatsapp(&api, tenant, &admin, &format!("http://127.0.0.1:{mock_port}"), "PN-DIST", rate, serde_json::json!({}))
-        .await;
+    put_whatsapp(
+        &api,
+        tenant,
+        &admin,
+        &format!("http://127.0.0.1:{mock_port}"),
+        "PN-DIST",
+        rate,
+        serde_json::json!({}),
+    )
+    .await;
     let template = whatsapp_template(&api, &op).await;
     let audience = audience(&api, &op, recipients as usize, false).await;
     let campaign = send(&api, &op, template, audience).await;
@@ -187,6 +195,7 @@ async fn a_worker_killed_mid_campaign_loses_and_duplicates_nothing() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let before = taken(&worker_dirs[0].join("herald.log")).len();
+    let survivor_before = taken(&worker_dirs[1].join("herald.log")).len();
     children.0[0].kill().unwrap(); // SIGKILL: no drain, no lease handed back
     children.0[0].wait().unwrap();
     let killed_at = Instant::now();
@@ -208,7 +217,8 @@ async fn a_worker_killed_mid_campaign_loses_and_duplicates_nothing() {
     let sender = &calls.per_sender["PN-DIST"];
     let summary = serde_json::json!({
         "recipients": recipients, "rate": rate, "kill_point": kill_point,
-        "killed_worker_had_taken": before, "takeover_s": takeover_s,
+        "killed_worker_had_taken": before, "survivor_had_taken_before_the_kill": survivor_before,
+        "takeover_s": takeover_s,
         "provider_calls": calls.calls, "accepted_at_provider": calls.accepted,
         "duplicates": calls.duplicate_message_ids, "max_1s_window": sender.max_1s_window,
         "mean_rate": sender.mean_rate, "refused": sender.refused,
@@ -216,7 +226,7 @@ async fn a_worker_killed_mid_campaign_loses_and_duplicates_nothing() {
     });
     eprintln!("distributed kill: {summary}");
     drop(children);
-    assert!(before > 0, "the killed worker held partitions: {summary}");
+    assert!(before > 0 && survivor_before > 0, "both workers held partitions before the kill: {summary}");
     assert!(takeover_s <= (LEASE_TTL_S + LEASE_TTL_S / 5 + 2) as f64, "takeover within the lease TTL: {summary}");
     assert_eq!(calls.duplicate_message_ids, 0, "{summary}");
     assert_eq!(calls.accepted, recipients, "every recipient accepted exactly once: {summary}");

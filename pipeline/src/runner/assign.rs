@@ -152,9 +152,8 @@ async fn membership(group: &str, slots: u32, a: &Assignment, slot: &mut Option<(
     let mut members = 0;
     for i in 0..slots {
         let name = Assignment::member_slot(group, i);
-        if slot.is_some_and(|(mine, _)| mine == i) {
-            members += 1;
-        } else if a.leases.live(&name).await.unwrap_or(false) {
+        let mine = slot.is_some_and(|(mine, _)| mine == i);
+        if mine || a.leases.live(&name).await.unwrap_or(false) {
             members += 1;
         } else if slot.is_none() {
             if let Ok(Some(token)) = a.leases.acquire(&name, &a.holder, a.ttl).await {

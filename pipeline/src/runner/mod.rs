@@ -18,9 +18,12 @@
 //! the drain grace, commits what is done and exits; unfinished records are redone after restart.
 
 pub mod assign;
+mod joint;
 mod partition;
 mod records;
 mod settle;
+
+pub use joint::Joint;
 
 use crate::held::HeldRecords;
 use crate::stage::Stage;
@@ -134,6 +137,19 @@ pub fn spawn<S: Stage>(
     runtime: &Runtime,
     config: RunnerConfig,
 ) -> StageHandle {
+    spawn_in(tasks, stage, input, runtime, config, None)
+}
+
+/// [`spawn`], as a member of `joint` when given: under an assignment its partitions are then
+/// owned together with the other members' (see [`Joint`]; start it after every member joined).
+pub fn spawn_in<S: Stage>(
+    tasks: &mut JoinSet<Result<()>>,
+    stage: Arc<S>,
+    input: Topic<S::In>,
+    runtime: &Runtime,
+    config: RunnerConfig,
+    joint: Option<&Joint>,
+) -> StageHandle {
     let Runtime { backend, held, shutdown, board, assignment } = runtime.clone();
     let name = stage.name();
     let handle = StageHandle { name, metrics: Arc::default(), health: Arc::default() };
@@ -196,6 +212,12 @@ pub fn spawn<S: Stage>(
                     consumer.run().await;
                     Ok(())
                 });
+            }
+        }
+        Some(_) if joint.is_some() => {
+            let run: joint::MemberRun = Box::new(move |p, stop, lease| Box::pin(consumer(p, stop, Some(lease)).run()));
+            if let Some(joint) = joint {
+                joint.join(run, input.spec.partitions, started);
             }
         }
         Some(assignment) => {
