@@ -351,13 +351,21 @@ async fn post_receipts(
             let tenant = r.key.map(|k| k.tenant).unwrap_or(TenantId(0));
             by_tenant.entry(tenant).or_default().push(r);
         }
-        for (tenant, receipts) in by_tenant {
-            if out.emit(&topics::RECEIPTS, tenant.0, &ReceiptBatch { tenant, receipts }).is_err() {
-                continue;
+        // Posted until the topics take them, as a provider retries its webhooks.
+        let batches: Vec<ReceiptBatch> =
+            by_tenant.into_iter().map(|(tenant, receipts)| ReceiptBatch { tenant, receipts }).collect();
+        loop {
+            for b in &batches {
+                let _ = out.emit(&topics::RECEIPTS, b.tenant.0, b);
             }
-        }
-        if let Err(e) = out.flush().await {
-            tracing::error!(error = %e, "simulator could not post receipts");
+            match out.flush().await {
+                Ok(_) => break,
+                Err(e) => tracing::warn!(error = %e, "simulator could not post receipts; retrying"),
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+                _ = shutdown.wait() => return,
+            }
         }
     }
 }
