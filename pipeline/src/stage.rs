@@ -22,8 +22,12 @@ pub const DUE_HEADER: &str = "herald-due";
 /// What the runner should do with a batch whose processing failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RetryHint {
-    /// Transient (storage hiccup, dependency down): retry the same batch after this delay.
+    /// Transient (storage hiccup): retry the same batch after this delay, a bounded number of
+    /// times (then it is split up and dead-lettered).
     RetryAfter(Duration),
+    /// A backend (topics, store, shared state) is unreachable: the lane pauses and retries
+    /// without bound (backoff up to 5 s). An outage never fails or dead-letters a record.
+    Outage(Duration),
     /// Retrying cannot help: dead-letter the batch with the reason.
     Permanent,
     /// This worker no longer owns the partition (its lease was taken over): stop consuming it
@@ -43,6 +47,9 @@ impl StageError {
     pub fn retry(after: Duration, message: impl Into<String>) -> Self {
         Self { hint: RetryHint::RetryAfter(after), message: message.into() }
     }
+    pub fn outage(after: Duration, message: impl Into<String>) -> Self {
+        Self { hint: RetryHint::Outage(after), message: message.into() }
+    }
     pub fn permanent(message: impl Into<String>) -> Self {
         Self { hint: RetryHint::Permanent, message: message.into() }
     }
@@ -54,7 +61,7 @@ impl StageError {
 impl From<crate::Error> for StageError {
     fn from(e: crate::Error) -> Self {
         if e.is_transient() {
-            StageError::retry(Duration::from_millis(200), e.to_string())
+            StageError::outage(Duration::from_millis(200), e.to_string())
         } else {
             StageError::permanent(e.to_string())
         }

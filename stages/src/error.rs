@@ -21,6 +21,8 @@ impl From<Error> for StageError {
     fn from(e: Error) -> Self {
         match e {
             Error::Storage(storage::Error::Fenced { .. }) => StageError::abandon(e.to_string()),
+            Error::Storage(ref s) if s.is_transient() => StageError::outage(Duration::from_millis(250), e.to_string()),
+            Error::Pipeline(ref p) if p.is_transient() => StageError::outage(Duration::from_millis(250), e.to_string()),
             e => StageError::retry(Duration::from_millis(250), e.to_string()),
         }
     }

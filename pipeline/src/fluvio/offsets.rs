@@ -138,7 +138,12 @@ impl Offsets {
         let addr = self.leader(fluvio, topic, partition).await?;
         let link = self.link(&addr).await?;
         let request = RequestMessage::new_request(FetchOffsetsRequest::new(topic.to_string(), partition));
-        let answer = link.lock().await.send(&request).await;
+        // The exchange runs in its own task: a caller dropped mid-wait (a runner's `select!`)
+        // must not leave an unread answer on the socket for the next request to take as its own.
+        let exchange = link.clone();
+        let answer = tokio::spawn(async move { exchange.lock().await.send(&request).await })
+            .await
+            .map_err(|e| transient("asking for offsets", e))?;
         let answer = match answer {
             Ok(a) => a.response,
             Err(e) => {
@@ -146,9 +151,11 @@ impl Offsets {
                 return Err(transient(&format!("asking {addr} for offsets"), e));
             }
         };
-        let found = answer
-            .find_partition(&ReplicaKey::new(topic.to_string(), partition))
-            .ok_or_else(|| transient("fetching offsets", format!("{addr} does not lead {topic}/{partition}")))?;
+        let Some(found) = answer.find_partition(&ReplicaKey::new(topic.to_string(), partition)) else {
+            // Another request's answer, or a leader that moved: start over on a new socket.
+            self.links.lock().unwrap_or_else(|p| p.into_inner()).remove(&addr);
+            return Err(transient("fetching offsets", format!("{addr} does not lead {topic}/{partition}")));
+        };
         if found.error_code.is_error() {
             return Err(transient("fetching offsets", format!("{:?}", found.error_code)));
         }

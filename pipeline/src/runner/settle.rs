@@ -13,6 +13,7 @@ use futures::stream::FuturesUnordered;
 use schemas::codec;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::Duration;
 
 type StepResult<T> = std::result::Result<Step<T>, StageError>;
 
@@ -103,6 +104,14 @@ impl<S: Stage> Consumer<S> {
                 state.abandoned = true;
                 self.shutdown.trigger();
                 Some(Sorted { done: Vec::new(), rest: records, until: now })
+            }
+            RetryHint::Outage(delay) => {
+                tracing::warn!(stage = self.group, partition = self.partition, attempts, error = %e, "backend unavailable; the lane waits and retries");
+                for p in records.iter_mut() {
+                    p.attempts = attempts;
+                }
+                let wait = (delay * attempts.min(25)).min(Duration::from_secs(5));
+                Some(Sorted { done: Vec::new(), rest: records, until: now + wait.as_millis() as u64 })
             }
             RetryHint::RetryAfter(delay) if attempts < self.config.max_attempts => {
                 tracing::warn!(stage = self.group, partition = self.partition, attempts, error = %e, "batch failed; retrying");
