@@ -157,26 +157,8 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<BenchReport> {
     let (campaigns, burst) = seed(&engine, &args).await?;
     let setup_s = setup.elapsed().as_secs_f64();
 
-    let started = Instant::now();
-    let started_ms = schemas::now_ms();
-    // Every campaign is sent at once (as many clients would), not one after another: a
-    // campaign sent 0.4 s before the thousandth would otherwise run alone for a while.
-    futures::future::try_join_all(campaigns.iter().map(|((t, c), _)| engine.trigger(*t, *c))).await?;
-    let signal = engine.shutdown_handle();
-    tokio::spawn(async move {
-        crate::wait_for_signal().await;
-        signal.trigger();
-    });
-    let ids: Vec<_> = campaigns.iter().map(|(id, _)| *id).collect();
-    let counters = wait_until_complete(&engine, &ids, |_| {}).await?;
-    let elapsed_s = started.elapsed().as_secs_f64();
-
-    let mut lost = 0;
-    for ((t, c), share) in &campaigns {
-        lost += share.saturating_sub(terminal_rows(&engine, *t, *c).await?);
-    }
+    let run = run_campaigns(&engine, campaigns, setup_s, burst).await?;
     let board = engine.board.clone();
-    let run = Run { campaigns, counters, started_ms, elapsed_s, setup_s, lost, burst };
     let report = report(&args, &run, &engine.simulator.ledger(), Vec::new());
     engine.stop().await?;
     Ok(BenchReport { stages: stage_reports(&board), ..report })
@@ -204,6 +186,34 @@ pub(crate) async fn seed(
         campaigns.push((tenant_with_campaign(engine, &spec).await?, share));
     }
     Ok((campaigns, burst))
+}
+
+/// Sends every campaign at once, waits until all completed (a signal ends the wait early) and
+/// counts the recipients the log has no terminal message for.
+pub(crate) async fn run_campaigns(
+    engine: &Engine,
+    campaigns: Vec<((TenantId, CampaignId), u64)>,
+    setup_s: f64,
+    burst: u32,
+) -> anyhow::Result<Run> {
+    let started = Instant::now();
+    let started_ms = schemas::now_ms();
+    // Every campaign is sent at once (as many clients would), not one after another: a
+    // campaign sent 0.4 s before the thousandth would otherwise run alone for a while.
+    futures::future::try_join_all(campaigns.iter().map(|((t, c), _)| engine.trigger(*t, *c))).await?;
+    let signal = engine.shutdown_handle();
+    tokio::spawn(async move {
+        crate::wait_for_signal().await;
+        signal.trigger();
+    });
+    let ids: Vec<_> = campaigns.iter().map(|(id, _)| *id).collect();
+    let counters = wait_until_complete(engine, &ids, |_| {}).await?;
+    let elapsed_s = started.elapsed().as_secs_f64();
+    let mut lost = 0;
+    for ((t, c), share) in &campaigns {
+        lost += share.saturating_sub(terminal_rows(engine, *t, *c).await?);
+    }
+    Ok(Run { campaigns, counters, started_ms, elapsed_s, setup_s, lost, burst })
 }
 
 /// What a bench run measured on Herald's side, for [`report`].

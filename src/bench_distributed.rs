@@ -10,9 +10,8 @@
 //! It is not: a cluster launcher. The servers must be running (`[fluvio]`, `[scylla]`,
 //! `[redis]` of the configuration).
 
-use crate::bench::{report, seed, terminal_rows, BenchArgs, BenchReport, Run, StageLag};
+use crate::bench::{report, run_campaigns, seed, BenchArgs, BenchReport, StageLag};
 use crate::config::HeraldConfig;
-use crate::demo::wait_until_complete;
 use crate::engine::{Engine, EngineConfig};
 use anyhow::Context;
 use pipeline::TopicBackend;
@@ -153,24 +152,10 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<BenchReport> {
     let (campaigns, burst) = seed(&engine, &args).await?;
     let setup_s = setup.elapsed().as_secs_f64();
 
-    let started = Instant::now();
-    let started_ms = schemas::now_ms();
-    futures::future::try_join_all(campaigns.iter().map(|((t, c), _)| engine.trigger(*t, *c))).await?;
-    let signal = engine.shutdown_handle();
-    tokio::spawn(async move {
-        crate::wait_for_signal().await;
-        signal.trigger();
-    });
     let (lag, sampler) = sample_lag(engine.topics.clone());
-    let ids: Vec<_> = campaigns.iter().map(|(id, _)| *id).collect();
-    let counters = wait_until_complete(&engine, &ids, |_| {}).await?;
-    let elapsed_s = started.elapsed().as_secs_f64();
+    let run = run_campaigns(&engine, campaigns, setup_s, burst).await;
     sampler.abort();
-
-    let mut lost = 0;
-    for ((t, c), share) in &campaigns {
-        lost += share.saturating_sub(terminal_rows(&engine, *t, *c).await?);
-    }
+    let run = run?;
     let mut worker_peak_rss_bytes = Vec::new();
     let mut logs = Vec::new();
     for w in workers {
@@ -178,8 +163,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<BenchReport> {
         worker_peak_rss_bytes.push(w.stop().await?);
     }
     engine.stop().await?;
-    let ledger = Ledger::from_call_logs(&logs, started_ms)?;
-    let run = Run { campaigns, counters, started_ms, elapsed_s, setup_s, lost, burst };
+    let ledger = Ledger::from_call_logs(&logs, run.started_ms)?;
     let lag = lag
         .lock()
         .unwrap_or_else(|p| p.into_inner())
