@@ -83,6 +83,19 @@ pub struct CallRecord {
     pub error_code: Option<String>,
 }
 
+/// The calls in a calls log (none when it does not exist; unreadable lines are skipped: a
+/// line cut short by a kill).
+fn read_calls(path: &std::path::Path) -> std::io::Result<Vec<CallRecord>> {
+    let Ok(file) = std::fs::File::open(path) else { return Ok(Vec::new()) };
+    let mut calls = Vec::new();
+    for line in std::io::BufReader::new(file).lines() {
+        if let Ok(call) = serde_json::from_str::<CallRecord>(&line?) {
+            calls.push(call);
+        }
+    }
+    Ok(calls)
+}
+
 /// Per-tenant figures measured at the provider.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct TenantCalls {
@@ -168,12 +181,7 @@ impl Ledger {
     pub fn from_call_logs(paths: &[PathBuf], trigger_ms: u64) -> std::io::Result<Self> {
         let mut calls = Vec::new();
         for path in paths {
-            let Ok(file) = std::fs::File::open(path) else { continue };
-            for line in std::io::BufReader::new(file).lines() {
-                if let Ok(call) = serde_json::from_str::<CallRecord>(&line?) {
-                    calls.push(call);
-                }
-            }
+            calls.extend(read_calls(path)?);
         }
         calls.sort_by_key(|c| c.ts_ms);
         let mut ledger = Self::new();
@@ -236,19 +244,16 @@ impl Simulator {
         let log = match &config.calls_log {
             None => None,
             Some(path) => {
-                if let Ok(file) = std::fs::File::open(path) {
-                    for line in std::io::BufReader::new(file).lines() {
-                        let Ok(call) = serde_json::from_str::<CallRecord>(&line?) else { continue };
-                        let Some(key) = MessageKey::from_callback(&call.callback) else { continue };
-                        if call.provider_message_id.is_some() {
-                            if !ledger.mark_accepted(&key, RecipientId(call.recipient)) {
-                                ledger.duplicate_accepts += 1;
-                            }
-                            ledger.accepts += 1;
-                            replay.push(key);
+                for call in read_calls(path)? {
+                    let Some(key) = MessageKey::from_callback(&call.callback) else { continue };
+                    if call.provider_message_id.is_some() {
+                        if !ledger.mark_accepted(&key, RecipientId(call.recipient)) {
+                            ledger.duplicate_accepts += 1;
                         }
-                        ledger.calls += 1;
+                        ledger.accepts += 1;
+                        replay.push(key);
                     }
+                    ledger.calls += 1;
                 }
                 Some(Mutex::new(std::fs::OpenOptions::new().create(true).append(true).open(path)?))
             }
