@@ -74,6 +74,9 @@ pub struct StageLag {
     pub stage: &'static str,
     pub max_lag: u64,
     pub final_lag: u64,
+    /// Records its input topic received per partition during the run: how the keys spread
+    /// the work over partitions (and so over workers).
+    pub records_per_partition: Vec<u64>,
 }
 
 #[derive(Debug, Serialize)]
@@ -308,7 +311,10 @@ pub fn print(report: &BenchReport) {
     }
     println!("  fairness (Jain)  {:>10.4}", report.fairness_jain);
     for l in &report.lag {
-        println!("  lag {:<20} max {:>9} records behind, {:>6} at the end", l.stage, l.max_lag, l.final_lag);
+        println!(
+            "  lag {:<20} max {:>9} records behind, {:>6} at the end; records per partition {:?}",
+            l.stage, l.max_lag, l.final_lag, l.records_per_partition
+        );
     }
     for s in &report.stages {
         println!(

@@ -5,7 +5,8 @@
 //! This process seeds and triggers the campaigns (the API's part) and runs no stage. The
 //! provider's view is the merged calls logs of every worker (duplicates across processes are
 //! caught there); Herald's view is the shared store (counters, lost). Every second it samples
-//! each stage group's lag (records behind its input topic, summed over partitions).
+//! each stage group's lag (records behind its input topic, summed over partitions) and, at the
+//! end, how many records each partition of its input received during the run.
 //!
 //! It is not: a cluster launcher. The servers must be running (`[fluvio]`, `[scylla]`,
 //! `[redis]` of the configuration).
@@ -100,38 +101,59 @@ impl Worker {
     }
 }
 
-/// Per stage: the most records behind seen, and the last sample.
-type Lags = Arc<Mutex<BTreeMap<&'static str, (u64, u64)>>>;
+/// Per stage: the most records behind seen, the last sample, and its input partitions' end
+/// offsets when sampling began and at the last sample.
+#[derive(Default)]
+struct Lag {
+    max: u64,
+    last: u64,
+    first_ends: Vec<u64>,
+    last_ends: Vec<u64>,
+}
+
+type Lags = Arc<Mutex<BTreeMap<&'static str, Lag>>>;
+
+/// Samples every stage group's lag once.
+async fn sample(topics: &dyn TopicBackend, lags: &Lags) {
+    for stage in pipeline::topics::STAGES {
+        let (mut behind, mut ends) = (0, Vec::new());
+        for p in 0..stage.input.partitions {
+            let (Ok(end), Ok(committed)) =
+                (topics.end_offset(stage.input.name, p).await, topics.committed(stage.input.name, stage.name, p).await)
+            else {
+                ends.clear();
+                break;
+            };
+            let start = match committed {
+                Some(c) => c,
+                None => topics.start_offset(stage.input.name, p).await.unwrap_or(0),
+            };
+            behind += end.saturating_sub(start);
+            ends.push(end);
+        }
+        let mut lags = lags.lock().unwrap_or_else(|p| p.into_inner());
+        let entry = lags.entry(stage.name).or_default();
+        (entry.max, entry.last) = (entry.max.max(behind), behind);
+        if ends.len() == stage.input.partitions as usize {
+            if entry.first_ends.is_empty() {
+                entry.first_ends = ends.clone();
+            }
+            entry.last_ends = ends;
+        }
+    }
+}
 
 /// Samples every stage group's lag once a second until the task is aborted.
 fn sample_lag(topics: Arc<dyn TopicBackend>) -> (Lags, tokio::task::JoinHandle<()>) {
-    let lag: Lags = Arc::default();
-    let out = lag.clone();
+    let lags: Lags = Arc::default();
+    let out = lags.clone();
     let task = tokio::spawn(async move {
         loop {
-            for stage in pipeline::topics::STAGES {
-                let mut behind = 0;
-                for p in 0..stage.input.partitions {
-                    let (Ok(end), Ok(committed)) = (
-                        topics.end_offset(stage.input.name, p).await,
-                        topics.committed(stage.input.name, stage.name, p).await,
-                    ) else {
-                        continue;
-                    };
-                    let start = match committed {
-                        Some(c) => c,
-                        None => topics.start_offset(stage.input.name, p).await.unwrap_or(0),
-                    };
-                    behind += end.saturating_sub(start);
-                }
-                let mut lag = out.lock().unwrap_or_else(|p| p.into_inner());
-                let entry = lag.entry(stage.name).or_default();
-                *entry = (entry.0.max(behind), behind);
-            }
+            sample(topics.as_ref(), &out).await;
             tokio::time::sleep(Duration::from_secs(1)).await;
         }
     });
-    (lag, task)
+    (lags, task)
 }
 
 pub async fn run(args: BenchArgs) -> anyhow::Result<BenchReport> {
@@ -156,6 +178,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<BenchReport> {
     let run = run_campaigns(&engine, campaigns, setup_s, burst).await;
     sampler.abort();
     let run = run?;
+    sample(engine.topics.as_ref(), &lag).await;
     let mut worker_peak_rss_bytes = Vec::new();
     let mut logs = Vec::new();
     for w in workers {
@@ -168,7 +191,12 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<BenchReport> {
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .iter()
-        .map(|(stage, (max_lag, final_lag))| StageLag { stage, max_lag: *max_lag, final_lag: *final_lag })
+        .map(|(stage, l)| StageLag {
+            stage,
+            max_lag: l.max,
+            final_lag: l.last,
+            records_per_partition: l.last_ends.iter().zip(&l.first_ends).map(|(e, f)| e.saturating_sub(*f)).collect(),
+        })
         .collect();
     Ok(BenchReport {
         backend: "distributed",

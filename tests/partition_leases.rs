@@ -14,7 +14,7 @@ use storage::state::{SharedState, StateLeases};
 use storage::{EmbeddedState, EmbeddedStore};
 use tokio::task::JoinSet;
 
-const WORK: Topic<(u32, u64)> = Topic::new("work", 8, None);
+const WORK: Topic<(u32, u64)> = Topic::new("work", 8, None, |r| u64::from(r.0));
 const TTL: Duration = Duration::from_millis(600);
 
 #[derive(Default)]

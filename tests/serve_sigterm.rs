@@ -1,6 +1,7 @@
 //! `herald serve` as a real child process: SIGTERM in the middle of a campaign stops accepting,
 //! drains and exits 0 within the drain grace; a restart on the same data dir resumes the campaign
-//! and completes it with every recipient accepted exactly once by the provider.
+//! and completes it with every recipient accepted exactly once by the provider. With an OTLP
+//! endpoint configured, a campaign sent inside a caller's trace is one trace through every stage.
 
 mod common;
 
@@ -54,6 +55,34 @@ async fn wait_ready(http: &reqwest::Client, base: &str) {
     }
 }
 
+/// A tenant (1,000 msg/s) with an SMS campaign to `recipients`; its operator's token and id.
+async fn campaign(http: &reqwest::Client, base: &str, dir: &Path, recipients: usize) -> (String, u64) {
+    let admin = token(dir, "platform_admin", None);
+    let t = call(http, base, "POST", "/v1/tenants", &admin, Some(json!({"name": "t", "rate_limit_per_s": 1000}))).await;
+    let op = token(dir, "operator", t["id"].as_u64());
+    let template = json!({"name": "t", "channel": "sms", "body": "Hi {{ name }}"});
+    let tpl = call(http, base, "POST", "/v1/templates", &op, Some(template)).await;
+    let a = call(http, base, "POST", "/v1/audiences", &op, Some(json!({"name": "a"}))).await;
+    let rows: Vec<Value> =
+        (0..recipients).map(|i| json!({"address": format!("+1202{:07}", 5_550_000 + i), "name": i})).collect();
+    call(http, base, "POST", &format!("/v1/audiences/{}/recipients", a["id"]), &op, Some(Value::Array(rows))).await;
+    let body = json!({"name": "c", "template_id": tpl["id"], "audience_id": a["id"]});
+    let c = call(http, base, "POST", "/v1/campaigns", &op, Some(body)).await;
+    (op, c["id"].as_u64().unwrap())
+}
+
+async fn wait_completed(http: &reqwest::Client, base: &str, op: &str, cid: u64) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let p = call(http, base, "GET", &format!("/v1/campaigns/{cid}/progress"), op, None).await;
+        if p["status"] == "completed" {
+            return p;
+        }
+        assert!(Instant::now() < deadline, "campaign did not complete: {p}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 fn accepted(dir: &Path) -> HashMap<String, u32> {
     common::accepted_per_message(&dir.join("provider-calls.jsonl"))
 }
@@ -67,33 +96,7 @@ async fn sigterm_drains_exits_zero_and_restart_completes_once() {
     let mut child = serve(dir.path(), port);
     wait_ready(&http, &base).await;
 
-    let admin = token(dir.path(), "platform_admin", None);
-    let t =
-        call(&http, &base, "POST", "/v1/tenants", &admin, Some(json!({"name": "t", "rate_limit_per_s": 1000}))).await;
-    let op = token(dir.path(), "operator", t["id"].as_u64());
-    let tpl = call(
-        &http,
-        &base,
-        "POST",
-        "/v1/templates",
-        &op,
-        Some(json!({"name": "t", "channel": "sms", "body": "Hi {{ name }}"})),
-    )
-    .await;
-    let a = call(&http, &base, "POST", "/v1/audiences", &op, Some(json!({"name": "a"}))).await;
-    let rows: Vec<Value> =
-        (0..RECIPIENTS).map(|i| json!({"address": format!("+1202{:07}", 5_550_000 + i), "name": i})).collect();
-    call(&http, &base, "POST", &format!("/v1/audiences/{}/recipients", a["id"]), &op, Some(Value::Array(rows))).await;
-    let c = call(
-        &http,
-        &base,
-        "POST",
-        "/v1/campaigns",
-        &op,
-        Some(json!({"name": "c", "template_id": tpl["id"], "audience_id": a["id"]})),
-    )
-    .await;
-    let cid = c["id"].as_u64().unwrap();
+    let (op, cid) = campaign(&http, &base, dir.path(), RECIPIENTS).await;
     call(&http, &base, "POST", &format!("/v1/campaigns/{cid}/send"), &op, None).await;
 
     // SIGTERM once the provider has seen a fifth of the campaign (1,000 msg/s: ~5 s in all).
@@ -117,16 +120,8 @@ async fn sigterm_drains_exits_zero_and_restart_completes_once() {
     // Restart: the campaign resumes and completes; nobody skipped, nobody sent twice.
     let mut child = serve(dir.path(), port);
     wait_ready(&http, &base).await;
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let p = call(&http, &base, "GET", &format!("/v1/campaigns/{cid}/progress"), &op, None).await;
-        if p["status"] == "completed" {
-            assert_eq!(p["delivered"], RECIPIENTS as u64, "{p}");
-            break;
-        }
-        assert!(Instant::now() < deadline, "campaign did not complete after restart: {p}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let p = wait_completed(&http, &base, &op, cid).await;
+    assert_eq!(p["delivered"], RECIPIENTS as u64, "{p}");
     let calls = accepted(dir.path());
     assert_eq!(calls.len(), RECIPIENTS);
     assert!(calls.values().all(|n| *n == 1), "a recipient was accepted twice");
@@ -169,24 +164,105 @@ async fn traces_are_exported_over_otlp_when_configured() {
         .unwrap();
     let http = reqwest::Client::new();
     wait_ready(&http, &base).await;
-    let admin = token(dir.path(), "platform_admin", None);
+    // A campaign sent by a request that continues the caller's trace.
+    let (op, cid) = campaign(&http, &base, dir.path(), 300).await;
     let traced = http
-        .post(format!("{base}/v1/tenants"))
-        .bearer_auth(&admin)
+        .post(format!("{base}/v1/campaigns/{cid}/send"))
+        .bearer_auth(&op)
         .header("traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
-        .json(&json!({"name": "traced"}))
         .send()
         .await
         .unwrap();
-    assert_eq!(traced.status(), 201);
+    assert!(traced.status().is_success(), "{}", traced.status());
+    wait_completed(&http, &base, &op, cid).await;
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     assert!(child.wait().unwrap().success());
     let bodies = received.lock().unwrap().clone();
     assert!(!bodies.is_empty(), "no spans reached the OTLP endpoint");
-    // The protobuf export carries the incoming trace id (continued from the traceparent) and
-    // the route-named span.
-    let all: Vec<u8> = bodies.concat();
+
+    // The export holds one trace from the request through every stage: a deliver step whose
+    // parent is a throttle step, whose parent is a render step, whose parent is a chunk step,
+    // whose chain leads to the request's span, which continues the caller's trace.
     let trace_id = [0x4b, 0xf9, 0x2f, 0x35, 0x77, 0xb3, 0x4d, 0xa6, 0xa3, 0xce, 0x92, 0x9d, 0x0e, 0x0e, 0x47, 0x36];
-    assert!(all.windows(16).any(|w| w == trace_id), "the request span did not continue the caller's trace");
-    assert!(all.windows(15).any(|w| w == b"POST /v1/tenant"), "span named by route");
+    let spans: Vec<otlp::Span> =
+        bodies.iter().flat_map(|b| otlp::spans(b)).filter(|s| s.trace_id == trace_id).collect();
+    let names: std::collections::BTreeSet<&str> = spans.iter().map(|s| s.name.as_str()).collect();
+    for stage in ["POST /v1/campaigns/{id}/send", "chunk", "render", "throttle", "deliver", "reconcile"] {
+        assert!(names.contains(stage), "no {stage} span in the campaign's trace: {names:?}");
+    }
+    let parent = |s: &otlp::Span| spans.iter().find(|p| p.span_id == s.parent_span_id);
+    // (Deliver's first step: its records came straight from throttle.)
+    let deliver = spans.iter().find(|s| s.name == "deliver").unwrap();
+    let chain: Vec<&str> = std::iter::successors(Some(deliver), |s| parent(s)).map(|s| s.name.as_str()).collect();
+    assert_eq!(chain.get(..4), Some(&["deliver", "throttle", "render", "chunk"][..]), "{chain:?}");
+    assert_eq!(chain.last(), Some(&"POST /v1/campaigns/{id}/send"), "{chain:?}");
+    let root = spans.iter().find(|s| s.name == "POST /v1/campaigns/{id}/send").unwrap();
+    assert_eq!(root.parent_span_id, [0x00, 0xf0, 0x67, 0xaa, 0x0b, 0xa9, 0x02, 0xb7], "the caller's span");
+}
+
+/// Just enough of OTLP's protobuf (`ExportTraceServiceRequest`) to read spans' ids and names.
+mod otlp {
+    pub struct Span {
+        pub trace_id: Vec<u8>,
+        pub span_id: Vec<u8>,
+        pub parent_span_id: Vec<u8>,
+        pub name: String,
+    }
+
+    fn varint(b: &[u8], i: &mut usize) -> u64 {
+        let mut v = 0u64;
+        for shift in (0..64).step_by(7) {
+            let byte = b[*i];
+            *i += 1;
+            v |= u64::from(byte & 0x7f) << shift;
+            if byte < 0x80 {
+                break;
+            }
+        }
+        v
+    }
+
+    /// The length-delimited fields of a message, as (field number, bytes); others skipped.
+    fn fields(b: &[u8]) -> Vec<(u64, &[u8])> {
+        let (mut i, mut out) = (0, Vec::new());
+        while i < b.len() {
+            let key = varint(b, &mut i);
+            match key & 7 {
+                0 => {
+                    varint(b, &mut i);
+                }
+                1 => i += 8,
+                5 => i += 4,
+                2 => {
+                    let len = varint(b, &mut i) as usize;
+                    out.push((key >> 3, &b[i..i + len]));
+                    i += len;
+                }
+                t => panic!("wire type {t}"),
+            }
+        }
+        out
+    }
+
+    fn field<'a>(fields: &[(u64, &'a [u8])], n: u64) -> &'a [u8] {
+        fields.iter().find(|(f, _)| *f == n).map(|(_, b)| *b).unwrap_or_default()
+    }
+
+    pub fn spans(body: &[u8]) -> Vec<Span> {
+        let mut out = Vec::new();
+        for (_, resource) in fields(body).into_iter().filter(|(f, _)| *f == 1) {
+            for (_, scope) in fields(resource).into_iter().filter(|(f, _)| *f == 2) {
+                for (_, span) in fields(scope).into_iter().filter(|(f, _)| *f == 2) {
+                    let f = fields(span);
+                    out.push(Span {
+                        trace_id: field(&f, 1).to_vec(),
+                        span_id: field(&f, 2).to_vec(),
+                        parent_span_id: field(&f, 4).to_vec(),
+                        name: String::from_utf8_lossy(field(&f, 5)).into_owned(),
+                    });
+                }
+            }
+        }
+        out
+    }
 }

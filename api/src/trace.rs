@@ -1,12 +1,12 @@
 //! Trace context at the API edge: one span per HTTP request (continuing an incoming W3C
 //! `traceparent`), and the current context injected as `traceparent` into the records the API
-//! produces, so a campaign's trace continues through the stages (the runner carries headers).
+//! produces (`pipeline::trace::current_headers`), so a campaign's trace continues through the
+//! stages, a span per step.
 
 use axum::extract::{MatchedPath, Request};
 use axum::middleware::Next;
 use axum::response::Response;
-use opentelemetry::propagation::{Extractor, Injector};
-use schemas::envelope::Headers;
+use opentelemetry::propagation::Extractor;
 use tracing::Instrument;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
@@ -18,14 +18,6 @@ impl Extractor for HttpHeaders<'_> {
     }
     fn keys(&self) -> Vec<&str> {
         self.0.keys().map(|k| k.as_str()).collect()
-    }
-}
-
-struct RecordHeaders<'a>(&'a mut Headers);
-
-impl Injector for RecordHeaders<'_> {
-    fn set(&mut self, key: &str, value: String) {
-        self.0.set(key, value);
     }
 }
 
@@ -41,33 +33,4 @@ pub async fn span(request: Request, next: Next) -> Response {
     response
 }
 
-/// Headers carrying the current trace context (empty when tracing is off).
-pub fn current_headers() -> Headers {
-    let mut headers = Headers::default();
-    let context = tracing::Span::current().context();
-    opentelemetry::global::get_text_map_propagator(|p| p.inject_context(&context, &mut RecordHeaders(&mut headers)));
-    headers
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use opentelemetry::trace::TracerProvider as _;
-    use tracing_subscriber::layer::SubscriberExt;
-
-    #[test]
-    fn injects_a_w3c_traceparent_inside_a_span() {
-        opentelemetry::global::set_text_map_propagator(opentelemetry_sdk::propagation::TraceContextPropagator::new());
-        let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder().build();
-        let subscriber =
-            tracing_subscriber::registry().with(tracing_opentelemetry::layer().with_tracer(provider.tracer("t")));
-        tracing::subscriber::with_default(subscriber, || {
-            let span = tracing::info_span!("send");
-            let _entered = span.enter();
-            let headers = current_headers();
-            let traceparent = headers.get(schemas::envelope::TRACEPARENT).expect("traceparent injected");
-            let parts: Vec<&str> = traceparent.split('-').collect();
-            assert_eq!((parts.len(), parts[0], parts[1].len(), parts[2].len()), (4, "00", 32, 16), "{traceparent}");
-        });
-    }
-}
+pub use pipeline::trace::current_headers;

@@ -21,6 +21,7 @@
 //! - [`runner`]: per-partition consumer loops with lanes, holding, retries, dead letters, drain.
 //! - [`held`]: the held store contract; [`room`]: backpressure from committed offsets.
 //! - [`board`]: the metrics snapshots runners and stages publish.
+//! - [`trace`]: trace context carried in record headers, a span per step.
 //! - [`embedded`]: the embedded, durable topic backend and held store.
 //! - [`fluvio`]: the distributed topic backend on a Fluvio cluster.
 //!
@@ -39,6 +40,7 @@ pub mod shutdown;
 pub mod stage;
 pub mod topic;
 pub mod topics;
+pub mod trace;
 
 pub use board::{Board, Sample};
 pub use embedded::{EmbeddedHeld, EmbeddedTopics, EmbeddedTopicsConfig};

@@ -145,19 +145,20 @@ impl Emitter {
         self.headers = headers;
     }
 
-    /// Queues `value` for `topic`, keyed (and partitioned) by `key`.
-    pub fn emit<T: Serialize>(&mut self, topic: &Topic<T>, key: u64, value: &T) -> Result<()> {
-        self.push(topic, key, value, self.headers.clone())
+    /// Queues `value` for `topic`, keyed (and partitioned) as the topic keys its records.
+    pub fn emit<T: Serialize>(&mut self, topic: &Topic<T>, value: &T) -> Result<()> {
+        self.push(topic, value, self.headers.clone())
     }
 
     /// Queues `value` for `topic`, not to be processed before `due_ms`.
-    pub fn emit_due<T: Serialize>(&mut self, topic: &Topic<T>, key: u64, value: &T, due_ms: u64) -> Result<()> {
+    pub fn emit_due<T: Serialize>(&mut self, topic: &Topic<T>, value: &T, due_ms: u64) -> Result<()> {
         let mut headers = self.headers.clone();
         headers.set(DUE_HEADER, due_ms.to_string());
-        self.push(topic, key, value, headers)
+        self.push(topic, value, headers)
     }
 
-    fn push<T: Serialize>(&mut self, topic: &Topic<T>, key: u64, value: &T, headers: Headers) -> Result<()> {
+    fn push<T: Serialize>(&mut self, topic: &Topic<T>, value: &T, headers: Headers) -> Result<()> {
+        let key = topic.key(value);
         self.pending.push(ProducerRecord {
             topic: topic.name(),
             partition: partition_for(key, topic.spec.partitions),

@@ -28,18 +28,29 @@ pub struct TopicSpec {
     pub capacity: Option<u64>,
 }
 
-/// A topic carrying records of type `T`. Constants live in [`crate::topics`].
+/// A topic carrying records of type `T`, keyed by a function of the record: what its consumer
+/// needs together on one partition (see [`crate::topics`], where every topic says its key).
+/// Producers never choose a key, so no call site can put a record on the wrong partition.
 pub struct Topic<T> {
     pub spec: TopicSpec,
+    key: fn(&T) -> u64,
     _record: PhantomData<fn() -> T>,
 }
 
 impl<T> Topic<T> {
-    pub const fn new(name: &'static str, partitions: u32, capacity: Option<u64>) -> Self {
-        Self { spec: TopicSpec { name, partitions, capacity }, _record: PhantomData }
+    pub const fn new(name: &'static str, partitions: u32, capacity: Option<u64>, key: fn(&T) -> u64) -> Self {
+        Self { spec: TopicSpec { name, partitions, capacity }, key, _record: PhantomData }
     }
     pub fn name(&self) -> &'static str {
         self.spec.name
+    }
+    /// The record's key.
+    pub fn key(&self, value: &T) -> u64 {
+        (self.key)(value)
+    }
+    /// The partition the record goes to.
+    pub fn partition_of(&self, value: &T) -> Partition {
+        partition_for(self.key(value), self.spec.partitions)
     }
 }
 

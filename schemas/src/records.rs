@@ -184,6 +184,23 @@ pub struct ReceiptBatch {
     pub receipts: Vec<Receipt>,
 }
 
+impl ReceiptBatch {
+    /// One tenant's receipts as one batch per campaign (keyed receipts, in arrival order),
+    /// then one batch of those without callback data: what `receipts.inbound` keys by.
+    pub fn by_campaign(tenant: TenantId, receipts: Vec<Receipt>) -> Vec<ReceiptBatch> {
+        let mut groups: Vec<(Option<CampaignId>, Vec<Receipt>)> = Vec::new();
+        for r in receipts {
+            let campaign = r.key.map(|k| k.campaign);
+            match groups.iter_mut().find(|(c, _)| *c == campaign) {
+                Some((_, group)) => group.push(r),
+                None => groups.push((campaign, vec![r])),
+            }
+        }
+        groups.sort_by_key(|(c, _)| c.is_none());
+        groups.into_iter().map(|(_, receipts)| ReceiptBatch { tenant, receipts }).collect()
+    }
+}
+
 /// A message that will not be retried any more, with why (`delivery.dlq`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DeadLetter {

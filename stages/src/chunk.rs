@@ -112,7 +112,7 @@ impl Chunk {
                 .await?;
             let Some(last) = recipients.last() else {
                 let sealed = OutcomeEvent::Sealed { tenant, campaign: campaign_id, total: checkpoint.emitted };
-                out.emit(&topics::OUTCOMES, tenant.0, &OutcomeBatch { tenant, events: vec![sealed] })?;
+                out.emit(&topics::OUTCOMES, &OutcomeBatch { tenant, events: vec![sealed] })?;
                 checkpoint.done = true;
                 break;
             };
@@ -126,11 +126,11 @@ impl Chunk {
                 recipients,
             };
             checkpoint.next_seq += 1;
-            out.emit(&topics::CHUNKS, tenant.0, &chunk)?;
+            out.emit(&topics::CHUNKS, &chunk)?;
         }
         if !checkpoint.done {
             let next = SendRequest { from_seq: checkpoint.next_seq, ..request.clone() };
-            out.emit(&topics::SENDS, tenant.0, &next)?;
+            out.emit(&topics::SENDS, &next)?;
         }
         // Produced first, then the checkpoint (see the module docs).
         out.flush().await?;
@@ -172,7 +172,7 @@ impl Stage for Chunk {
                         requested_at_ms: campaign.triggered_ms.unwrap_or_else(now_ms),
                         from_seq: checkpoint.next_seq,
                     };
-                    out.emit(&topics::SENDS, tenant.id.0, &request).map_err(crate::Error::from)?;
+                    out.emit(&topics::SENDS, &request).map_err(crate::Error::from)?;
                 }
             }
         }

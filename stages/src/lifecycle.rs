@@ -157,7 +157,7 @@ impl Lifecycle {
             out.set_headers(headers.clone());
             let request =
                 SendRequest { tenant: campaign.tenant, campaign: campaign.id, requested_at_ms: now, from_seq: 0 };
-            out.emit(&topics::SENDS, campaign.tenant.0, &request)?;
+            out.emit(&topics::SENDS, &request)?;
             out.flush().await?;
         }
         Ok((campaign, counters))

@@ -13,8 +13,9 @@
 //!
 //! **Exact counters.** Counters count messages per current status; they change only on a
 //! transition and are written in the same atomic store write as the rows they count
-//! (`MessageLog::apply`). **Contract: one writer per partition.** A tenant's outcomes, receipts
-//! and dead letters all go to the same partition number of their three topics, and one
+//! (`MessageLog::apply`). **Contract: one writer per partition.** A campaign's outcomes, receipts
+//! and dead letters all go to the same partition number of their three topics (keyed by
+//! campaign; what arrives elsewhere is forwarded, never applied: [`forward`]), and one
 //! reconciler owns that partition of all three (one process here; the holder of the partition's
 //! lease in the distributed deployment), serializing its steps per partition. So a campaign's
 //! rows and counters have exactly one writer and read-modify-write is safe without any
@@ -26,6 +27,8 @@
 //! knows (it raced the redrive's outcome) is not written.
 //!
 //! It is not: a sender. It never calls a provider.
+
+mod forward;
 
 use pipeline::{topics, Emitter, Input, Partition, Stage, StageError, Step};
 use schemas::helpers::Generations;
@@ -203,6 +206,9 @@ pub struct ReconcileMetrics {
     /// Message rows read from the store.
     pub row_reads: AtomicU64,
     pub completed_campaigns: AtomicU64,
+    /// Items that arrived on another campaign's reconcile partition and were forwarded to
+    /// their own (`forward`).
+    pub forwarded: AtomicU64,
 }
 
 /// How long reconcile trusts what it read of a tenant's state.
@@ -384,15 +390,16 @@ impl Reconciler {
         Ok(())
     }
 
-    /// Turns one tenant's receipts into events on that tenant's messages only: callback data
-    /// must name a message of the tenant, and provider ids resolve through the tenant's own
-    /// index. Anything else is counted as unmatched and changes nothing.
-    async fn resolve(&self, tenant: TenantId, receipts: Vec<Receipt>) -> crate::Result<Vec<Event>> {
-        let mut events = Vec::with_capacity(receipts.len());
+    /// Gives each of one tenant's receipts its message key: callback data must name a message
+    /// of the tenant, and provider ids resolve through the tenant's own index. Anything else is
+    /// counted as unmatched and dropped: it changes nothing.
+    async fn resolve(&self, batch: ReceiptBatch) -> crate::Result<ReceiptBatch> {
+        let tenant = batch.tenant;
+        let mut keyed = Vec::with_capacity(batch.receipts.len());
         let mut by_provider: HashMap<String, Vec<Receipt>> = HashMap::new();
-        for r in receipts {
+        for r in batch.receipts {
             match r.key {
-                Some(key) if key.tenant == tenant => events.push(Event::Message(key, MessageEvent::from_receipt(&r))),
+                Some(key) if key.tenant == tenant => keyed.push(r),
                 Some(_) => self.unmatched(tenant, &r, "callback data names another tenant's message"),
                 None => by_provider.entry(r.provider.clone()).or_default().push(r),
             }
@@ -400,14 +407,14 @@ impl Reconciler {
         for (provider, receipts) in by_provider {
             let ids: Vec<&str> = receipts.iter().map(|r| r.provider_message_id.as_str()).collect();
             let keys = self.log.lookup_provider_ids(tenant, &provider, &ids).await?;
-            for (r, key) in receipts.iter().zip(keys) {
+            for (r, key) in receipts.into_iter().zip(keys) {
                 match key {
-                    Some(key) => events.push(Event::Message(key, MessageEvent::from_receipt(r))),
-                    None => self.unmatched(tenant, r, "unknown provider message id"),
+                    Some(key) => keyed.push(Receipt { key: Some(key), ..r }),
+                    None => self.unmatched(tenant, &r, "unknown provider message id"),
                 }
             }
         }
-        Ok(events)
+        Ok(ReceiptBatch { tenant, receipts: keyed })
     }
 
     fn unmatched(&self, tenant: TenantId, r: &Receipt, why: &str) {
@@ -521,6 +528,11 @@ impl Reconciler {
             ),
             Sample::counter("herald_campaigns_completed_total", "campaigns completed", load(&m.completed_campaigns)),
             Sample::counter(
+                "herald_reconcile_forwarded_total",
+                "items forwarded to their campaign's reconcile partition",
+                load(&m.forwarded),
+            ),
+            Sample::counter(
                 "herald_reconcile_row_cache_hits_total",
                 "message rows reconcile found among those it wrote lately",
                 load(&m.row_cache_hits),
@@ -535,7 +547,7 @@ impl Reconciler {
 }
 
 macro_rules! reconcile_stage {
-    ($name:ident, $input:ty, $group:expr, |$this:ident, $value:ident| $events:expr) => {
+    ($name:ident, $input:ty, $group:expr, |$this:ident, $value:ident| $resolve:expr, $events:expr) => {
         /// A reconcile consumer (see the module docs).
         pub struct $name(pub Arc<Reconciler>);
 
@@ -563,12 +575,15 @@ macro_rules! reconcile_stage {
                 self.0.forget(partition).await;
             }
 
-            async fn process(&self, batch: Vec<Input<$input>>, _out: &mut Emitter) -> Result<Step<$input>, StageError> {
+            async fn process(&self, batch: Vec<Input<$input>>, out: &mut Emitter) -> Result<Step<$input>, StageError> {
                 let $this = &self.0;
                 let Some(partition) = batch.first().map(|i| i.partition) else { return Ok(Step::Done) };
                 let mut events = Vec::new();
                 for input in batch {
                     let $value = input.value;
+                    let (own, forwarded) = forward::keep_own($resolve, partition, out).map_err(crate::Error::from)?;
+                    $this.metrics.forwarded.fetch_add(forwarded, Ordering::Relaxed);
+                    let $value = own;
                     events.extend($events);
                 }
                 $this.apply(partition, events).await?;
@@ -578,19 +593,32 @@ macro_rules! reconcile_stage {
     };
 }
 
-reconcile_stage!(ReconcileOutcomes, OutcomeBatch, topics::RECONCILE, |this, batch| batch.events.into_iter().map(|e| {
-    match e {
-        OutcomeEvent::Message(o) => Event::Message(o.key, MessageEvent::from_outcome(&o)),
-        OutcomeEvent::Sealed { tenant, campaign, total } => Event::Sealed(tenant, campaign, total),
-    }
-}));
-reconcile_stage!(ReconcileReceipts, ReceiptBatch, topics::RECONCILE_RECEIPTS, |this, batch| this
-    .resolve(batch.tenant, batch.receipts)
-    .await?);
-reconcile_stage!(ReconcileDeadLetters, DeadLetterBatch, topics::RECONCILE_DLQ, |this, batch| batch
-    .letters
-    .into_iter()
-    .map(|letter| Event::DeadLetter(DlqEntry { key: letter.message.key, letter })));
+reconcile_stage!(
+    ReconcileOutcomes,
+    OutcomeBatch,
+    topics::RECONCILE,
+    |this, batch| batch,
+    batch.events.into_iter().map(|e| {
+        match e {
+            OutcomeEvent::Message(o) => Event::Message(o.key, MessageEvent::from_outcome(&o)),
+            OutcomeEvent::Sealed { tenant, campaign, total } => Event::Sealed(tenant, campaign, total),
+        }
+    })
+);
+reconcile_stage!(
+    ReconcileReceipts,
+    ReceiptBatch,
+    topics::RECONCILE_RECEIPTS,
+    |this, batch| this.resolve(batch).await?,
+    batch.receipts.into_iter().filter_map(|r| r.key.map(|k| Event::Message(k, MessageEvent::from_receipt(&r))))
+);
+reconcile_stage!(
+    ReconcileDeadLetters,
+    DeadLetterBatch,
+    topics::RECONCILE_DLQ,
+    |this, batch| batch,
+    batch.letters.into_iter().map(|letter| Event::DeadLetter(DlqEntry { key: letter.message.key, letter }))
+);
 
 #[cfg(test)]
 mod tests;

@@ -194,7 +194,7 @@ pub(crate) async fn redrive(
         for (campaign, messages) in by_campaign {
             for chunk in messages.chunks(500) {
                 let batch = RetryBatch { tenant, campaign, redrive: true, messages: chunk.to_vec() };
-                out.emit(&topics::RETRY, tenant.0, &batch)?;
+                out.emit(&topics::RETRY, &batch)?;
             }
         }
         out.flush().await?;

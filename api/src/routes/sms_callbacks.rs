@@ -52,7 +52,7 @@ pub(crate) async fn receive(
     };
     let mut out = Emitter::new(state.topics.clone());
     out.set_headers(crate::trace::current_headers());
-    out.emit(&topics::RECEIPTS, tenant.0, &ReceiptBatch { tenant, receipts: vec![receipt] })?;
+    out.emit(&topics::RECEIPTS, &ReceiptBatch { tenant, receipts: vec![receipt] })?;
     out.flush().await?;
     Ok(StatusCode::OK)
 }

@@ -129,7 +129,9 @@ pub(crate) async fn receive(
     if !receipts.is_empty() {
         let mut out = Emitter::new(state.topics.clone());
         out.set_headers(crate::trace::current_headers());
-        out.emit(&topics::RECEIPTS, tenant_id.0, &ReceiptBatch { tenant: tenant_id, receipts })?;
+        for batch in ReceiptBatch::by_campaign(tenant_id, receipts) {
+            out.emit(&topics::RECEIPTS, &batch)?;
+        }
         out.flush().await?;
     }
     Ok(StatusCode::OK)

@@ -21,6 +21,7 @@ use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tracing::Instrument;
 
 pub(super) struct Consumer<S: Stage> {
     pub stage: Arc<S>,
@@ -381,10 +382,10 @@ impl<S: Stage> Consumer<S> {
                 });
             }
             let mut out = Emitter::with_room(this.backend.clone(), this.room.clone());
-            if let Some(first) = batch.first() {
-                out.set_headers(first.headers.clone());
-            }
-            let result = match this.stage.process(inputs, &mut out).await {
+            let headers = batch.first().map(|p| p.headers.clone()).unwrap_or_default();
+            let span = crate::trace::step_span(this.stage.name(), this.partition, batch.len(), &headers);
+            out.set_headers(crate::trace::context_headers(&span, &headers));
+            let result = match this.stage.process(inputs, &mut out).instrument(span).await {
                 Ok(step) => match out.flush().await {
                     Ok(_) => Ok(step),
                     Err(e) => Err(StageError::from(e)),

@@ -11,8 +11,8 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Instant;
 
-const IN: Topic<(u64, u64)> = Topic::new("in", 1, None);
-const OUT: Topic<(u64, u64)> = Topic::new("out", 1, None);
+const IN: Topic<(u64, u64)> = Topic::new("in", 1, None, |r| r.0);
+const OUT: Topic<(u64, u64)> = Topic::new("out", 1, None, |r| r.0);
 
 fn open(dir: &std::path::Path) -> Arc<EmbeddedTopics> {
     let specs: Vec<TopicSpec> = vec![IN.spec, OUT.spec, topics::DEAD_RECORDS.spec];
@@ -73,7 +73,7 @@ impl Stage for Probe {
                 return Err(StageError::permanent("seven is not allowed"));
             }
             self.seen.lock().unwrap().push((lane, value));
-            out.emit(&OUT, lane, &(lane, value * 2)).map_err(crate::stage::transient)?;
+            out.emit(&OUT, &(lane, value * 2)).map_err(crate::stage::transient)?;
         }
         Ok(Step::Done)
     }
@@ -274,8 +274,8 @@ async fn a_record_is_not_processed_before_it_is_due() {
     let backend = open(dir.path());
     let mut out = Emitter::new(backend.clone());
     let due = schemas::now_ms() + 300;
-    out.emit_due(&IN, 5, &(5, 1), due).unwrap();
-    out.emit(&IN, 6, &(6, 1)).unwrap();
+    out.emit_due(&IN, &(5, 1), due).unwrap();
+    out.emit(&IN, &(6, 1)).unwrap();
     out.flush().await.unwrap();
     let stage = Probe::new();
     let (tasks, shutdown, _) = start(&backend, stage.clone());
@@ -292,7 +292,7 @@ struct Splitter {
     steps: std::sync::atomic::AtomicU64,
 }
 
-const ITEMS: Topic<(u64, Vec<u64>)> = Topic::new("in", 1, None);
+const ITEMS: Topic<(u64, Vec<u64>)> = Topic::new("in", 1, None, |r| r.0);
 
 impl Stage for Splitter {
     type In = (u64, Vec<u64>);
@@ -313,7 +313,7 @@ impl Stage for Splitter {
             let take = ((step % 3) as usize + 1).min(items.len());
             let rest = items.split_off(take);
             for item in items {
-                out.emit(&OUT, lane, &(lane, item)).map_err(crate::stage::transient)?;
+                out.emit(&OUT, &(lane, item)).map_err(crate::stage::transient)?;
             }
             if !rest.is_empty() {
                 let wait = if step.is_multiple_of(5) { 60 } else { 1 };
@@ -352,7 +352,7 @@ async fn split_and_check(rounds: u64, crash_after: Option<u64>) {
             let items: Vec<u64> = (next..next + 7).collect();
             next += 7;
             expected.extend(items.iter().map(|i| (lane, *i)));
-            out.emit(&ITEMS, lane, &(lane, items)).unwrap();
+            out.emit(&ITEMS, &(lane, items)).unwrap();
         }
         out.flush().await.unwrap();
         tokio::time::sleep(Duration::from_millis(round % 4 * 5)).await;

@@ -140,27 +140,27 @@ impl Settlement {
     /// (and the receipts reconcile can match through them) show it the provider got them.
     pub fn emit_facts(self, out: &mut Emitter) -> pipeline::Result<()> {
         if !self.events.is_empty() {
-            out.emit(&topics::OUTCOMES, self.tenant.0, &OutcomeBatch { tenant: self.tenant, events: self.events })?;
+            out.emit(&topics::OUTCOMES, &OutcomeBatch { tenant: self.tenant, events: self.events })?;
         }
         Ok(())
     }
 
     /// Queues every record decided (claims must have been written).
     pub fn emit(self, out: &mut Emitter) -> pipeline::Result<()> {
-        let (tenant, key) = (self.tenant, self.tenant.0);
+        let tenant = self.tenant;
         debug_assert!(self.claims.is_empty(), "claims are written before their records");
         if !self.events.is_empty() {
-            out.emit(&topics::OUTCOMES, key, &OutcomeBatch { tenant, events: self.events })?;
+            out.emit(&topics::OUTCOMES, &OutcomeBatch { tenant, events: self.events })?;
         }
         if !self.retries.is_empty() {
             let batch = RetryBatch { tenant, campaign: self.campaign, redrive: false, messages: self.retries };
-            out.emit_due(&topics::RETRY, key, &batch, self.retry_due_ms)?;
+            out.emit_due(&topics::RETRY, &batch, self.retry_due_ms)?;
         }
         if !self.letters.is_empty() {
-            out.emit(&topics::DLQ, key, &DeadLetterBatch { tenant, letters: self.letters })?;
+            out.emit(&topics::DLQ, &DeadLetterBatch { tenant, letters: self.letters })?;
         }
         if !self.receipts.is_empty() {
-            out.emit(&topics::RECEIPTS, key, &ReceiptBatch { tenant, receipts: self.receipts })?;
+            out.emit(&topics::RECEIPTS, &ReceiptBatch { tenant, receipts: self.receipts })?;
         }
         Ok(())
     }

@@ -358,10 +358,10 @@ async fn post_receipts(
         }
         // Posted until the topics take them, as a provider retries its webhooks.
         let batches: Vec<ReceiptBatch> =
-            by_tenant.into_iter().map(|(tenant, receipts)| ReceiptBatch { tenant, receipts }).collect();
+            by_tenant.into_iter().flat_map(|(tenant, receipts)| ReceiptBatch::by_campaign(tenant, receipts)).collect();
         loop {
             for b in &batches {
-                let _ = out.emit(&topics::RECEIPTS, b.tenant.0, b);
+                let _ = out.emit(&topics::RECEIPTS, b);
             }
             match out.flush().await {
                 Ok(_) => break,

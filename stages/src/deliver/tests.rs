@@ -139,9 +139,12 @@ impl Harness {
         &self,
         topic: &pipeline::Topic<T>,
     ) -> Vec<(schemas::envelope::Headers, T)> {
-        let partition = pipeline::topic::partition_for(self.tenant.0, topic.spec.partitions);
-        let records = self.topics.fetch(topic.name(), partition, 0, 10_000, Duration::ZERO).await.unwrap();
-        records.into_iter().map(|r| (r.headers, codec::decode(&r.value).unwrap())).collect()
+        let mut all = Vec::new();
+        for partition in 0..topic.spec.partitions {
+            let records = self.topics.fetch(topic.name(), partition, 0, 10_000, Duration::ZERO).await.unwrap();
+            all.extend(records.into_iter().map(|r| (r.headers, codec::decode(&r.value).unwrap())));
+        }
+        all
     }
 }
 

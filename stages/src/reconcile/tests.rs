@@ -110,3 +110,82 @@ fn a_failed_receipt_that_beats_its_own_acceptance_stays_failed() {
     let (_, counters) = run(&[receipt.clone(), accepted, receipt]);
     assert_eq!((counters.failed, counters.sent), (1, 0));
 }
+
+/// The single-writer contract holds when records arrive on the wrong reconcile partition: a
+/// mixed outcome batch applies only its own campaign and forwards the other's, and a receipt
+/// without callback data is resolved where it lands and forwarded, keyed, to its campaign's
+/// partition; only there does it change the message and the counters.
+#[tokio::test]
+async fn what_belongs_to_another_partition_is_forwarded_not_applied() {
+    use pipeline::TopicBackend;
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(storage::EmbeddedStore::open(&dir.path().join("s"), Default::default()).unwrap());
+    let topics_backend: Arc<dyn TopicBackend> =
+        pipeline::EmbeddedTopics::open(&dir.path().join("t"), &topics::all(), Default::default()).unwrap();
+    let reconciler = Reconciler::new(store.clone(), store.clone());
+    let tenant = TenantId(1);
+    let a = CampaignId(1);
+    let pa = topics::campaign_partition(tenant, a);
+    let b = (2..).map(CampaignId).find(|c| topics::campaign_partition(tenant, *c) != pa).unwrap();
+    let pb = topics::campaign_partition(tenant, b);
+    let key = |campaign| MessageKey {
+        tenant,
+        campaign,
+        bucket: 0,
+        id: MessageId::derive(tenant, campaign, RecipientId(1), Channel::Sms),
+    };
+    let accepted = |campaign, pmid: &str| {
+        OutcomeEvent::Message(Outcome {
+            key: key(campaign),
+            recipient: RecipientId(1),
+            address: "+15550000001".into(),
+            kind: OutcomeKind::Accepted { provider: "sms".into(), provider_message_id: pmid.into() },
+            attempts: 1,
+            at_ms: 1,
+            trigger_ms: 1,
+        })
+    };
+    fn input<T>(partition: Partition, value: T) -> Input<T> {
+        Input { partition, offset: Some(0), headers: Default::default(), value, lanes: 1, lease: None }
+    }
+    let fetch = |topic: &'static str, partition| {
+        let backend = topics_backend.clone();
+        async move { backend.fetch(topic, partition, 0, 100, Duration::ZERO).await.unwrap() }
+    };
+
+    let mut out = Emitter::new(topics_backend.clone());
+    let mixed = OutcomeBatch { tenant, events: vec![accepted(a, "pm-a"), accepted(b, "pm-b")] };
+    ReconcileOutcomes(reconciler.clone()).process(vec![input(pa, mixed)], &mut out).await.unwrap();
+    out.flush().await.unwrap();
+    assert_eq!(store.get_counters(tenant, a).await.unwrap().unwrap().sent, 1);
+    assert!(store.get_counters(tenant, b).await.unwrap().is_none(), "campaign b is partition {pb}'s to write");
+    let forwarded = fetch(topics::OUTCOMES.name(), pb).await;
+    assert_eq!(forwarded.len(), 1);
+    let batch: OutcomeBatch = schemas::codec::decode(&forwarded[0].value).unwrap();
+    assert_eq!(batch.events, vec![accepted(b, "pm-b")]);
+
+    // A receipt naming only its provider id, on campaign b's partition.
+    let receipt = Receipt {
+        provider: "sms".into(),
+        provider_message_id: "pm-a".into(),
+        key: None,
+        status: ReceiptStatus::Delivered,
+        at_ms: 2,
+        error: None,
+    };
+    let mut out = Emitter::new(topics_backend.clone());
+    let batch = ReceiptBatch { tenant, receipts: vec![receipt.clone()] };
+    ReconcileReceipts(reconciler.clone()).process(vec![input(pb, batch)], &mut out).await.unwrap();
+    out.flush().await.unwrap();
+    assert_eq!(store.get_counters(tenant, a).await.unwrap().unwrap().delivered, 0, "not applied off its partition");
+    let forwarded = fetch(topics::RECEIPTS.name(), pa).await;
+    assert_eq!(forwarded.len(), 1);
+    let batch: ReceiptBatch = schemas::codec::decode(&forwarded[0].value).unwrap();
+    assert_eq!(batch.receipts, vec![Receipt { key: Some(key(a)), ..receipt }]);
+
+    let mut out = Emitter::new(topics_backend.clone());
+    ReconcileReceipts(reconciler.clone()).process(vec![input(pa, batch)], &mut out).await.unwrap();
+    let counters = store.get_counters(tenant, a).await.unwrap().unwrap();
+    assert_eq!((counters.sent, counters.delivered), (0, 1));
+    assert_eq!(reconciler.metrics.forwarded.load(Ordering::Relaxed), 2);
+}

@@ -249,11 +249,10 @@ impl Stage for Render {
             let tenant = input.value.tenant;
             let (messages, outcomes) = self.render_chunk(input.value).await?;
             if !messages.messages.is_empty() {
-                out.emit(&topics::RENDERED, tenant.0, &messages).map_err(crate::Error::from)?;
+                out.emit(&topics::RENDERED, &messages).map_err(crate::Error::from)?;
             }
             if !outcomes.is_empty() {
-                out.emit(&topics::OUTCOMES, tenant.0, &OutcomeBatch { tenant, events: outcomes })
-                    .map_err(crate::Error::from)?;
+                out.emit(&topics::OUTCOMES, &OutcomeBatch { tenant, events: outcomes }).map_err(crate::Error::from)?;
             }
         }
         Ok(Step::Done)

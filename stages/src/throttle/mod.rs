@@ -3,8 +3,8 @@
 //! - **Per-tenant and per-campaign rate**: a token bucket per tenant (and per campaign with its
 //!   own limit) admits messages at the configured rate, with up to one second of burst so the
 //!   deliver stage always has a backlog to pace from (exact pacing happens there, per sender).
-//!   The buckets are this process's: a tenant's records all go to one partition, which one
-//!   worker owns.
+//!   The buckets are this process's: `messages.rendered` is keyed by tenant, so a tenant's
+//!   records all go to one partition, which one worker owns.
 //! - **Fairness**: the [`gate::FairGate`] shares the run-ahead budget between waiting tenants by
 //!   weight, so a 10M-recipient campaign cannot starve a 1k one of another tenant.
 //! - **Bounded run-ahead**: at most `max_in_flight` messages (and `max_in_flight_per_tenant`
@@ -25,7 +25,6 @@ pub mod quota;
 
 use crate::control::CampaignControl;
 use gate::{FairGate, Grant, Outstanding};
-use pipeline::topic::partition_for;
 use pipeline::{topics, Emitter, Input, Lane, Stage, StageError, Step, TopicBackend};
 use quota::{Admit, QuotaGate};
 use schemas::helpers::{TokenBucket, TtlCache};
@@ -207,7 +206,7 @@ impl Throttle {
                 CampaignStatus::Paused => return Ok(Err(Hold::Until(now_ms() + RECHECK.as_millis() as u64))),
                 CampaignStatus::Cancelled => {
                     let messages = std::mem::take(&mut batch.messages);
-                    out.emit(&topics::OUTCOMES, tenant.0, &cancelled(tenant, messages))?;
+                    out.emit(&topics::OUTCOMES, &cancelled(tenant, messages))?;
                     self.quota.forget(tenant, campaign).await?;
                     return Ok(Ok(()));
                 }
@@ -253,7 +252,8 @@ impl Throttle {
             }
             let rest = batch.messages.split_off(n as usize);
             let ready = MessageBatch { tenant, campaign, messages: std::mem::replace(&mut batch.messages, rest) };
-            out.emit(&topics::READY, tenant.0, &ready)?;
+            let partition = topics::READY.partition_of(&ready);
+            out.emit(&topics::READY, &ready)?;
             let placed = match out.flush().await {
                 Ok(p) => p,
                 Err(e) => {
@@ -266,7 +266,6 @@ impl Throttle {
                 }
             };
             if let Some(offset) = placed.last() {
-                let partition = partition_for(tenant.0, topics::READY.spec.partitions);
                 self.outstanding.push(partition, *offset, tenant, n);
             }
         }
