@@ -18,6 +18,9 @@ mod common;
 use common::*;
 use herald::config::HeraldConfig;
 use herald::mock_provider::calls::analyze;
+use pipeline::topic::partition_for;
+use pipeline::topics;
+use schemas::{Channel, TenantId};
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -78,19 +81,30 @@ fn spawn(args: &[&str], config: &Path, dir: &Path, port: Option<u16>) -> Child {
     cmd.spawn().expect("starting herald")
 }
 
-/// The (stage, partition) pairs a worker's log says it took, in order.
-fn taken(log: &Path) -> BTreeSet<String> {
-    let text = std::fs::read_to_string(log).unwrap_or_default();
-    let plain = strip_ansi(&text);
-    plain
-        .lines()
-        .filter(|l| l.contains("took a partition"))
-        .filter_map(|l| {
-            let stage = l.split("stage=").nth(1)?.split_whitespace().next()?;
-            let partition = l.split("partition=").nth(1)?.split_whitespace().next()?;
-            Some(format!("{stage}/{partition}"))
-        })
-        .collect()
+/// The partition leases (`stage/partition`) the worker writing `log` holds now: its last word
+/// on each was taking it (not giving it back, stopping it or losing it).
+fn held_now(log: &Path) -> BTreeSet<String> {
+    let text = strip_ansi(&std::fs::read_to_string(log).unwrap_or_default());
+    let mut held = BTreeSet::new();
+    for line in text.lines() {
+        let took = line.contains("took a partition");
+        let gone = ["giving a partition back", "partition stopped", "partition lost"].iter().any(|e| line.contains(e));
+        if !took && !gone {
+            continue;
+        }
+        let field = |name: &str| -> Option<String> {
+            let v = line.split(name).nth(1)?.split_whitespace().next()?;
+            Some(v.trim_matches('"').to_string())
+        };
+        let (Some(stage), Some(partition)) = (field("stage="), field("partition=")) else { continue };
+        let lease = format!("{stage}/{partition}");
+        if took {
+            held.insert(lease);
+        } else {
+            held.remove(&lease);
+        }
+    }
+    held
 }
 
 fn strip_ansi(s: &str) -> String {
@@ -194,18 +208,26 @@ async fn a_worker_killed_mid_campaign_loses_and_duplicates_nothing() {
         assert!(Instant::now() < deadline, "the campaign did not reach {target} accepts in 600 s");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let before = taken(&worker_dirs[0].join("herald.log")).len();
-    let survivor_before = taken(&worker_dirs[1].join("herald.log")).len();
-    children.0[0].kill().unwrap(); // SIGKILL: no drain, no lease handed back
-    children.0[0].wait().unwrap();
+    // The worker that delivers the campaign's route dies: its paced lane (held records), its
+    // calls in flight and its token blocks are the hard part of a takeover.
+    let route = topics::READY.spec.partitions;
+    let route = partition_for(topics::route_key(TenantId(tenant), Channel::WhatsApp), route);
+    let logs = [worker_dirs[0].join("herald.log"), worker_dirs[1].join("herald.log")];
+    let lease = format!("deliver/{route}");
+    let victim = if held_now(&logs[1]).contains(&lease) { 1 } else { 0 };
+    assert!(held_now(&logs[victim]).contains(&lease), "no worker holds {lease}");
+    let before = held_now(&logs[victim]).len();
+    let survivor_before = held_now(&logs[1 - victim]).len();
+    children.0[victim].kill().unwrap(); // SIGKILL: no drain, no lease handed back
+    children.0[victim].wait().unwrap();
     let killed_at = Instant::now();
     let kill_point = accepted();
-    let survivor_log = worker_dirs[1].join("herald.log");
-    while taken(&survivor_log).len() < PARTITIONS {
+    let survivor_log = logs[1 - victim].clone();
+    while held_now(&survivor_log).len() < PARTITIONS {
         assert!(
             killed_at.elapsed() < Duration::from_secs(LEASE_TTL_S * 3),
             "the survivor holds {} of {PARTITIONS} partitions {} s after the kill",
-            taken(&survivor_log).len(),
+            held_now(&survivor_log).len(),
             LEASE_TTL_S * 3
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -217,7 +239,7 @@ async fn a_worker_killed_mid_campaign_loses_and_duplicates_nothing() {
     let sender = &calls.per_sender["PN-DIST"];
     let summary = serde_json::json!({
         "recipients": recipients, "rate": rate, "kill_point": kill_point,
-        "killed_worker_had_taken": before, "survivor_had_taken_before_the_kill": survivor_before,
+        "killed_worker_held": before, "survivor_held_before_the_kill": survivor_before,
         "takeover_s": takeover_s,
         "provider_calls": calls.calls, "accepted_at_provider": calls.accepted,
         "duplicates": calls.duplicate_message_ids, "max_1s_window": sender.max_1s_window,

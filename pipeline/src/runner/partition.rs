@@ -79,6 +79,10 @@ impl<S: Stage> Consumer<S> {
         else {
             return;
         };
+        if !held_lanes.is_empty() {
+            let held: u64 = held_lanes.iter().map(|l| l.count).sum();
+            tracing::info!(stage = group, partition, committed, lanes = held_lanes.len(), held, "resuming held lanes");
+        }
         self.stage.on_assigned(partition).await;
         let mut state = Loop::<S::In> {
             lanes: HashMap::new(),
@@ -235,6 +239,13 @@ impl<S: Stage> Consumer<S> {
         running.push(Box::pin(async move {
             let mut lanes = Vec::with_capacity(appends.len());
             for (lane, records) in appends {
+                tracing::debug!(
+                    stage = this.group,
+                    partition = this.partition,
+                    lane = lane.0,
+                    n = records.len(),
+                    "holding records"
+                );
                 let _ = persist("holding records", this.partition, &this.health, &this.shutdown, || {
                     this.held.hold(this.group, this.partition, lane, records.clone())
                 })

@@ -170,6 +170,13 @@ impl<S: Stage> Consumer<S> {
         let this = self.clone();
         running.push(Box::pin(async move {
             if let Some(t) = release_through {
+                tracing::debug!(
+                    stage = this.group,
+                    partition = this.partition,
+                    lane = lane.0,
+                    through = t,
+                    "releasing held records"
+                );
                 let _ = persist("releasing held records", this.partition, &this.health, &this.shutdown, || {
                     this.held.release(this.group, this.partition, lane, t)
                 })

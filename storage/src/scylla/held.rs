@@ -2,11 +2,12 @@
 //! deployment: a worker that takes over a partition finds the lanes its predecessor set aside.
 //!
 //! Records live in one partition per `(group, partition, lane)`, clustered by seq; a summary
-//! row per lane (count, last seq, first due time) is kept by read-modify-write, which is safe
-//! because one worker at a time owns a `(group, partition)` (its lease) and so is the only
-//! writer. After a crash between the records and the summary, the next write recounts what
-//! it touches, so a summary is never ahead of the records for long; `peek` reads records, not
-//! the summary, so nothing held is ever skipped.
+//! row per lane (count, last seq, first due time) lets a worker that takes a partition over
+//! find its lanes. The summary is rewritten from the records after every write (first record,
+//! last seq; seqs are contiguous), never counted incrementally: an earlier version kept a
+//! running count, and a count that drifted low deleted the summary of a lane that still had
+//! records, so the next owner never found them (seen in the multi-process kill test: 14,000
+//! messages stranded). `peek` reads records, not the summary.
 
 use super::{body, from_body, ScyllaStore};
 use async_trait::async_trait;
@@ -22,36 +23,32 @@ fn seq(v: u64) -> i64 {
     v as i64
 }
 
-struct Summary {
-    count: i64,
-    last_seq: i64,
-}
-
 impl ScyllaStore {
-    async fn summary(&self, group: &str, partition: Partition, lane: Lane) -> crate::Result<Option<Summary>> {
-        let rows = self.rows::<(i64, i64, i64)>(&self.st.get_held_lane, (group, partition as i32, seq(lane.0))).await?;
-        Ok(rows.first().map(|(count, last_seq, _)| Summary { count: *count, last_seq: *last_seq }))
+    /// This process's lock on a held lane's writes.
+    fn held_lock(&self, group: &str, partition: Partition, lane: Lane) -> &tokio::sync::Mutex<()> {
+        let key = xxhash_rust::xxh3::xxh3_64(format!("{group}/{partition}/{}", lane.0).as_bytes());
+        &self.held_locks[(key % self.held_locks.len() as u64) as usize]
     }
 
-    /// Writes the lane's summary from `count` and `last_seq`, its first due time read from
-    /// the records; an empty lane loses its summary.
-    async fn write_summary(
-        &self,
-        group: &str,
-        partition: Partition,
-        lane: Lane,
-        count: i64,
-        last_seq: i64,
-    ) -> crate::Result<()> {
+    /// Rewrites the lane's summary from its records: the first record (seq, due time) and the
+    /// last seq, which is the summary's unless records lie beyond it (a crash between the
+    /// records and the summary). Seqs are contiguous (appended after the last, set aside in
+    /// front of the first, released from the front), so the count is `last - first + 1`.
+    /// Nothing is counted incrementally, so nothing can drift, and a lane with records always
+    /// has a summary. Callers hold the lane's lock.
+    async fn write_summary(&self, group: &str, partition: Partition, lane: Lane, at_least: i64) -> crate::Result<()> {
         let key = (group, partition as i32, seq(lane.0));
         let first =
             self.rows::<(i64, i64, Vec<u8>)>(&self.st.peek_held, (group, partition as i32, seq(lane.0), 1)).await?;
-        match first.first() {
-            Some((_, due, _)) if count > 0 => {
-                self.exec(&self.st.put_held_lane, (group, partition as i32, seq(lane.0), count, last_seq, *due)).await
-            }
-            _ => self.exec(&self.st.delete_held_lane, key).await,
-        }
+        let Some((first, due, _)) = first.into_iter().next() else {
+            return self.exec(&self.st.delete_held_lane, key).await;
+        };
+        let summary = self.rows::<(i64, i64, i64)>(&self.st.get_held_lane, key).await?;
+        let mut last = summary.first().map_or(first, |(_, last, _)| *last).max(at_least).max(first);
+        let beyond =
+            self.paged::<(i64,)>(&self.st.held_seqs_after, (group, partition as i32, seq(lane.0), last)).await?;
+        last = beyond.into_iter().map(|(s,)| s).fold(last, i64::max);
+        self.exec(&self.st.put_held_lane, (group, partition as i32, seq(lane.0), last - first + 1, last, due)).await
     }
 
     async fn hold_records(
@@ -61,31 +58,24 @@ impl ScyllaStore {
         lane: Lane,
         records: Vec<HeldRecord>,
     ) -> crate::Result<()> {
-        let (Some(low), Some(high)) = (records.iter().map(|r| r.seq).min(), records.iter().map(|r| r.seq).max()) else {
+        let Some(high) = records.iter().map(|r| r.seq).max() else {
             return Ok(());
         };
+        let _lane = self.held_lock(group, partition, lane).lock().await;
         let p = partition as i32;
-        // Seqs already held among these (holding one again replaces it and counts once).
-        let existing =
-            self.rows::<(i64,)>(&self.st.held_seqs_between, (group, p, seq(lane.0), seq(low), seq(high))).await?;
-        let fresh = records.iter().filter(|r| !existing.iter().any(|(s,)| *s == seq(r.seq))).count() as i64;
         let mut rows = super::log::Partitions::new();
         for r in records {
             let stored: Stored = (r.key, r.headers, r.value);
             rows.add((), (group.to_string(), p, seq(lane.0), seq(r.seq), seq(r.due_ms), body(&stored)?));
         }
         rows.write(self, &self.st.put_held, 1).await?;
-        let before = self.summary(group, partition, lane).await?.unwrap_or(Summary { count: 0, last_seq: 0 });
-        self.write_summary(group, partition, lane, before.count + fresh, before.last_seq.max(seq(high))).await
+        self.write_summary(group, partition, lane, seq(high)).await
     }
 
     async fn release_records(&self, group: &str, partition: Partition, lane: Lane, through: u64) -> crate::Result<()> {
-        let p = partition as i32;
-        let gone =
-            self.paged::<(i64,)>(&self.st.held_seqs_through, (group, p, seq(lane.0), seq(through))).await?.len() as i64;
-        self.exec(&self.st.release_held, (group, p, seq(lane.0), seq(through))).await?;
-        let before = self.summary(group, partition, lane).await?.unwrap_or(Summary { count: 0, last_seq: 0 });
-        self.write_summary(group, partition, lane, (before.count - gone).max(0), before.last_seq).await
+        let _lane = self.held_lock(group, partition, lane).lock().await;
+        self.exec(&self.st.release_held, (group, partition as i32, seq(lane.0), seq(through))).await?;
+        self.write_summary(group, partition, lane, i64::MIN).await
     }
 }
 

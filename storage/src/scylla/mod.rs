@@ -162,6 +162,9 @@ pub struct ScyllaStore {
     session: Session,
     st: Statements,
     config: ScyllaConfig,
+    /// Serializes this process's writes to one held lane (striped by lane): a lane's hold and
+    /// release may run concurrently in the runner, and its summary is read-modify-write.
+    held_locks: Vec<tokio::sync::Mutex<()>>,
 }
 
 impl ScyllaStore {
@@ -185,7 +188,8 @@ impl ScyllaStore {
             });
         }
         let st = Statements::prepare(&session, config.consistency).await?;
-        Ok(Self { session, st, config })
+        let held_locks = (0..64).map(|_| tokio::sync::Mutex::new(())).collect();
+        Ok(Self { session, st, config, held_locks })
     }
 
     /// Whether the cluster answers (for readiness).

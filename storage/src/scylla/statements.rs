@@ -103,9 +103,8 @@ statements! {
     purge_dlq = "DELETE FROM dlq WHERE tenant = ? AND campaign = ?";
 
     put_held = "INSERT INTO held (grp, part, lane, seq, due_ms, body) VALUES (?, ?, ?, ?, ?, ?)";
-    held_seqs_between = "SELECT seq FROM held WHERE grp = ? AND part = ? AND lane = ? AND seq >= ? AND seq <= ?";
-    held_seqs_through = "SELECT seq FROM held WHERE grp = ? AND part = ? AND lane = ? AND seq <= ?";
     peek_held = "SELECT seq, due_ms, body FROM held WHERE grp = ? AND part = ? AND lane = ? LIMIT ?";
+    held_seqs_after = "SELECT seq FROM held WHERE grp = ? AND part = ? AND lane = ? AND seq > ?";
     release_held = "DELETE FROM held WHERE grp = ? AND part = ? AND lane = ? AND seq <= ?";
     put_held_lane = "INSERT INTO held_lanes (grp, part, lane, count, last_seq, first_due_ms) VALUES (?, ?, ?, ?, ?, ?)";
     get_held_lane = "SELECT count, last_seq, first_due_ms FROM held_lanes WHERE grp = ? AND part = ? AND lane = ?";

@@ -18,6 +18,9 @@
 //! | webhook | `api/src/routes/provider_settings.rs` (`WebhookBody`) | none (2xx is final) | `tests/common` (`FakeProvider`) |
 //! | simulator | the engine's default provider ([`super::simulator`]) | receipts posted in process | itself |
 //!
+//! HTTP calls carry the deliver step's trace context (`traceparent`, [`traced`]), so a
+//! provider (or the mock provider) that records it joins the campaign's trace.
+//!
 //! It is not: pacing or retrying (see `deliver::pacing` and `deliver`); a provider makes one
 //! call and classifies its answer.
 
@@ -29,6 +32,14 @@ pub mod whatsapp;
 
 use super::provider::{FailureClass, ProviderError, SendResult};
 use std::time::Duration;
+
+/// `request` with the current span's trace context as W3C headers (none when tracing is off).
+pub fn traced(mut request: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+    for (name, value) in pipeline::trace::current_headers().0 {
+        request = request.header(name, value);
+    }
+    request
+}
 
 /// How long one HTTP provider call may take by default before it counts as a transient failure.
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(30);
@@ -77,4 +88,31 @@ pub fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
     let secs: u64 = headers.get(reqwest::header::RETRY_AFTER)?.to_str().ok()?.trim().parse().ok()?;
     // Capped again by deliver at its maximum backoff.
     Some(Duration::from_secs(secs.min(3_600)))
+}
+
+#[cfg(test)]
+mod tests {
+    use opentelemetry::trace::TracerProvider as _;
+    use tracing_subscriber::layer::SubscriberExt;
+
+    #[test]
+    fn provider_calls_carry_the_steps_trace() {
+        opentelemetry::global::set_text_map_propagator(opentelemetry_sdk::propagation::TraceContextPropagator::new());
+        let client = reqwest::Client::new();
+        let untraced = super::traced(client.post("http://127.0.0.1:9/")).build().unwrap();
+        assert!(untraced.headers().get("traceparent").is_none(), "no trace, no header");
+
+        let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder().build();
+        let subscriber =
+            tracing_subscriber::registry().with(tracing_opentelemetry::layer().with_tracer(provider.tracer("t")));
+        tracing::subscriber::with_default(subscriber, || {
+            let mut parent = schemas::envelope::Headers::default();
+            parent.set("traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01");
+            let span = pipeline::trace::step_span("deliver", 0, 1, &parent);
+            let _entered = span.enter();
+            let request = super::traced(client.post("http://127.0.0.1:9/")).build().unwrap();
+            let header = request.headers().get("traceparent").expect("traceparent").to_str().unwrap();
+            assert!(header.starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-"), "{header}");
+        });
+    }
 }

@@ -46,9 +46,7 @@ impl Provider for Webhook {
             "content": message.content,
         })
         .to_string();
-        let response = match self
-            .client
-            .post(&self.url)
+        let response = match super::traced(self.client.post(&self.url))
             .header("content-type", "application/json")
             .header("x-herald-signature", sign_sha256_hex(self.secret.as_bytes(), body.as_bytes()))
             .header("x-herald-message-id", message.key.to_callback())

@@ -93,12 +93,15 @@ impl Provider for Sms {
         if let Some(base) = &self.callback_base {
             form.push(("StatusCallback", callback_url(base, self.tenant, message)));
         }
-        let response =
-            match self.client.post(&url).basic_auth(&self.account_sid, Some(&self.auth_token)).form(&form).send().await
-            {
-                Ok(r) => r,
-                Err(e) => return transport_failure(&e),
-            };
+        let response = match super::traced(self.client.post(&url))
+            .basic_auth(&self.account_sid, Some(&self.auth_token))
+            .form(&form)
+            .send()
+            .await
+        {
+            Ok(r) => r,
+            Err(e) => return transport_failure(&e),
+        };
         let status = response.status().as_u16();
         let wait = retry_after(response.headers());
         let bytes = match response.bytes().await {

@@ -112,10 +112,11 @@ impl Provider for WhatsApp {
             ));
         };
         let url = format!("{}/{}/{}/messages", self.base_url, self.api_version, phone_number_id);
-        let response = match self.client.post(&url).bearer_auth(&self.access_token).json(&body).send().await {
-            Ok(r) => r,
-            Err(e) => return transport_failure(&e),
-        };
+        let response =
+            match super::traced(self.client.post(&url)).bearer_auth(&self.access_token).json(&body).send().await {
+                Ok(r) => r,
+                Err(e) => return transport_failure(&e),
+            };
         let status = response.status().as_u16();
         let wait = retry_after(response.headers());
         let bytes = match response.bytes().await {
