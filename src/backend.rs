@@ -24,6 +24,10 @@ pub struct BackendSettings {
     /// Distributed: how long a worker's partition lease lasts unrenewed, seconds (how long a
     /// dead worker's partitions wait for another).
     pub lease_ttl_s: u64,
+    /// Distributed: partitions of every dataflow topic (`HERALD_PARTITIONS`): the most workers
+    /// one stage can spread over. Every process of a deployment must agree, and an existing
+    /// Fluvio topic with another count is refused. The embedded backend keeps 8.
+    pub partitions: u32,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -35,7 +39,7 @@ pub enum BackendKind {
 
 impl Default for BackendSettings {
     fn default() -> Self {
-        Self { kind: BackendKind::Embedded, lease_ttl_s: 10 }
+        Self { kind: BackendKind::Embedded, lease_ttl_s: 10, partitions: pipeline::topic::DEFAULT_PARTITIONS }
     }
 }
 
@@ -110,6 +114,8 @@ impl Default for RedisSettings {
 /// The distributed backends' settings, resolved.
 #[derive(Debug, Clone)]
 pub struct DistributedConfig {
+    /// Partitions of every dataflow topic.
+    pub partitions: u32,
     pub fluvio: FluvioTopicsConfig,
     pub scylla: ScyllaConfig,
     pub redis: RedisConfig,
@@ -136,6 +142,7 @@ impl DistributedConfig {
         anyhow::ensure!(!scylla.nodes.is_empty(), "scylla.nodes is empty");
         anyhow::ensure!(scylla.retention_days > 0, "scylla.retention_days must be at least 1");
         Ok(Self {
+            partitions: pipeline::topic::DEFAULT_PARTITIONS,
             fluvio: FluvioTopicsConfig {
                 endpoint: fluvio.endpoint.clone(),
                 replication: fluvio.replication.max(1),
@@ -197,6 +204,7 @@ impl Backends {
                 })
             }
             BackendChoice::Distributed(config) => {
+                pipeline::topic::configure_partitions(config.partitions).map_err(anyhow::Error::msg)?;
                 let topics = FluvioTopics::connect(config.fluvio.clone(), topics::all())
                     .await
                     .with_context(|| format!("connecting to Fluvio at {}", config.fluvio.endpoint))?;

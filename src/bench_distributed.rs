@@ -117,7 +117,7 @@ type Lags = Arc<Mutex<BTreeMap<&'static str, Lag>>>;
 async fn sample(topics: &dyn TopicBackend, lags: &Lags) {
     for stage in pipeline::topics::STAGES {
         let (mut behind, mut ends) = (0, Vec::new());
-        for p in 0..stage.input.partitions {
+        for p in 0..stage.input.partitions() {
             let (Ok(end), Ok(committed)) =
                 (topics.end_offset(stage.input.name, p).await, topics.committed(stage.input.name, stage.name, p).await)
             else {
@@ -134,7 +134,7 @@ async fn sample(topics: &dyn TopicBackend, lags: &Lags) {
         let mut lags = lags.lock().unwrap_or_else(|p| p.into_inner());
         let entry = lags.entry(stage.name).or_default();
         (entry.max, entry.last) = (entry.max.max(behind), behind);
-        if ends.len() == stage.input.partitions as usize {
+        if ends.len() == stage.input.partitions() as usize {
             if entry.first_ends.is_empty() {
                 entry.first_ends = ends.clone();
             }

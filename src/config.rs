@@ -160,6 +160,9 @@ impl HeraldConfig {
         if let Some(v) = var("HERALD_REDIS_URL") {
             self.redis.url = v;
         }
+        if let Some(v) = var("HERALD_PARTITIONS") {
+            self.backend.partitions = v.parse().context("HERALD_PARTITIONS must be a number of partitions")?;
+        }
         if let Some(v) = var("HERALD_LISTEN") {
             self.listen = v;
         }
@@ -225,6 +228,11 @@ impl HeraldConfig {
             if !(1..=3_600).contains(&self.backend.lease_ttl_s) {
                 bail!("backend.lease_ttl_s must be 1 to 3600 seconds");
             }
+            if !(1..=1_024).contains(&self.backend.partitions) {
+                bail!("backend.partitions must be 1 to 1024");
+            }
+        } else if self.backend.partitions != pipeline::topic::DEFAULT_PARTITIONS {
+            bail!("backend.partitions applies to the distributed deployment; the embedded backend keeps 8");
         }
         for stage in self.stages.iter().flatten() {
             if !crate::engine::STAGE_ROLES.contains(&stage.as_str()) {
@@ -281,6 +289,7 @@ impl HeraldConfig {
     pub fn distributed(&self) -> anyhow::Result<crate::backend::DistributedConfig> {
         let mut config = crate::backend::DistributedConfig::from_settings(&self.fluvio, &self.scylla, &self.redis)?;
         config.redis.idempotency_ttl = std::time::Duration::from_secs(self.idempotency_ttl_s);
+        config.partitions = self.backend.partitions;
         Ok(config)
     }
 
@@ -441,5 +450,14 @@ mod tests {
         c.stages = Some(vec!["deliver".into()]);
         c.backend.lease_ttl_s = 0;
         assert!(c.validate().is_err(), "a zero lease TTL is refused");
+        c.backend.lease_ttl_s = 10;
+        c.apply_env(|k| (k == "HERALD_PARTITIONS").then(|| "32".to_string())).unwrap();
+        c.validate().unwrap();
+        assert_eq!(c.distributed().unwrap().partitions, 32);
+        c.backend.partitions = 0;
+        assert!(c.validate().is_err(), "zero partitions are refused");
+        c.backend.kind = crate::backend::BackendKind::Embedded;
+        c.backend.partitions = 16;
+        assert!(c.validate().is_err(), "the embedded backend keeps its 8 partitions");
     }
 }

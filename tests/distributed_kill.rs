@@ -210,7 +210,7 @@ async fn a_worker_killed_mid_campaign_loses_and_duplicates_nothing() {
     }
     // The worker that delivers the campaign's route dies: its paced lane (held records), its
     // calls in flight and its token blocks are the hard part of a takeover.
-    let route = topics::READY.spec.partitions;
+    let route = topics::READY.spec.partitions();
     let route = partition_for(topics::route_key(TenantId(tenant), Channel::WhatsApp), route);
     let logs = [worker_dirs[0].join("herald.log"), worker_dirs[1].join("herald.log")];
     let lease = format!("deliver/{route}");

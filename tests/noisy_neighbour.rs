@@ -44,9 +44,9 @@ async fn a_waiting_tenant_never_holds_up_its_partition() {
     let s = TestServer::start().await;
     // Eight more tenants: at least one on tenant 1's throttle partition (keyed by tenant) and
     // one on its deliver partition (keyed by route: tenant and channel).
-    let throttle_of = |t: u64| partition_for(topics::tenant_key(TenantId(t)), topics::RENDERED.spec.partitions);
+    let throttle_of = |t: u64| partition_for(topics::tenant_key(TenantId(t)), topics::RENDERED.spec.partitions());
     let deliver_of =
-        |t: u64| partition_for(topics::route_key(TenantId(t), Channel::Sms), topics::READY.spec.partitions);
+        |t: u64| partition_for(topics::route_key(TenantId(t), Channel::Sms), topics::READY.spec.partitions());
     let (slow, op1) = tenant(&s, "slow", Some(1)).await;
     let mut others: Vec<(u64, String)> = Vec::new();
     let find = |others: &[(u64, String)], of: &dyn Fn(u64) -> u32| {

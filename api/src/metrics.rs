@@ -115,7 +115,7 @@ pub async fn render_live(state: &AppState) -> String {
     for stage in pipeline::topics::STAGES {
         let topic = stage.input.name;
         let mut lag = 0;
-        for p in 0..stage.input.partitions {
+        for p in 0..stage.input.partitions() {
             let end = state.topics.end_offset(topic, p).await.unwrap_or(0);
             // Reading a group's offset never creates the group (a group that never committed
             // has consumed nothing still in the topic).

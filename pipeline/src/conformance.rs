@@ -15,10 +15,7 @@ use std::time::{Duration, Instant};
 
 /// The topics the topic kit uses.
 pub fn specs() -> Vec<TopicSpec> {
-    vec![
-        TopicSpec { name: "kit.a", partitions: 2, capacity: Some(2) },
-        TopicSpec { name: "kit.b", partitions: 1, capacity: None },
-    ]
+    vec![TopicSpec::new("kit.a", 2, Some(2)), TopicSpec::new("kit.b", 1, None)]
 }
 
 /// `(topic, consumer group)` of the kit's topics.

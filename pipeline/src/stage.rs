@@ -161,7 +161,7 @@ impl Emitter {
         let key = topic.key(value);
         self.pending.push(ProducerRecord {
             topic: topic.name(),
-            partition: partition_for(key, topic.spec.partitions),
+            partition: partition_for(key, topic.spec.partitions()),
             key,
             headers,
             value: codec::encode(value)?,

@@ -24,8 +24,52 @@ pub type Offset = u64;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TopicSpec {
     pub name: &'static str,
-    pub partitions: u32,
+    /// A fixed count, or [`CONFIGURED`]: read it through [`TopicSpec::partitions`].
+    partitions: u32,
     pub capacity: Option<u64>,
+}
+
+/// A topic whose partition count is the deployment's ([`configure_partitions`]).
+pub const CONFIGURED: u32 = 0;
+
+/// Partitions of the dataflow's topics unless configured ([`configure_partitions`]).
+pub const DEFAULT_PARTITIONS: u32 = 8;
+
+static PARTITIONS: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+
+/// Sets the partition count of the dataflow's topics for this process (`[backend]
+/// partitions` of the distributed deployment), once, before any topic is used; every process
+/// of a deployment must agree (Fluvio refuses a topic found with another count). Errors if a
+/// different count was set or already read.
+pub fn configure_partitions(n: u32) -> std::result::Result<(), String> {
+    if !(1..=1_024).contains(&n) {
+        return Err(format!("partitions must be 1 to 1024, got {n}"));
+    }
+    let current = *PARTITIONS.get_or_init(|| n);
+    if current == n {
+        Ok(())
+    } else {
+        Err(format!("topics already use {current} partitions; cannot switch to {n}"))
+    }
+}
+
+impl TopicSpec {
+    pub const fn new(name: &'static str, partitions: u32, capacity: Option<u64>) -> Self {
+        Self { name, partitions, capacity }
+    }
+
+    /// The topic's partition count.
+    pub fn partitions(&self) -> u32 {
+        match self.partitions {
+            CONFIGURED => *PARTITIONS.get_or_init(|| DEFAULT_PARTITIONS),
+            n => n,
+        }
+    }
+
+    /// Whether two specs always have the same partition count (for compile-time checks).
+    pub const fn same_partitions(&self, other: &TopicSpec) -> bool {
+        self.partitions == other.partitions
+    }
 }
 
 /// A topic carrying records of type `T`, keyed by a function of the record: what its consumer
@@ -39,7 +83,7 @@ pub struct Topic<T> {
 
 impl<T> Topic<T> {
     pub const fn new(name: &'static str, partitions: u32, capacity: Option<u64>, key: fn(&T) -> u64) -> Self {
-        Self { spec: TopicSpec { name, partitions, capacity }, key, _record: PhantomData }
+        Self { spec: TopicSpec::new(name, partitions, capacity), key, _record: PhantomData }
     }
     pub fn name(&self) -> &'static str {
         self.spec.name
@@ -50,7 +94,7 @@ impl<T> Topic<T> {
     }
     /// The partition the record goes to.
     pub fn partition_of(&self, value: &T) -> Partition {
-        partition_for(self.key(value), self.spec.partitions)
+        partition_for(self.key(value), self.spec.partitions())
     }
 }
 
@@ -127,6 +171,18 @@ pub trait TopicBackend: Send + Sync {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_partition_count_is_set_once() {
+        assert!(configure_partitions(0).is_err());
+        assert!(configure_partitions(2_000).is_err());
+        // The dataflow's count is the default once read (this process never configures it).
+        let spec = TopicSpec::new("t", CONFIGURED, None);
+        assert_eq!(spec.partitions(), DEFAULT_PARTITIONS);
+        assert!(configure_partitions(DEFAULT_PARTITIONS).is_ok(), "the same count again is fine");
+        assert!(configure_partitions(16).is_err(), "no switching once topics are in use");
+        assert_eq!(TopicSpec::new("t", 3, None).partitions(), 3, "a fixed count stays");
+    }
 
     #[test]
     fn dense_keys_spread_over_partitions() {

@@ -8,8 +8,9 @@
 use crate::topic::{Topic, TopicSpec};
 use schemas::*;
 
-/// Partitions per topic in the embedded deployment.
-pub const PARTITIONS: u32 = 8;
+/// The dataflow topics' partition count: [`crate::topic::DEFAULT_PARTITIONS`] (8) unless the
+/// distributed deployment configures another ([`crate::topic::configure_partitions`]).
+const PARTITIONS: u32 = crate::topic::CONFIGURED;
 
 // Every topic is keyed by what its consumer needs on one partition (one owner at a time):
 // - `campaign.sends` by campaign: chunk walks a campaign's audience from one cursor;
@@ -54,7 +55,7 @@ pub const RECEIPTS: Topic<ReceiptBatch> = Topic::new("receipts.inbound", PARTITI
 pub const DEAD_RECORDS: Topic<Vec<u8>> = Topic::new("pipeline.dead", 1, None, |_| 0);
 
 const _: () = assert!(
-    OUTCOMES.spec.partitions == RECEIPTS.spec.partitions && OUTCOMES.spec.partitions == DLQ.spec.partitions,
+    OUTCOMES.spec.same_partitions(&RECEIPTS.spec) && OUTCOMES.spec.same_partitions(&DLQ.spec),
     "reconcile owns partition p of its three inputs together"
 );
 
@@ -98,7 +99,7 @@ fn batch_route_key(tenant: TenantId, messages: &[RenderedMessage]) -> u64 {
 /// The reconcile partition of a campaign (of `delivery.outcomes`, `receipts.inbound` and
 /// `delivery.dlq` alike): its rows and counters have one writer, the owner of this partition.
 pub fn campaign_partition(tenant: TenantId, campaign: CampaignId) -> crate::topic::Partition {
-    crate::topic::partition_for(campaign_key(tenant, campaign), OUTCOMES.spec.partitions)
+    crate::topic::partition_for(campaign_key(tenant, campaign), OUTCOMES.spec.partitions())
 }
 
 /// A stage of the dataflow: its name (also its consumer group) and the topic it consumes.

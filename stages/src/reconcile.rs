@@ -255,7 +255,7 @@ impl Event {
 
 impl Reconciler {
     pub fn new(catalog: Arc<dyn Catalog>, log: Arc<dyn MessageLog>) -> Arc<Self> {
-        let partitions = (0..topics::OUTCOMES.spec.partitions).map(|_| tokio::sync::Mutex::default()).collect();
+        let partitions = (0..topics::OUTCOMES.spec.partitions()).map(|_| tokio::sync::Mutex::default()).collect();
         Arc::new(Self {
             catalog,
             log,

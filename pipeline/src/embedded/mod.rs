@@ -189,8 +189,8 @@ impl EmbeddedTopics {
         for spec in specs {
             let declared: Vec<&'static str> =
                 consumers.iter().filter(|(t, _)| *t == spec.name).map(|(_, g)| *g).collect();
-            let mut partitions = Vec::with_capacity(spec.partitions as usize);
-            for p in 0..spec.partitions {
+            let mut partitions = Vec::with_capacity(spec.partitions() as usize);
+            for p in 0..spec.partitions() {
                 let groups = stored_groups(&offsets, spec.name, p)?;
                 let highest = groups.values().copied().max().unwrap_or(0);
                 let path = dir.join("segments").join(spec.name).join(p.to_string());
@@ -373,7 +373,7 @@ mod tests {
     use super::*;
     use crate::conformance;
 
-    const T: TopicSpec = TopicSpec { name: "t", partitions: 2, capacity: Some(3) };
+    const T: TopicSpec = TopicSpec::new("t", 2, Some(3));
 
     fn open(dir: &Path) -> Arc<EmbeddedTopics> {
         EmbeddedTopics::open_with_consumers(dir, &conformance::specs(), &conformance::consumers(), Default::default())

@@ -179,15 +179,15 @@ impl FluvioTopics {
             let name = self.fluvio_name(spec.name);
             if let Some(found) = existing.iter().find(|t| t.name == name) {
                 let partitions = found.spec.partitions();
-                if partitions != spec.partitions {
+                if partitions != spec.partitions() {
                     return Err(Error::Fatal(format!(
                         "fluvio topic {name} has {partitions} partitions, Herald is configured for {}",
-                        spec.partitions
+                        spec.partitions()
                     )));
                 }
                 continue;
             }
-            let mut topic = FluvioTopicSpec::new_computed(spec.partitions, self.config.replication, None);
+            let mut topic = FluvioTopicSpec::new_computed(spec.partitions(), self.config.replication, None);
             let retention = u32::try_from(self.config.retention.as_secs()).unwrap_or(u32::MAX);
             topic.set_cleanup_policy(CleanupPolicy::Segment(SegmentBasedPolicy { time_in_seconds: retention }));
             if let Err(e) = admin.create(name.clone(), false, topic).await {
@@ -206,7 +206,7 @@ impl FluvioTopics {
     async fn wait_for_leaders(&self) -> Result<()> {
         let deadline = tokio::time::Instant::now() + self.config.timeout.max(Duration::from_secs(30));
         for spec in self.specs.values() {
-            for partition in 0..spec.partitions {
+            for partition in 0..spec.partitions() {
                 loop {
                     match self.end_offset(spec.name, partition).await {
                         Ok(_) => break,
@@ -253,7 +253,7 @@ impl FluvioTopics {
 
     fn checked(&self, topic: &str, partition: Partition) -> Result<TopicSpec> {
         let spec = self.spec(topic)?;
-        if partition >= spec.partitions {
+        if partition >= spec.partitions() {
             return Err(Error::UnknownPartition { topic: topic.to_string(), partition });
         }
         Ok(spec)

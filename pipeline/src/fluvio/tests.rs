@@ -48,7 +48,7 @@ async fn fluvio_topics_pass_the_topic_backend_kit() {
 async fn a_million_records_come_back_contiguous() {
     let Some(endpoint) = endpoint("a 1,000,000-record Fluvio round trip with no record lost") else { return };
     const TOTAL: u64 = 1_000_000;
-    let spec = TopicSpec { name: "million", partitions: 1, capacity: None };
+    let spec = TopicSpec::new("million", 1, None);
     let topics = FluvioTopics::connect(config(endpoint), vec![spec]).await.unwrap();
     let started = Instant::now();
     let mut headers = Headers::new();

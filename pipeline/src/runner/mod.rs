@@ -154,7 +154,7 @@ pub fn spawn_in<S: Stage>(
     let name = stage.name();
     let handle = StageHandle { name, metrics: Arc::default(), health: Arc::default() };
     let room = crate::room::Room::new(backend.clone());
-    let partitions: Vec<Partition> = (0..input.spec.partitions).collect();
+    let partitions: Vec<Partition> = (0..input.spec.partitions()).collect();
     let consumers = if assignment.is_some() { 1 } else { partitions.len() };
     let started = Arc::new(tokio::sync::Barrier::new(consumers + 1));
     {
@@ -217,11 +217,11 @@ pub fn spawn_in<S: Stage>(
         Some(_) if joint.is_some() => {
             let run: joint::MemberRun = Box::new(move |p, stop, lease| Box::pin(consumer(p, stop, Some(lease)).run()));
             if let Some(joint) = joint {
-                joint.join(run, input.spec.partitions, started);
+                joint.join(run, input.spec.partitions(), started);
             }
         }
         Some(assignment) => {
-            let count = input.spec.partitions;
+            let count = input.spec.partitions();
             tasks.spawn(async move {
                 started.wait().await;
                 let run = move |p, stop, lease| consumer(p, stop, Some(lease)).run();

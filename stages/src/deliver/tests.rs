@@ -140,7 +140,7 @@ impl Harness {
         topic: &pipeline::Topic<T>,
     ) -> Vec<(schemas::envelope::Headers, T)> {
         let mut all = Vec::new();
-        for partition in 0..topic.spec.partitions {
+        for partition in 0..topic.spec.partitions() {
             let records = self.topics.fetch(topic.name(), partition, 0, 10_000, Duration::ZERO).await.unwrap();
             all.extend(records.into_iter().map(|r| (r.headers, codec::decode(&r.value).unwrap())));
         }
