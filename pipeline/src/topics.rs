@@ -171,8 +171,9 @@ mod tests {
     #[test]
     fn one_campaigns_chunks_spread_and_its_reconcile_inputs_meet() {
         let (tenant, campaign) = (TenantId(3), CampaignId(77));
-        let mut used = [0u32; PARTITIONS as usize];
-        for seq in 0..800 {
+        let partitions = CHUNKS.spec.partitions();
+        let mut used = vec![0u32; partitions as usize];
+        for seq in 0..100 * u64::from(partitions) {
             let chunk = Chunk { tenant, campaign, seq, trigger_ms: 0, recipients: Vec::new() };
             used[CHUNKS.partition_of(&chunk) as usize] += 1;
         }
