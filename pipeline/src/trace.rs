@@ -54,18 +54,22 @@ pub fn step_span(stage: &'static str, partition: u32, records: usize, headers: &
 pub fn context_headers(span: &tracing::Span, headers: &Headers) -> Headers {
     let mut out = headers.clone();
     if headers.get(TRACEPARENT).is_some() {
-        let context = span.context();
-        opentelemetry::global::get_text_map_propagator(|p| p.inject_context(&context, &mut Writer(&mut out)));
+        inject(span, &mut out);
     }
     out
+}
+
+/// Writes `span`'s trace context into `headers` (nothing when no exporter records it).
+fn inject(span: &tracing::Span, headers: &mut Headers) {
+    let context = span.context();
+    opentelemetry::global::get_text_map_propagator(|p| p.inject_context(&context, &mut Writer(headers)));
 }
 
 /// Headers carrying the current span's trace context (empty when tracing is off): for records
 /// produced outside a step, e.g. by the API inside a request's span.
 pub fn current_headers() -> Headers {
     let mut headers = Headers::default();
-    let context = tracing::Span::current().context();
-    opentelemetry::global::get_text_map_propagator(|p| p.inject_context(&context, &mut Writer(&mut headers)));
+    inject(&tracing::Span::current(), &mut headers);
     headers
 }
 

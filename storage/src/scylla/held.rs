@@ -26,8 +26,10 @@ fn seq(v: u64) -> i64 {
 impl ScyllaStore {
     /// This process's lock on a held lane's writes.
     fn held_lock(&self, group: &str, partition: Partition, lane: Lane) -> &tokio::sync::Mutex<()> {
-        let key = xxhash_rust::xxh3::xxh3_64(format!("{group}/{partition}/{}", lane.0).as_bytes());
-        &self.held_locks[(key % self.held_locks.len() as u64) as usize]
+        use std::hash::{Hash, Hasher};
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        (group, partition, lane.0).hash(&mut hasher);
+        &self.held_locks[(hasher.finish() % self.held_locks.len() as u64) as usize]
     }
 
     /// Rewrites the lane's summary from its records: the first record (seq, due time) and the
