@@ -244,3 +244,130 @@ async fn webhooks_verify_sign_and_reconcile_idempotently() {
     assert_eq!(list["items"], json!(["+12025559999"]));
     s.stop().await;
 }
+
+/// Reads an event stream for `for_ms` (or until it ends): the `data:` lines as JSON, and
+/// whether the server ended the stream.
+async fn events(s: &TestServer, path: &str, token: &str, for_ms: u64) -> (u16, Vec<Value>, bool) {
+    let mut resp = s.http.get(format!("{}{path}", s.base)).bearer_auth(token).send().await.unwrap();
+    let status = resp.status().as_u16();
+    if status != 200 {
+        return (status, Vec::new(), true);
+    }
+    let mut text = String::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(for_ms);
+    let ended = loop {
+        match tokio::time::timeout_at(deadline, resp.chunk()).await {
+            Ok(Ok(Some(bytes))) => text.push_str(&String::from_utf8_lossy(&bytes)),
+            Ok(_) => break true,
+            Err(_) => break false,
+        }
+    };
+    let data =
+        text.lines().filter_map(|l| l.strip_prefix("data: ")).map(|d| serde_json::from_str(d).unwrap()).collect();
+    (status, data, ended)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn event_streams_and_previews_stay_inside_the_tenant() {
+    let s = TestServer::start().await;
+    let (a, op_a) = tenant(&s, "a", Some(1_000)).await;
+    let (_b, op_b) = tenant(&s, "b", None).await;
+    let cid = campaign(&s, &op_a, 200, 0).await;
+
+    // Another tenant's campaign stream is a 404, its tenant stream shows nothing of A's.
+    let (status, _, _) = events(&s, &format!("/v1/campaigns/{cid}/events"), &op_b, 0).await;
+    assert_eq!(status, 404);
+    let (status, seen, _) = events(&s, "/v1/campaigns/events", &op_b, 1_500).await;
+    assert_eq!((status, seen.len()), (200, 0), "tenant b sees no event of tenant a: {seen:?}");
+    let (_, seen, _) = events(&s, "/v1/campaigns/events", &op_a, 1_500).await;
+    assert!(seen.iter().any(|e| e["id"] == cid && e["status"] == "draft"), "{seen:?}");
+
+    // A campaign's stream follows it to its terminal event, then ends.
+    s.ok("POST", &format!("/v1/campaigns/{cid}/send"), &op_a, None).await;
+    let (_, seen, ended) = events(&s, &format!("/v1/campaigns/{cid}/events"), &op_a, 60_000).await;
+    let last = seen.last().unwrap();
+    assert!(ended && last["status"] == "completed" && last["delivered"] == 200, "{seen:?}");
+
+    // A tenant holds at most 16 streams; the 17th is a 429, and another tenant is unaffected.
+    let mut open = Vec::new();
+    for _ in 0..16 {
+        let r = s.http.get(format!("{}/v1/campaigns/events", s.base)).bearer_auth(&op_a).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+        open.push(r);
+    }
+    let (status, body) = s.call("GET", "/v1/campaigns/events", Some(&op_a), None).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (429, Some("too_many_streams")));
+    let r = s.http.get(format!("{}/v1/campaigns/events", s.base)).bearer_auth(&op_b).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    drop(open);
+
+    // Previews: operators only; compile and render errors are 422 with their codes.
+    let viewer = s.token("viewer", Some(a));
+    let body = |text: &str| json!({"template": {"name": "p", "channel": "sms", "body": text}, "address": "+12025550100", "attributes": {"name": "Ada"}});
+    let (status, _) = s.call("POST", "/v1/templates/preview", Some(&viewer), Some(body("Hi {{ name }}"))).await;
+    assert_eq!(status, 403);
+    let shown = s.ok("POST", "/v1/templates/preview", &op_b, Some(body("Hi {{ name }}"))).await;
+    assert_eq!(shown["text"], "Hi Ada");
+    let (status, err) = s.call("POST", "/v1/templates/preview", Some(&op_b), Some(body("Hi {{ name"))).await;
+    assert_eq!((status, err["error"]["code"].as_str()), (422, Some("template_invalid")));
+    let (status, err) = s.call("POST", "/v1/templates/preview", Some(&op_b), Some(body("Hi {{ city }}"))).await;
+    assert_eq!((status, err["error"]["code"].as_str()), (422, Some("missing_variable")));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_console_session_needs_its_csrf_token_to_change_anything() {
+    let s = TestServer::start().await;
+    let (_a, op) = tenant(&s, "a", None).await;
+    let client = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    let signin = client
+        .post(format!("{}/console/signin", s.base))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!("token={op}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(signin.status(), 303);
+    let cookie = signin.headers()["set-cookie"].to_str().unwrap().to_string();
+    assert!(cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"), "{cookie}");
+    assert!(signin.headers()["content-security-policy"].to_str().unwrap().contains("script-src 'self'"));
+    let session = cookie.split(';').next().unwrap().to_string();
+    let me: Value = client
+        .get(format!("{}/console/session", s.base))
+        .header("cookie", &session)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(me["role"], "operator");
+    let create = |csrf: Option<&str>| {
+        let mut r =
+            client.post(format!("{}/v1/audiences", s.base)).header("cookie", &session).json(&json!({"name": "x"}));
+        if let Some(c) = csrf {
+            r = r.header("x-csrf-token", c);
+        }
+        r.send()
+    };
+    let refused = create(None).await.unwrap();
+    assert_eq!(refused.status(), 403);
+    assert_eq!(refused.json::<Value>().await.unwrap()["error"]["code"], "csrf_failed");
+    assert_eq!(create(Some("0123")).await.unwrap().status(), 403);
+    assert_eq!(create(me["csrf"].as_str()).await.unwrap().status(), 201);
+    // Reads need only the cookie; a cross-site sign-in post is refused.
+    let list = client.get(format!("{}/v1/audiences", s.base)).header("cookie", &session).send().await.unwrap();
+    assert_eq!(list.status(), 200);
+    let cross = client
+        .post(format!("{}/console/signin", s.base))
+        .header("origin", "https://evil.example")
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!("token={op}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(cross.status(), 403);
+    assert!(cross.headers().get("set-cookie").is_none());
+    // Without a session, console pages go to the sign-in form.
+    let page = client.get(format!("{}/console/campaigns", s.base)).send().await.unwrap();
+    assert_eq!((page.status().as_u16(), page.headers()["location"].to_str().unwrap()), (303, "/console/signin"));
+}

@@ -169,22 +169,17 @@ impl Caller {
     }
 }
 
-impl FromRequestParts<Arc<AppState>> for Caller {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(parts: &mut Parts, state: &Arc<AppState>) -> Result<Self, Self::Rejection> {
-        let header = parts
-            .headers
-            .get(axum::http::header::AUTHORIZATION)
-            .ok_or_else(|| ApiError::unauthorized("missing bearer token"))?;
-        let token = header
-            .to_str()
-            .ok()
-            .and_then(|h| h.strip_prefix("Bearer "))
-            .ok_or_else(|| ApiError::unauthorized("expected 'Authorization: Bearer <token>'"))?;
+impl Caller {
+    /// The caller a verified token names; a platform admin names a tenant with
+    /// `X-Herald-Tenant`.
+    pub(crate) async fn from_token(
+        state: &AppState,
+        token: &str,
+        headers: &axum::http::HeaderMap,
+    ) -> ApiResult<Caller> {
         let claims = state.auth.verify(token.trim())?;
         let acting = match (claims.role, claims.tenant_id) {
-            (Role::PlatformAdmin, _) => match parts.headers.get("x-herald-tenant") {
+            (Role::PlatformAdmin, _) => match headers.get("x-herald-tenant") {
                 None => Acting::Unnamed,
                 Some(raw) => match raw.to_str().ok().and_then(|r| r.trim().parse().ok()).map(TenantId) {
                     Some(id) if active(state, id).await? => Acting::In(id),
@@ -205,6 +200,32 @@ impl FromRequestParts<Arc<AppState>> for Caller {
             (_, None) => return Err(ApiError::unauthorized("token has no tenant_id")),
         };
         Ok(Caller { sub: claims.sub, role: claims.role, acting })
+    }
+
+    /// The tenant named by the credentials, if any (the console shows it).
+    pub fn tenant_id(&self) -> Option<TenantId> {
+        match self.acting {
+            Acting::In(t) => Some(t),
+            _ => None,
+        }
+    }
+}
+
+impl FromRequestParts<Arc<AppState>> for Caller {
+    type Rejection = ApiError;
+
+    /// A bearer token, or else the console's session cookie, which must come with the
+    /// session's CSRF token on anything but a read (`crate::console::session`).
+    async fn from_request_parts(parts: &mut Parts, state: &Arc<AppState>) -> Result<Self, Self::Rejection> {
+        let token = match parts.headers.get(axum::http::header::AUTHORIZATION) {
+            Some(header) => header
+                .to_str()
+                .ok()
+                .and_then(|h| h.strip_prefix("Bearer "))
+                .ok_or_else(|| ApiError::unauthorized("expected 'Authorization: Bearer <token>'"))?,
+            None => crate::console::session::from_cookie(&parts.method, &parts.headers)?,
+        };
+        Caller::from_token(state, token, &parts.headers).await
     }
 }
 

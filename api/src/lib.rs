@@ -7,12 +7,14 @@
 //! - [`routes`]: one `routes()` per resource, merged in [`router`].
 //! - [`metrics`]: Prometheus text exposition (HTTP, stages, reconcile).
 //! - [`trace`]: HTTP spans and `traceparent` injection into produced records.
+//! - [`console`]: the operator console at `/console` (session cookie, embedded assets).
 //! - [`openapi`]: the OpenAPI document (utoipa) at `/openapi.json`, Swagger UI at `/docs`.
 //!
 //! It is not: the pipeline. Sends become records on `campaign.sends`; pause/resume/cancel are
 //! status changes the stages observe (see `stages::control`).
 
 pub mod auth;
+pub mod console;
 pub mod error;
 pub mod idempotency;
 pub mod metrics;
@@ -52,6 +54,8 @@ pub struct AppState {
     pub auth: Auth,
     pub metrics: metrics::Metrics,
     pub progress: routes::campaigns::ProgressRates,
+    /// Open event streams per tenant (bounded).
+    pub streams: routes::events::Streams,
     /// Seals and opens provider secrets.
     pub secrets: storage::secrets::SecretKey,
     /// The one owner of campaign status changes and tenant deletion.
@@ -78,6 +82,7 @@ impl AppState {
             auth,
             metrics,
             progress: Default::default(),
+            streams: Default::default(),
             secrets,
             lifecycle,
             idempotency_ttl: config.idempotency_ttl,
@@ -103,12 +108,14 @@ pub fn router(state: Arc<AppState>) -> axum::Router {
         .merge(routes::audiences::routes())
         .merge(routes::suppressions::routes())
         .merge(routes::campaigns::routes())
+        .merge(routes::events::routes())
         .merge(routes::messages::routes())
         .merge(routes::dlq::routes())
         .merge(routes::webhooks::routes())
         .merge(routes::sms_callbacks::routes())
         .merge(routes::ops::routes())
         .merge(openapi::routes())
+        .merge(console::routes())
         .fallback(|| async { ApiError::not_found("route") })
         .layer(axum::extract::DefaultBodyLimit::max(JSON_BODY_LIMIT))
         .layer(axum::middleware::from_fn_with_state(state.clone(), metrics::track))

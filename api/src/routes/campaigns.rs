@@ -79,7 +79,7 @@ pub enum ProgressState {
 }
 
 /// Exact counts per status (they add up to `total`), the rate and an estimate of the time left.
-#[derive(Serialize, utoipa::ToSchema)]
+#[derive(Serialize, PartialEq, utoipa::ToSchema)]
 pub struct Progress {
     #[schema(value_type = ProgressState)]
     pub status: &'static str,
@@ -247,7 +247,12 @@ pub(crate) async fn progress(
     Path(id): Path<String>,
 ) -> ApiResult<Json<Progress>> {
     let c = owned(&state, &caller, &id).await?;
-    let k = counters(&state, &c).await?;
+    Ok(Json(progress_of(&state, &c).await?))
+}
+
+/// A campaign's progress now (the REST endpoint and the event stream show the same).
+pub(crate) async fn progress_of(state: &AppState, c: &Campaign) -> ApiResult<Progress> {
+    let k = counters(state, c).await?;
     let total = match k.total {
         Some(t) => t,
         None => state.store.get_audience(c.tenant, c.audience).await?.map(|a| a.recipient_count).unwrap_or(0),
@@ -264,7 +269,7 @@ pub(crate) async fn progress(
         None
     };
     // A running campaign whose throttle waits for the WhatsApp messaging-tier budget.
-    let mut shown = status(&c, &k).as_str();
+    let mut shown = status(c, &k).as_str();
     let mut resume_at_ms = None;
     if shown == "running" {
         if let Some(at) = state.state.get_quota_wait(c.tenant, c.id).await?.filter(|at| *at > schemas::now_ms()) {
@@ -272,7 +277,7 @@ pub(crate) async fn progress(
             resume_at_ms = Some(at);
         }
     }
-    Ok(Json(Progress {
+    Ok(Progress {
         status: shown,
         resume_at_ms,
         total,
@@ -286,7 +291,7 @@ pub(crate) async fn progress(
         dead_lettered: k.dead_lettered,
         rate_per_s: rate,
         eta_s: eta.map(|e| e.round()),
-    }))
+    })
 }
 
 pub fn routes() -> Router<Arc<AppState>> {

@@ -3,6 +3,7 @@
 pub mod audiences;
 pub mod campaigns;
 pub mod dlq;
+pub mod events;
 pub mod import;
 pub mod messages;
 pub mod ops;

@@ -285,8 +285,86 @@ pub(crate) async fn delete(
     }
 }
 
+/// A template as it would be stored, and a sample recipient to render it for.
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct PreviewRequest {
+    template: TemplateBody,
+    /// The recipient's address (the `address` variable).
+    #[schema(max_length = 320)]
+    address: String,
+    /// The recipient's other variables (at most 100).
+    #[serde(default)]
+    attributes: std::collections::BTreeMap<String, String>,
+}
+
+/// A template rendered for one recipient: the fields of its channel.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct Preview {
+    #[schema(value_type = ChannelName)]
+    pub channel: String,
+    /// SMS text, or an email's text part.
+    pub text: Option<String>,
+    pub subject: Option<String>,
+    pub html: Option<String>,
+    /// WhatsApp: the template with each parameter rendered.
+    pub whatsapp: Option<WhatsAppSpec>,
+}
+
+#[utoipa::path(post, path = "/v1/templates/preview", tag = "templates", request_body = PreviewRequest, responses((status = 200, description = "The template compiled and rendered for the sample recipient (nothing is stored); compile errors are 422 `template_invalid`, a variable the recipient lacks 422 `missing_variable`, output over the channel's bound 422 `rendered_too_large`", body = Preview)), security(("bearer" = [])))]
+pub(crate) async fn preview(caller: Caller, body: Bytes) -> ApiResult<Json<Preview>> {
+    caller.require(Role::Operator)?;
+    let tenant = caller.tenant()?;
+    let req: PreviewRequest = parse_json(&body)?;
+    if req.address.len() > 320 || req.attributes.len() > 100 {
+        return Err(ApiError::unprocessable("invalid_body", "address is at most 320 bytes, attributes at most 100"));
+    }
+    let template = build(tenant, TemplateId(0), req.template)?;
+    let compiled = CompiledTemplate::compile(&template).map_err(|e| ApiError::unprocessable("template_invalid", e))?;
+    let recipient = schemas::Recipient {
+        id: schemas::RecipientId(0),
+        bucket: 0,
+        address: req.address,
+        attrs: req.attributes.into_iter().collect(),
+    };
+    let content = compiled.render(&recipient).map_err(|e| match e {
+        stages::render::template::RenderError::Missing(m) => ApiError::unprocessable("missing_variable", m.to_string()),
+        stages::render::template::RenderError::TooLarge => {
+            ApiError::unprocessable("rendered_too_large", "the rendered message is over its channel's limit")
+        }
+    })?;
+    let mut out = Preview {
+        channel: template.channel.as_str().to_string(),
+        text: None,
+        subject: None,
+        html: None,
+        whatsapp: None,
+    };
+    match content {
+        schemas::Content::Sms { text } => out.text = Some(text),
+        schemas::Content::Email { subject, text, html } => {
+            out.subject = Some(subject);
+            out.text = Some(text);
+            out.html = html;
+        }
+        schemas::Content::WhatsApp { template_name, language, components } => {
+            let rendered = WhatsAppTemplate {
+                template_name,
+                language,
+                components: components
+                    .into_iter()
+                    .map(|(kind, parameters)| WhatsAppComponent { kind, parameters })
+                    .collect(),
+            };
+            out.whatsapp = view(&Template { whatsapp: Some(rendered), ..template }).whatsapp;
+        }
+    }
+    Ok(Json(out))
+}
+
 pub fn routes() -> Router<Arc<AppState>> {
     Router::new()
+        .route("/v1/templates/preview", axum::routing::post(preview))
         .route("/v1/templates", get(list).post(create))
         .route("/v1/templates/{id}", get(show).put(replace).delete(delete))
 }
