@@ -288,6 +288,12 @@ async fn event_streams_and_previews_stay_inside_the_tenant() {
     let last = seen.last().unwrap();
     assert!(ended && last["status"] == "completed" && last["delivered"] == 200, "{seen:?}");
 
+    // Senders: each tenant sees its own only.
+    let mine = s.ok("GET", "/v1/senders", &op_a, None).await;
+    assert!(!mine["items"].as_array().unwrap().is_empty(), "{mine}");
+    let theirs = s.ok("GET", "/v1/senders", &op_b, None).await;
+    assert_eq!(theirs["items"], json!([]), "tenant b sees no sender of tenant a");
+
     // A tenant holds at most 16 streams; the 17th is a 429, and another tenant is unaffected.
     let mut open = Vec::new();
     for _ in 0..16 {

@@ -251,6 +251,7 @@ async fn an_operator_runs_campaigns_from_the_console() {
     c.text_until("#status", Duration::from_secs(120), |t| t == "completed").await;
     let label = c.text("#progress-label").await;
     assert_eq!(label, "5,000 of 5,000 finished", "{label}");
+    c.text_until("#senders", Duration::from_secs(10), |t| t.contains("simulator") || t.contains("Sender")).await;
     c.screenshot("campaign-completed").await;
     let blast = s.ok("GET", "/v1/campaigns", &op, None).await["items"][0]["id"].as_u64().unwrap();
     let p = s.ok("GET", &format!("/v1/campaigns/{blast}/progress"), &op, None).await;

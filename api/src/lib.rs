@@ -109,6 +109,7 @@ pub fn router(state: Arc<AppState>) -> axum::Router {
         .merge(routes::suppressions::routes())
         .merge(routes::campaigns::routes())
         .merge(routes::events::routes())
+        .merge(routes::senders::routes())
         .merge(routes::messages::routes())
         .merge(routes::dlq::routes())
         .merge(routes::webhooks::routes())

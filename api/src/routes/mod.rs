@@ -9,6 +9,7 @@ pub mod messages;
 pub mod ops;
 pub mod provider_settings;
 pub mod providers;
+pub mod senders;
 pub mod sms_callbacks;
 pub mod suppressions;
 pub mod templates;

@@ -83,6 +83,7 @@ export async function show(id) {
   const rate = h('p', { id: 'rate' });
   const chart = h('div', { class: 'chart', id: 'chart' });
   const actions = h('div', { class: 'actions', id: 'actions' });
+  const senders = h('div', { id: 'senders' });
   const limits = [];
   if (campaign.rate_limit_per_s) limits.push(`campaign limit ${campaign.rate_limit_per_s}/s`);
   let last = null;
@@ -145,11 +146,24 @@ export async function show(id) {
       (campaign.triggered_ms ? ` · started ${when(campaign.triggered_ms)}` : '')),
     h('div', { class: 'progress' }, bar, label),
     rate, actions, counts,
+    h('h2', {}, 'Senders'), senders,
     h('h2', {}, 'Over time'), chart);
   drawActions(campaign.status);
   const tenantId = currentSession().tenant_id;
   const tenant = tenantId ? await api('GET', `/v1/tenants/${tenantId}`).catch(() => null) : null;
   if (tenant && tenant.rate_limit_per_s) limits.push(`tenant limit ${tenant.rate_limit_per_s}/s`);
+  const perSecond = (r) => (r === null ? 'unpaced' : `${Number(r).toFixed(1)}/s`);
+  const drawSenders = async () => {
+    const { items } = await api('GET', '/v1/senders');
+    senders.replaceChildren(items.length
+      ? table('Each sender: configured rate, and current rate after the provider\'s pace signals',
+        ['Provider', 'Sender', 'Configured', 'Current', 'Pace signals', 'State'],
+        items.map((x) => [x.provider, x.sender, perSecond(x.configured_rate_per_s), perSecond(x.current_rate_per_s),
+          number(x.pace_signals), x.stopped ? 'stopped by the provider' : 'sending']))
+      : h('p', {}, 'No sender is active in this process yet.'));
+  };
+  const senderTimer = setInterval(() => drawSenders().catch(() => {}), 2000);
+  await drawSenders().catch(() => {});
   draw(await api('GET', `/v1/campaigns/${id}/progress`));
   const events = new EventSource(`/v1/campaigns/${id}/events`);
   events.addEventListener('progress', (e) => {
@@ -157,7 +171,10 @@ export async function show(id) {
     draw(p);
     if (FINISHED.includes(p.status)) events.close();
   });
-  window.addEventListener('pagehide', () => events.close());
+  window.addEventListener('pagehide', () => {
+    events.close();
+    clearInterval(senderTimer);
+  });
 }
 
 /** Creates a campaign from a template and an audience, then sends it now or schedules it. */
