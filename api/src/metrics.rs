@@ -82,12 +82,12 @@ pub async fn track(State(state): State<Arc<AppState>>, request: Request, next: N
     let mut response = next.run(request).await;
     let status = response.status();
     // JSON errors, and the console's HTML pages (its sign-in form shows errors in words).
-    let is_json = response
+    let shaped = response
         .headers()
         .get(axum::http::header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("application/json") || v.starts_with("text/html"));
-    if status.as_u16() >= 400 && !is_json {
+    if status.as_u16() >= 400 && !shaped {
         let code = match status.as_u16() {
             400 => "bad_request",
             404 => "not_found",

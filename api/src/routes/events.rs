@@ -87,8 +87,7 @@ fn sse(stream: impl Stream<Item = Result<Event, Infallible>> + Send + 'static) -
 
 #[utoipa::path(get, path = "/v1/campaigns/{id}/events", tag = "campaigns",
     params(("id" = u64, Path, description = "Campaign id")),
-    responses((status = 200, description = "`text/event-stream`: a `progress` event (the JSON of `GET /v1/campaigns/{id}/progress`) whenever it changes, checked every second; the stream ends after a `completed` or `cancelled` event, or after 300 s", content_type = "text/event-stream", body = String),
-        (status = 429, description = "The tenant already has 16 event streams open (`too_many_streams`)", body = crate::error::ErrorBody)),
+    responses((status = 200, description = "`text/event-stream`: a `progress` event (the JSON of `GET /v1/campaigns/{id}/progress`) whenever it changes, checked every second; the stream ends after a `completed` or `cancelled` event, or after 300 s", content_type = "text/event-stream", body = String)),
     security(("bearer" = [])))]
 pub(crate) async fn campaign(
     State(state): State<Arc<AppState>>,
@@ -121,8 +120,7 @@ pub(crate) async fn campaign(
 }
 
 #[utoipa::path(get, path = "/v1/campaigns/events", tag = "campaigns",
-    responses((status = 200, description = "`text/event-stream`: a `progress` event (the JSON of `GET /v1/campaigns/{id}/progress` plus `id`) for each of the tenant's 100 newest unfinished campaigns whenever it changes (including its final `completed` or `cancelled`), checked every second; the stream ends after 300 s", content_type = "text/event-stream", body = String),
-        (status = 429, description = "The tenant already has 16 event streams open (`too_many_streams`)", body = crate::error::ErrorBody)),
+    responses((status = 200, description = "`text/event-stream`: a `progress` event (the JSON of `GET /v1/campaigns/{id}/progress` plus `id`) for each of the tenant's 100 newest unfinished campaigns whenever it changes (including its final `completed` or `cancelled`), checked every second; the stream ends after 300 s", content_type = "text/event-stream", body = String)),
     security(("bearer" = [])))]
 pub(crate) async fn tenant(State(state): State<Arc<AppState>>, caller: Caller) -> ApiResult<Events> {
     let tenant = caller.tenant()?;

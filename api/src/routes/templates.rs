@@ -174,7 +174,8 @@ fn whatsapp(spec: WhatsAppSpec) -> ApiResult<WhatsAppTemplate> {
     Ok(WhatsAppTemplate { template_name: spec.template_name, language: spec.language, components })
 }
 
-fn build(tenant: TenantId, id: TemplateId, req: TemplateBody) -> ApiResult<Template> {
+/// The template a request describes, validated and compiled (compile errors are 422).
+fn build(tenant: TenantId, id: TemplateId, req: TemplateBody) -> ApiResult<(Template, CompiledTemplate)> {
     let channel: Channel = req.channel.parse().map_err(|e: String| ApiError::unprocessable("unknown_channel", e))?;
     crate::validate::name(&req.name)?;
     within_size("body", req.body.as_deref())?;
@@ -190,8 +191,8 @@ fn build(tenant: TenantId, id: TemplateId, req: TemplateBody) -> ApiResult<Templ
         html: req.html,
         whatsapp: req.whatsapp.map(whatsapp).transpose()?,
     };
-    CompiledTemplate::compile(&template).map_err(|e| ApiError::unprocessable("template_invalid", e))?;
-    Ok(template)
+    let compiled = CompiledTemplate::compile(&template).map_err(|e| ApiError::unprocessable("template_invalid", e))?;
+    Ok((template, compiled))
 }
 
 fn view(t: &Template) -> TemplateView {
@@ -228,7 +229,7 @@ pub(crate) async fn create(
     caller.require(Role::Operator)?;
     let tenant = caller.tenant()?;
     // Validated before an id is taken, so a bad template changes nothing.
-    let mut template = build(tenant, TemplateId(0), parse_json(&body)?)?;
+    let (mut template, _) = build(tenant, TemplateId(0), parse_json(&body)?)?;
     idempotency::once(&state, &caller, &headers, "POST /v1/templates", &body, || async {
         template.id = TemplateId(state.state.next_id("template").await?);
         state.store.put_template(&template).await?;
@@ -265,7 +266,7 @@ pub(crate) async fn replace(
     let tenant = caller.tenant()?;
     let id = TemplateId(parse_id(&id, "template")?);
     state.store.get_template(tenant, id).await?.ok_or_else(|| ApiError::not_found("template"))?;
-    let template = build(tenant, id, parse_json(&body)?)?;
+    let (template, _) = build(tenant, id, parse_json(&body)?)?;
     state.store.put_template(&template).await?;
     Ok(Json(view(&template)))
 }
@@ -319,8 +320,7 @@ pub(crate) async fn preview(caller: Caller, body: Bytes) -> ApiResult<Json<Previ
     if req.address.len() > 320 || req.attributes.len() > 100 {
         return Err(ApiError::unprocessable("invalid_body", "address is at most 320 bytes, attributes at most 100"));
     }
-    let template = build(tenant, TemplateId(0), req.template)?;
-    let compiled = CompiledTemplate::compile(&template).map_err(|e| ApiError::unprocessable("template_invalid", e))?;
+    let (template, compiled) = build(tenant, TemplateId(0), req.template)?;
     let recipient = schemas::Recipient {
         id: schemas::RecipientId(0),
         bucket: 0,

@@ -146,7 +146,8 @@ impl Template {
     }
 }
 
-fn escape_html(value: &str, out: &mut String) {
+/// Appends `value` with `& < > " '` escaped (also used by the console's server-rendered pages).
+pub fn escape_html(value: &str, out: &mut String) {
     for c in value.chars() {
         match c {
             '&' => out.push_str("&amp;"),

@@ -98,9 +98,9 @@ export async function api(method, path, body, options = {}) {
 
 /** Builds an element: `attrs` keys starting with `on` add listeners; children are nodes or text. */
 export function h(tag, attrs, ...children) {
-  const el = tag === 'svg' || attrs?.svg ? document.createElementNS(SVG, tag) : document.createElement(tag);
+  const el = document.createElement(tag);
   for (const [k, v] of Object.entries(attrs || {})) {
-    if (v === undefined || v === null || v === false || k === 'svg') continue;
+    if (v === undefined || v === null || v === false) continue;
     if (k.startsWith('on')) el.addEventListener(k.slice(2), v);
     else if (k === 'text') el.textContent = v;
     else el.setAttribute(k, v === true ? '' : String(v));
