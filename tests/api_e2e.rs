@@ -197,6 +197,13 @@ async fn dead_letters_are_listed_and_redriven_once() {
         }
     }
     assert_eq!(listed, failed, "every permanent failure is in the DLQ with its reason");
+    // Filtered by code on the server: every letter carries 131026, none carries 131049.
+    let by_code = s.ok("GET", &format!("/v1/dlq?campaign_id={cid}&code=131026&limit=1000"), &op, None).await;
+    let items = by_code["items"].as_array().unwrap();
+    assert_eq!(items.len() as u64, failed, "{by_code}");
+    assert!(items.iter().all(|i| i["code"] == "131026"), "{by_code}");
+    let other = s.ok("GET", &format!("/v1/dlq?code=131049&limit=1000"), &op, None).await;
+    assert_eq!((other["items"].as_array().unwrap().len(), &other["next_cursor"]), (0, &Value::Null), "{other}");
 
     let (status, body) = s.call("POST", "/v1/dlq/redrive", Some(&op), Some(json!({"campaign_id": cid}))).await;
     assert_eq!((status, body["redriven"].as_u64()), (202, Some(failed)));

@@ -288,6 +288,21 @@ async fn event_streams_and_previews_stay_inside_the_tenant() {
     let last = seen.last().unwrap();
     assert!(ended && last["status"] == "completed" && last["delivered"] == 200, "{seen:?}");
 
+    // The timeline ends at the final counters; another tenant's read is a 404, its DLQ empty.
+    let timeline = s.ok("GET", &format!("/v1/campaigns/{cid}/timeline?limit=1000"), &op_a, None).await;
+    let points = timeline["points"].as_array().unwrap();
+    assert_eq!((points.last().unwrap()["delivered"].as_u64(), &timeline["next_after_ms"]), (Some(200), &json!(null)));
+    assert!(points.windows(2).all(|w| w[0]["at_ms"].as_u64() < w[1]["at_ms"].as_u64()), "{timeline}");
+    let first = points[0]["at_ms"].as_u64().unwrap();
+    let paged = s.ok("GET", &format!("/v1/campaigns/{cid}/timeline?limit=1&after_ms={first}"), &op_a, None).await;
+    assert_eq!(paged["points"][0], points.get(1).cloned().unwrap_or(json!(null)), "{paged}");
+    let (status, body) = s.call("GET", &format!("/v1/campaigns/{cid}/timeline"), Some(&op_b), None).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (404, Some("not_found")), "{body}");
+    let (status, _) = s.call("GET", &format!("/v1/campaigns/{cid}/timeline?limit=0"), Some(&op_a), None).await;
+    assert_eq!(status, 400);
+    let theirs = s.ok("GET", &format!("/v1/dlq?campaign_id={cid}&code=131026"), &op_b, None).await;
+    assert_eq!(theirs["items"], json!([]), "{theirs}");
+
     // Senders: each tenant sees its own only.
     let mine = s.ok("GET", "/v1/senders", &op_a, None).await;
     assert!(!mine["items"].as_array().unwrap().is_empty(), "{mine}");

@@ -264,6 +264,24 @@ async fn an_operator_runs_campaigns_from_the_console() {
     c.text_until(&format!("#status-{blast}"), Duration::from_secs(10), |t| t == "completed").await;
     c.screenshot("campaign-list").await;
 
+    // A later visit draws the whole run from the stored timeline: live figures alone give a
+    // finished campaign at most two points (the progress read and the stream's last event).
+    c.goto(&format!("/console/campaigns/{blast}")).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let points = c
+            .client
+            .execute("const l = document.querySelector('polyline.sent'); return l ? l.points.numberOfItems : 0;", vec![])
+            .await
+            .unwrap();
+        if points.as_u64().unwrap_or(0) >= 3 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the chart did not load the campaign's timeline: {points} point(s)");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    c.screenshot("campaign-timeline").await;
+
     // A paced campaign: send, pause (rate to 0), resume (rate back), cancel.
     let paced = api_campaign(&s, &op, template, audience, Some(20)).await;
     c.goto(&format!("/console/campaigns/{paced}")).await;
@@ -282,11 +300,15 @@ async fn an_operator_runs_campaigns_from_the_console() {
     assert!(!c.exists("#pause-campaign").await && !c.exists("#resume-campaign").await);
     c.screenshot("campaign-cancelled").await;
 
-    // Dead letters: filter by campaign, redrive one.
-    c.goto(&format!("/console/dlq?campaign={blast}")).await;
+    // Dead letters: filter by campaign and code, redrive one.
+    c.goto(&format!("/console/dlq?campaign={blast}&code=no_such_code")).await;
+    c.find("#no-letters").await;
+    let letters = s.ok("GET", &format!("/v1/dlq?campaign_id={blast}&limit=1000"), &op, None).await;
+    let code = letters["items"][0]["code"].as_str().unwrap().to_string();
+    assert!(!code.is_empty(), "{letters}");
+    c.goto(&format!("/console/dlq?campaign={blast}&code={code}")).await;
     let first = c.find("#letters tbody tr").await;
     let message = first.attr("data-message").await.unwrap().unwrap();
-    let letters = s.ok("GET", &format!("/v1/dlq?campaign_id={blast}&limit=1000"), &op, None).await;
     let before =
         letters["items"].as_array().unwrap().iter().find(|l| l["message_id"] == message.as_str()).cloned().unwrap();
     first.find(Locator::Css("input.pick")).await.unwrap().click().await.unwrap();

@@ -111,6 +111,7 @@ pub fn router(state: Arc<AppState>) -> axum::Router {
         .merge(routes::events::routes())
         .merge(routes::senders::routes())
         .merge(routes::messages::routes())
+        .merge(routes::timeline::routes())
         .merge(routes::dlq::routes())
         .merge(routes::webhooks::routes())
         .merge(routes::sms_callbacks::routes())

@@ -205,6 +205,8 @@ impl ReceiptBatch {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DeadLetter {
     pub message: RenderedMessage,
+    /// `"<code>: <message>"` (see [`DeadLetter::reason_of`]), or for a message Herald gave up
+    /// on, `"gave up after N attempts; last error <code>: <message>"`.
     pub reason: String,
     pub attempts: u32,
     pub at_ms: u64,
@@ -218,7 +220,40 @@ pub struct DeadLetterBatch {
     pub letters: Vec<DeadLetter>,
 }
 
+impl DeadLetter {
+    /// The reason a letter records for a provider's (or Herald's) `code` and `message`.
+    pub fn reason_of(code: &str, message: &str) -> String {
+        format!("{code}: {message}")
+    }
+
+    /// The machine-readable code of a reason written by [`DeadLetter::reason_of`]: the provider's
+    /// error code (`131049`, `21610`) or Herald's own (`sender_stopped`); `""` when there is none.
+    pub fn code_of(reason: &str) -> &str {
+        let last = reason.rsplit_once("; last error ").map_or(reason, |(_, rest)| rest);
+        match last.split_once(": ") {
+            Some((code, _)) if !code.is_empty() && !code.contains(char::is_whitespace) => code,
+            _ => "",
+        }
+    }
+}
+
 /// Wall-clock milliseconds since the Unix epoch.
 pub fn now_ms() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::DeadLetter;
+
+    #[test]
+    fn a_dead_letter_reason_yields_its_code() {
+        let reason = DeadLetter::reason_of("131049", "ecosystem engagement");
+        assert_eq!(DeadLetter::code_of(&reason), "131049");
+        let gave_up = format!("gave up after 5 attempts; last error {}", DeadLetter::reason_of("130429", "rate: hit"));
+        assert_eq!(DeadLetter::code_of(&gave_up), "130429");
+        assert_eq!(DeadLetter::code_of("sender_stopped: every sender stopped"), "sender_stopped");
+        assert_eq!(DeadLetter::code_of("no code here"), "");
+        assert_eq!(DeadLetter::code_of("two words: x"), "");
+    }
 }

@@ -36,7 +36,7 @@ pub use metrics::ReconcileMetrics;
 use pipeline::{topics, Emitter, Input, Partition, Stage, StageError, Step};
 use schemas::helpers::Generations;
 use schemas::*;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::result::Result;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -210,11 +210,14 @@ const ROW_GENERATION: usize = 8_192;
 struct PartitionCache {
     counters: CounterCache,
     rows: Generations<MessageKey, MessageRecord>,
+    /// Campaigns whose cut-short log writes were finished (`MessageLog::settle`) since this
+    /// process took the partition, or since its last failed write.
+    settled: HashSet<(TenantId, CampaignId)>,
 }
 
 impl Default for PartitionCache {
     fn default() -> Self {
-        Self { counters: CounterCache::new(), rows: Generations::new(ROW_GENERATION) }
+        Self { counters: CounterCache::new(), rows: Generations::new(ROW_GENERATION), settled: HashSet::new() }
     }
 }
 
@@ -245,10 +248,14 @@ enum Event {
 
 impl Event {
     fn tenant(&self) -> TenantId {
+        self.campaign().0
+    }
+
+    fn campaign(&self) -> (TenantId, CampaignId) {
         match self {
-            Event::Message(key, _) => key.tenant,
-            Event::Sealed(tenant, _, _) => *tenant,
-            Event::DeadLetter(entry) => entry.key.tenant,
+            Event::Message(key, _) => (key.tenant, key.campaign),
+            Event::Sealed(tenant, campaign, _) => (*tenant, *campaign),
+            Event::DeadLetter(entry) => (entry.key.tenant, entry.key.campaign),
         }
     }
 }
@@ -296,6 +303,20 @@ impl Reconciler {
         })?;
         let mut cache = slot.lock().await;
         let cache = &mut *cache;
+        // Before any row is read: a write the previous owner (or a failed step) cut short is
+        // finished first, or this step would see rows ahead of their counters.
+        let mut campaigns: Vec<(TenantId, CampaignId)> = events.iter().map(Event::campaign).collect();
+        campaigns.sort_unstable();
+        campaigns.dedup();
+        if cache.settled.len() > 65_536 {
+            cache.settled.clear();
+        }
+        for (tenant, campaign) in campaigns {
+            if !cache.settled.contains(&(tenant, campaign)) {
+                self.log.settle(tenant, campaign).await?;
+                cache.settled.insert((tenant, campaign));
+            }
+        }
         let mut keys: Vec<MessageKey> = events
             .iter()
             .filter_map(|e| match e {
@@ -339,7 +360,11 @@ impl Reconciler {
         let (batch, touched) = work.finish();
         let written: Vec<(MessageKey, MessageRecord)> =
             batch.writes.iter().map(|w| (w.key, w.record.clone())).collect();
-        self.log.apply(batch).await?;
+        if let Err(e) = self.log.apply(batch).await {
+            // Part of it may be written: settle again, and trust nothing cached.
+            *cache = PartitionCache::default();
+            return Err(e.into());
+        }
         // Only now, with the write durable, does the cache move forward.
         if cache.counters.len() > 4_096 {
             cache.counters.retain(|_, c| c.completed_ms.is_none());
@@ -481,6 +506,7 @@ impl Work<'_> {
             }
             self.batch.counters.push((*tenant, *campaign, *counters));
         }
+        self.batch.at_ms = now;
         for (key, PendingRow { row, dirty, index }) in self.rows {
             if let (true, Some(record)) = (dirty, row) {
                 self.batch.writes.push(LogWrite { key, record, index });

@@ -42,7 +42,7 @@ fn campaign(tenant: TenantId, id: u64, version: u64, status: CampaignStatus) -> 
     }
 }
 
-fn record(i: u64, status: MessageStatus) -> MessageRecord {
+pub(crate) fn record(i: u64, status: MessageStatus) -> MessageRecord {
     MessageRecord {
         recipient: RecipientId(i),
         address: format!("+1555{i:07}"),
@@ -55,7 +55,7 @@ fn record(i: u64, status: MessageStatus) -> MessageRecord {
     }
 }
 
-fn key(tenant: TenantId, campaign: u64, i: u64) -> MessageKey {
+pub(crate) fn key(tenant: TenantId, campaign: u64, i: u64) -> MessageKey {
     let id = MessageId::derive(tenant, CampaignId(campaign), RecipientId(i), Channel::Sms);
     MessageKey { tenant, campaign: CampaignId(campaign), bucket: crate::bucket_of(RecipientId(i)), id }
 }
@@ -85,6 +85,7 @@ pub async fn store(store: Arc<dyn Store>) {
     providers_and_sender_ownership(&store).await;
     recipients_and_suppressions(store.as_ref()).await;
     message_log(store.as_ref()).await;
+    timeline(store.as_ref()).await;
     purge(store.as_ref()).await;
 }
 
@@ -278,6 +279,20 @@ async fn message_log(store: &dyn Store) {
     assert!(store.scan_dlq(T1, CampaignId(3), None, 10).await.unwrap().is_empty());
 }
 
+async fn timeline(store: &dyn Store) {
+    // One point per window, the last write in a window wins; paged; scoped by tenant.
+    let sent = |tenant, n| vec![(tenant, CampaignId(4), CampaignCounters { sent: n, ..Default::default() })];
+    for (tenant, n, at_ms) in [(T1, 1, 10_000), (T2, 99, 10_000), (T1, 2, 12_000), (T1, 5, 17_000)] {
+        store.apply(LogBatch { counters: sent(tenant, n), at_ms, ..Default::default() }).await.unwrap();
+    }
+    let points = |p: Vec<(u64, CampaignCounters)>| p.into_iter().map(|(at, c)| (at, c.sent)).collect::<Vec<_>>();
+    assert_eq!(points(store.get_timeline(T1, CampaignId(4), None, 10).await.unwrap()), [(10_000, 2), (15_000, 5)]);
+    assert_eq!(points(store.get_timeline(T1, CampaignId(4), None, 1).await.unwrap()), [(10_000, 2)]);
+    assert_eq!(points(store.get_timeline(T1, CampaignId(4), Some(10_000), 10).await.unwrap()), [(15_000, 5)]);
+    assert_eq!(points(store.get_timeline(T2, CampaignId(4), None, 10).await.unwrap()), [(10_000, 99)]);
+    assert_eq!(store.get_counters(T1, CampaignId(4)).await.unwrap().map(|c| c.sent), Some(5));
+}
+
 async fn purge(store: &dyn Store) {
     // T1 owns rows in every table by now; T2 too.
     let mut steps = 0;
@@ -291,6 +306,8 @@ async fn purge(store: &dyn Store) {
     assert!(store.scan_messages(T1, CampaignId(3), None, 10).await.unwrap().is_empty());
     assert_eq!(store.lookup_provider_ids(T1, "whatsapp", &["wamid.X"]).await.unwrap(), vec![None]);
     assert!(store.get_counters(T1, CampaignId(3)).await.unwrap().is_none());
+    assert!(store.get_timeline(T1, CampaignId(4), None, 10).await.unwrap().is_empty());
+    assert_eq!(store.get_timeline(T2, CampaignId(4), None, 10).await.unwrap().len(), 1);
     assert!(store.list_providers(T1).await.unwrap().is_empty());
     assert!(store.get_tenant(T1).await.unwrap().is_some(), "the tenant row stays");
     // The other tenant is untouched.

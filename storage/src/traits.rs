@@ -128,10 +128,25 @@ pub trait MessageLog: Send + Sync {
         ids: &[&str],
     ) -> Result<Vec<Option<MessageKey>>>;
     async fn get_counters(&self, tenant: TenantId, campaign: CampaignId) -> Result<Option<CampaignCounters>>;
-    /// Writes rows, index entries, removed and added DLQ entries, then counters; durable when
-    /// it returns. Atomic per message-log partition `(tenant, campaign, bucket)` only; the
-    /// counters row is written last, so after a crash the rows may be ahead of the counters,
-    /// and reconcile, replaying the same events (idempotent), writes both again.
+    /// Up to `limit` timeline points of a campaign after window `after_ms` (exclusive), oldest
+    /// first: `(window start, the counters as the last write in that window left them)`.
+    async fn get_timeline(
+        &self,
+        tenant: TenantId,
+        campaign: CampaignId,
+        after_ms: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<(u64, CampaignCounters)>>;
+    /// Finishes whatever `apply` a crash or an error cut short for this campaign, so its rows,
+    /// index entries, DLQ entries and counters agree again. Reconcile calls it before it reads a
+    /// campaign's rows for the first time after it took the campaign's partition over, and
+    /// after any failed `apply`; a no-op where `apply` is atomic.
+    async fn settle(&self, tenant: TenantId, campaign: CampaignId) -> Result<()>;
+    /// Writes rows, index entries, removed and added DLQ entries, then counters and their
+    /// timeline point; durable when it returns. All or nothing per campaign once `settle` ran:
+    /// a replay of the same events finds rows and counters either both before or both after
+    /// the batch. (Replaying events is idempotent on rows, so a batch that left rows ahead of
+    /// counters would lose those transitions from the counters for good.)
     async fn apply(&self, batch: LogBatch) -> Result<()>;
     /// Up to `limit` rows of a campaign after `after` (exclusive), in (bucket, message id) order.
     async fn scan_messages(

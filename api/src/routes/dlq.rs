@@ -9,16 +9,26 @@ use axum::response::Response;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use pipeline::{topics, Emitter};
-use schemas::{CampaignId, MessageId, RenderedMessage, RetryBatch};
+use schemas::{CampaignId, DeadLetter, MessageId, RenderedMessage, RetryBatch};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
+
+/// Letters read per store call while filtering by code.
+const SCAN_PAGE: usize = 1_000;
+/// Letters one filtered list request reads at most before it returns a cursor.
+const SCAN_BUDGET: usize = 5_000;
 
 #[derive(Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 pub(crate) struct DlqQuery {
     /// Only this campaign's letters.
     campaign_id: Option<u64>,
+    /// Only letters with this code (the provider's error code, e.g. `131049`, or Herald's own,
+    /// e.g. `sender_stopped`). A filtered page may hold fewer than `limit` letters (each request
+    /// reads at most 5,000): follow `next_cursor` until it is null.
+    #[param(max_length = 64)]
+    code: Option<String>,
     /// The `next_cursor` of the previous page.
     #[param(max_length = 64)]
     cursor: Option<String>,
@@ -33,6 +43,8 @@ pub struct DeadLetterView {
     pub campaign_id: u64,
     pub message_id: String,
     pub address: String,
+    /// The machine-readable code of the reason (`""` when it has none).
+    pub code: String,
     /// The provider's code and message (at most 200 characters), or why Herald gave up.
     pub reason: String,
     pub attempts: u32,
@@ -80,27 +92,51 @@ pub(crate) async fn list(
     };
     campaigns.retain(|c| *c >= campaign_from);
     campaigns.sort_unstable();
-    let mut items = Vec::new();
+    let code = q.code.as_deref().filter(|c| !c.is_empty());
+    if code.is_some_and(|c| c.len() > 64) {
+        return Err(ApiError::bad_request("invalid_code", "code is at most 64 characters"));
+    }
+    let page = |items, campaign: u64, after: Option<MessageId>| {
+        let cursor = format!("{campaign}.{}", after.map(|id| id.to_string()).unwrap_or_default());
+        Ok(Json(DeadLetterPage { items, next_cursor: Some(cursor) }))
+    };
+    let (mut items, mut scanned) = (Vec::new(), 0);
     for campaign in campaigns {
         if campaign != campaign_from {
             after = None;
         }
         campaign_from = campaign;
-        let entries = state.store.scan_dlq(tenant, CampaignId(campaign), after, limit - items.len()).await?;
-        for e in &entries {
-            items.push(DeadLetterView {
-                campaign_id: campaign,
-                message_id: e.key.id.to_string(),
-                address: e.letter.message.address.clone(),
-                reason: e.letter.reason.clone(),
-                attempts: e.letter.attempts,
-                at_ms: e.letter.at_ms,
-                not_before_ms: e.letter.not_before_ms,
-            });
-        }
-        if items.len() == limit {
-            let last = entries.last().map(|e| e.key.id.to_string()).unwrap_or_default();
-            return Ok(Json(DeadLetterPage { items, next_cursor: Some(format!("{campaign}.{last}")) }));
+        loop {
+            let want = if code.is_some() { SCAN_PAGE } else { limit - items.len() };
+            let entries = state.store.scan_dlq(tenant, CampaignId(campaign), after, want).await?;
+            scanned += entries.len();
+            for e in &entries {
+                after = Some(e.key.id);
+                let letter_code = DeadLetter::code_of(&e.letter.reason);
+                if code.is_some_and(|c| c != letter_code) {
+                    continue;
+                }
+                items.push(DeadLetterView {
+                    campaign_id: campaign,
+                    message_id: e.key.id.to_string(),
+                    address: e.letter.message.address.clone(),
+                    code: letter_code.to_string(),
+                    reason: e.letter.reason.clone(),
+                    attempts: e.letter.attempts,
+                    at_ms: e.letter.at_ms,
+                    not_before_ms: e.letter.not_before_ms,
+                });
+                if items.len() == limit {
+                    return page(items, campaign, after);
+                }
+            }
+            if entries.len() < want {
+                break;
+            }
+            // A filter that matches little must not turn one request into a scan of everything.
+            if scanned >= SCAN_BUDGET {
+                return page(items, campaign, after);
+            }
         }
     }
     Ok(Json(DeadLetterPage { items, next_cursor: None }))

@@ -14,6 +14,7 @@ pub mod sms_callbacks;
 pub mod suppressions;
 pub mod templates;
 pub mod tenants;
+pub mod timeline;
 pub mod webhooks;
 
 use crate::error::{ApiError, ApiResult};

@@ -37,7 +37,7 @@ pub(super) fn judge(
     if retry {
         return Verdict::Retry(retry_wait(config, attempt, e));
     }
-    let reason = format!("{}: {}", e.code, e.message);
+    let reason = DeadLetter::reason_of(&e.code, &e.message);
     let gave_up = matches!(
         e.class,
         FailureClass::Retry | FailureClass::Pace | FailureClass::SlowDown | FailureClass::RecipientBackoff
@@ -61,7 +61,7 @@ pub(super) fn no_sender() -> (OutcomeKind, LetterInfo) {
         "sender_stopped",
         "every sender of this tenant for the channel was stopped by the provider",
     );
-    let reason = format!("{}: {}", e.code, e.message);
+    let reason = DeadLetter::reason_of(&e.code, &e.message);
     (OutcomeKind::Failed { code: e.code, reason: reason.clone() }, LetterInfo { reason, not_before_ms: None })
 }
 

@@ -1,7 +1,7 @@
 //! `MessageLog` on the embedded store: rows, the tenant-scoped provider-id index, counters and
 //! DLQ entries, each `apply` one atomic batch.
 
-use super::keys::{read_u128, read_u32, Key};
+use super::keys::{read_u128, read_u32, read_u64, Key};
 use super::{get, put, scan, EmbeddedStore};
 use crate::model::*;
 use crate::{MessageLog, Result};
@@ -13,6 +13,11 @@ fn message_key(k: &MessageKey) -> Vec<u8> {
 }
 fn campaign_key(t: TenantId, c: CampaignId) -> Vec<u8> {
     Key::new().u64(t.0).u64(c.0).build()
+}
+/// A timeline point lives next to its campaign's counters row, under the counters key plus
+/// its window, so a tenant purge removes both and a point read never touches another keyspace.
+fn timeline_key(t: TenantId, c: CampaignId, window_ms: u64) -> Vec<u8> {
+    Key::new().u64(t.0).u64(c.0).u64(window_ms).build()
 }
 fn provider_key(tenant: TenantId, provider: &str, id: &str) -> Vec<u8> {
     Key::new().u64(tenant.0).str(provider).str(id).build()
@@ -40,6 +45,26 @@ impl MessageLog for EmbeddedStore {
         get(&self.counters, &campaign_key(tenant, campaign))
     }
 
+    async fn get_timeline(
+        &self,
+        tenant: TenantId,
+        campaign: CampaignId,
+        after_ms: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<(u64, CampaignCounters)>> {
+        // Starts past the 16-byte counters row, which sorts before every point of its campaign.
+        let start = timeline_key(tenant, campaign, after_ms.map_or(0, |a| a.saturating_add(1)));
+        Ok(scan(&self.counters, &campaign_key(tenant, campaign), start, limit)?
+            .into_iter()
+            .map(|(k, counters)| (read_u64(&k, 16), counters))
+            .collect())
+    }
+
+    async fn settle(&self, _tenant: TenantId, _campaign: CampaignId) -> Result<()> {
+        // `apply` is one atomic write batch here: nothing is ever cut short.
+        Ok(())
+    }
+
     async fn apply(&self, batch: LogBatch) -> Result<()> {
         self.within_budget().await;
         let mut wb = self.batch();
@@ -51,6 +76,7 @@ impl MessageLog for EmbeddedStore {
         }
         for (tenant, campaign, counters) in &batch.counters {
             put(&mut wb, &self.counters, campaign_key(*tenant, *campaign), counters)?;
+            put(&mut wb, &self.counters, timeline_key(*tenant, *campaign, timeline_window(batch.at_ms)), counters)?;
         }
         for key in &batch.cleared_dead_letters {
             wb.remove(&self.dlq, dlq_key(key));

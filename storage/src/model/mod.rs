@@ -387,7 +387,7 @@ pub struct DlqEntry {
 }
 
 /// One message-log row to write, with the provider-id index entry it implies.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LogWrite {
     pub key: MessageKey,
     pub record: MessageRecord,
@@ -396,14 +396,51 @@ pub struct LogWrite {
     pub index: Option<(String, String)>,
 }
 
+/// The width of a campaign timeline window: one point per window in which the counters moved.
+pub const TIMELINE_STEP_MS: u64 = 5_000;
+
+/// The start of the timeline window holding `at_ms`.
+pub fn timeline_window(at_ms: u64) -> u64 {
+    at_ms - at_ms % TIMELINE_STEP_MS
+}
+
 /// Everything one reconcile step writes (see `MessageLog::apply` for what is atomic).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LogBatch {
     pub writes: Vec<LogWrite>,
     pub counters: Vec<(TenantId, CampaignId, CampaignCounters)>,
+    /// When reconcile built the batch: each counters row is also kept as the campaign's timeline
+    /// point for the [`TIMELINE_STEP_MS`] window holding this time (the last write in a window
+    /// wins), so the counters over time survive a page reload and a restart.
+    pub at_ms: u64,
     pub dead_letters: Vec<DlqEntry>,
     /// DLQ entries a later attempt superseded (a redrive that went through).
     pub cleared_dead_letters: Vec<MessageKey>,
+}
+
+impl LogBatch {
+    /// The batch split into one batch per campaign it touches (each keeps `at_ms`).
+    pub fn by_campaign(self) -> std::collections::BTreeMap<(TenantId, CampaignId), LogBatch> {
+        type Parts = std::collections::BTreeMap<(TenantId, CampaignId), LogBatch>;
+        let mut parts = Parts::new();
+        let at_ms = self.at_ms;
+        fn part(parts: &mut Parts, at_ms: u64, t: TenantId, c: CampaignId) -> &mut LogBatch {
+            parts.entry((t, c)).or_insert_with(|| LogBatch { at_ms, ..Default::default() })
+        }
+        for w in self.writes {
+            part(&mut parts, at_ms, w.key.tenant, w.key.campaign).writes.push(w);
+        }
+        for (t, c, counters) in self.counters {
+            part(&mut parts, at_ms, t, c).counters.push((t, c, counters));
+        }
+        for e in self.dead_letters {
+            part(&mut parts, at_ms, e.key.tenant, e.key.campaign).dead_letters.push(e);
+        }
+        for k in self.cleared_dead_letters {
+            part(&mut parts, at_ms, k.tenant, k.campaign).cleared_dead_letters.push(k);
+        }
+        parts
+    }
 }
 
 /// The providers a tenant can configure (`PUT /v1/tenants/{id}/providers/{name}`).

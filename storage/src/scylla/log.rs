@@ -24,6 +24,13 @@ fn id_of(bytes: &[u8]) -> Result<MessageId> {
     Ok(MessageId(u128::from_be_bytes(raw)))
 }
 
+/// A journal entry's id: the time first (entries sort oldest first), then 8 random bytes.
+fn journal_id() -> Vec<u8> {
+    let mut id = now_ms().to_be_bytes().to_vec();
+    id.extend_from_slice(&rand::random::<u64>().to_be_bytes());
+    id
+}
+
 fn shard_of(provider_id: &str) -> i32 {
     (xxhash_rust::xxh3::xxh3_64(provider_id.as_bytes()) % u64::from(PROVIDER_ID_SHARDS)) as i32
 }
@@ -100,7 +107,98 @@ impl MessageLog for ScyllaStore {
         }
     }
 
+    async fn get_timeline(
+        &self,
+        tenant: TenantId,
+        campaign: CampaignId,
+        after_ms: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<(u64, CampaignCounters)>> {
+        let after = after_ms.map_or(-1, big);
+        let limit = i32::try_from(limit).unwrap_or(i32::MAX);
+        let rows = self.rows::<(i64, Vec<u8>)>(&self.st.get_timeline, (big(tenant.0), big(campaign.0), after, limit)).await?;
+        rows.into_iter().map(|(at, b)| Ok((at as u64, from_body(&b)?))).collect()
+    }
+
+    async fn settle(&self, tenant: TenantId, campaign: CampaignId) -> Result<()> {
+        let (t, c) = (big(tenant.0), big(campaign.0));
+        // Oldest first; a campaign has at most one entry unless a settle itself failed midway,
+        // and then the entries are its newest writes (nothing newer runs before settle ends).
+        for (id, b) in self.rows::<(Vec<u8>, Vec<u8>)>(&self.st.get_journal, (t, c)).await? {
+            let part: LogBatch = from_body(&b)?;
+            tracing::warn!(%tenant, %campaign, rows = part.writes.len(), "finishing a message-log write a crash or an error cut short");
+            self.write_parts(&part).await?;
+            self.exec(&self.st.delete_journal, (t, c, id)).await?;
+        }
+        Ok(())
+    }
+
     async fn apply(&self, batch: LogBatch) -> Result<()> {
+        // Journal first (each campaign's part as one row of its own journal partition), then
+        // the parts, then the journal entries go: a crash or error in between leaves an entry
+        // that `settle` writes again in full before reconcile reads the campaign's rows.
+        let n = self.config.max_concurrent_writes;
+        let id = journal_id();
+        let mut journal = Partitions::new();
+        let mut done = Partitions::new();
+        for ((tenant, campaign), part) in batch.clone().by_campaign() {
+            let (t, c) = (big(tenant.0), big(campaign.0));
+            journal.add((t, c), (t, c, id.clone(), body(&part)?, self.ttl()));
+            done.add((t, c), (t, c, id.clone()));
+        }
+        journal.write(self, &self.st.put_journal, n).await?;
+        self.write_parts(&batch).await?;
+        done.write(self, &self.st.delete_journal, n).await
+    }
+
+    async fn scan_messages(
+        &self,
+        tenant: TenantId,
+        campaign: CampaignId,
+        after: Option<(u32, MessageId)>,
+        limit: usize,
+    ) -> Result<Vec<(MessageKey, MessageRecord)>> {
+        let (t, c) = (big(tenant.0), big(campaign.0));
+        let mut buckets: Vec<u32> =
+            self.rows::<(i32,)>(&self.st.list_buckets, (t, c)).await?.into_iter().map(|(b,)| b as u32).collect();
+        buckets.sort_unstable();
+        let mut out = Vec::new();
+        for bucket in buckets {
+            if out.len() >= limit {
+                break;
+            }
+            let from = match after {
+                Some((b, _)) if bucket < b => continue,
+                Some((b, id)) if bucket == b => id_bytes(id),
+                _ => Vec::new(),
+            };
+            let want = i32::try_from(limit - out.len()).unwrap_or(i32::MAX);
+            let rows =
+                self.rows::<(Vec<u8>, Vec<u8>)>(&self.st.scan_messages, (t, c, bucket as i32, from, want)).await?;
+            for (id, record) in rows {
+                out.push((MessageKey { tenant, campaign, bucket, id: id_of(&id)? }, from_body(&record)?));
+            }
+        }
+        Ok(out)
+    }
+
+    async fn scan_dlq(
+        &self,
+        tenant: TenantId,
+        campaign: CampaignId,
+        after: Option<MessageId>,
+        limit: usize,
+    ) -> Result<Vec<DlqEntry>> {
+        let from = after.map(id_bytes).unwrap_or_default();
+        let want = i32::try_from(limit.max(1)).unwrap_or(i32::MAX);
+        let rows = self.rows::<(Vec<u8>,)>(&self.st.scan_dlq, (big(tenant.0), big(campaign.0), from, want)).await?;
+        rows.iter().map(|(b,)| from_body(b)).collect()
+    }
+}
+
+impl ScyllaStore {
+    /// Writes a batch's parts: rows, buckets, index, DLQ, timeline, then counters.
+    async fn write_parts(&self, batch: &LogBatch) -> Result<()> {
         let (ttl, n) = (self.ttl(), self.config.max_concurrent_writes);
         let mut messages = Partitions::new();
         let mut buckets = BTreeSet::new();
@@ -148,55 +246,33 @@ impl MessageLog for ScyllaStore {
         // Removed before added: a letter cleared and dead again in one batch stays.
         cleared.write(self, &self.st.delete_dlq, n).await?;
         letters.write(self, &self.st.put_dlq, n).await?;
-        let mut counters = Partitions::new();
+        let (mut counters, mut timeline) = (Partitions::new(), Partitions::new());
+        let window = big(timeline_window(batch.at_ms));
         for (tenant, campaign, value) in &batch.counters {
-            let (t, c) = (big(tenant.0), big(campaign.0));
-            counters.add((t, c), (t, c, body(value)?));
+            let (t, c, value) = (big(tenant.0), big(campaign.0), body(value)?);
+            timeline.add((t, c), (t, c, window, value.clone(), ttl));
+            counters.add((t, c), (t, c, value));
         }
+        timeline.write(self, &self.st.put_timeline, n).await?;
         counters.write(self, &self.st.put_counters, n).await
     }
 
-    async fn scan_messages(
-        &self,
-        tenant: TenantId,
-        campaign: CampaignId,
-        after: Option<(u32, MessageId)>,
-        limit: usize,
-    ) -> Result<Vec<(MessageKey, MessageRecord)>> {
-        let (t, c) = (big(tenant.0), big(campaign.0));
-        let mut buckets: Vec<u32> =
-            self.rows::<(i32,)>(&self.st.list_buckets, (t, c)).await?.into_iter().map(|(b,)| b as u32).collect();
-        buckets.sort_unstable();
-        let mut out = Vec::new();
-        for bucket in buckets {
-            if out.len() >= limit {
-                break;
-            }
-            let from = match after {
-                Some((b, _)) if bucket < b => continue,
-                Some((b, id)) if bucket == b => id_bytes(id),
-                _ => Vec::new(),
-            };
-            let want = i32::try_from(limit - out.len()).unwrap_or(i32::MAX);
-            let rows =
-                self.rows::<(Vec<u8>, Vec<u8>)>(&self.st.scan_messages, (t, c, bucket as i32, from, want)).await?;
-            for (id, record) in rows {
-                out.push((MessageKey { tenant, campaign, bucket, id: id_of(&id)? }, from_body(&record)?));
-            }
+    /// Stops right after the rows, as a crash there would (for the settle test).
+    #[cfg(test)]
+    pub(crate) async fn apply_until_rows(&self, batch: LogBatch) -> Result<()> {
+        let n = self.config.max_concurrent_writes;
+        let id = journal_id();
+        let mut journal = Partitions::new();
+        for ((tenant, campaign), part) in batch.clone().by_campaign() {
+            let (t, c) = (big(tenant.0), big(campaign.0));
+            journal.add((t, c), (t, c, id.clone(), body(&part)?, self.ttl()));
         }
-        Ok(out)
-    }
-
-    async fn scan_dlq(
-        &self,
-        tenant: TenantId,
-        campaign: CampaignId,
-        after: Option<MessageId>,
-        limit: usize,
-    ) -> Result<Vec<DlqEntry>> {
-        let from = after.map(id_bytes).unwrap_or_default();
-        let want = i32::try_from(limit.max(1)).unwrap_or(i32::MAX);
-        let rows = self.rows::<(Vec<u8>,)>(&self.st.scan_dlq, (big(tenant.0), big(campaign.0), from, want)).await?;
-        rows.iter().map(|(b,)| from_body(b)).collect()
+        journal.write(self, &self.st.put_journal, n).await?;
+        let mut messages = Partitions::new();
+        for w in &batch.writes {
+            let (t, c, b) = (big(w.key.tenant.0), big(w.key.campaign.0), w.key.bucket as i32);
+            messages.add((t, c, b), (t, c, b, id_bytes(w.key.id), body(&w.record)?, self.ttl()));
+        }
+        messages.write(self, &self.st.put_message, n).await
     }
 }

@@ -74,6 +74,8 @@ impl Default for ScyllaConfig {
 pub const MIGRATIONS: &[(i32, &str, &str)] = &[
     (1, "initial", include_str!("../../cql/001_initial.cql")),
     (2, "log_campaigns", include_str!("../../cql/002_log_campaigns.cql")),
+    (3, "timeline", include_str!("../../cql/003_timeline.cql")),
+    (4, "log_journal", include_str!("../../cql/004_log_journal.cql")),
 ];
 
 pub(crate) fn unavailable(what: &str, e: impl std::fmt::Display) -> Error {

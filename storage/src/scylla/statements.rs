@@ -97,6 +97,13 @@ statements! {
     put_counters = "INSERT INTO counters (tenant, campaign, body) VALUES (?, ?, ?)";
     get_counters = "SELECT body FROM counters WHERE tenant = ? AND campaign = ?";
     purge_counters = "DELETE FROM counters WHERE tenant = ? AND campaign = ?";
+    put_timeline = "INSERT INTO campaign_timeline (tenant, campaign, at_ms, body) VALUES (?, ?, ?, ?) USING TTL ?";
+    get_timeline = "SELECT at_ms, body FROM campaign_timeline WHERE tenant = ? AND campaign = ? AND at_ms > ? LIMIT ?";
+    purge_timeline = "DELETE FROM campaign_timeline WHERE tenant = ? AND campaign = ?";
+    put_journal = "INSERT INTO log_journal (tenant, campaign, id, body) VALUES (?, ?, ?, ?) USING TTL ?";
+    get_journal = "SELECT id, body FROM log_journal WHERE tenant = ? AND campaign = ?";
+    delete_journal = "DELETE FROM log_journal WHERE tenant = ? AND campaign = ? AND id = ?";
+    purge_journal = "DELETE FROM log_journal WHERE tenant = ? AND campaign = ?";
     put_dlq = "INSERT INTO dlq (tenant, campaign, id, body) VALUES (?, ?, ?, ?)";
     delete_dlq = "DELETE FROM dlq WHERE tenant = ? AND campaign = ? AND id = ?";
     scan_dlq = "SELECT body FROM dlq WHERE tenant = ? AND campaign = ? AND id > ? LIMIT ?";

@@ -66,3 +66,41 @@ async fn scylla_held_records_pass_the_held_store_kit() {
     let store = ScyllaStore::connect(config).await.unwrap();
     pipeline::conformance::held_store(&store).await;
 }
+
+#[tokio::test]
+async fn a_log_write_cut_short_is_finished_by_settle() {
+    use crate::conformance::{key, record};
+    use crate::{CampaignCounters, LogBatch, LogWrite, MessageLog, MessageStatus};
+    use schemas::{CampaignId, TenantId};
+    let Some(config) = config("a message-log write cut short after its rows is finished in full (exact counters)") else {
+        return;
+    };
+    migrate(&config).await.unwrap();
+    let store = ScyllaStore::connect(config).await.unwrap();
+    let (t, c) = (TenantId(1), CampaignId(7));
+    let writes: Vec<LogWrite> = (1..=20)
+        .map(|i| LogWrite {
+            key: key(t, 7, i),
+            record: record(i, MessageStatus::Sent),
+            index: Some(("whatsapp".into(), format!("wamid.{i}"))),
+        })
+        .collect();
+    let counters = CampaignCounters { total: Some(20), sent: 20, ..Default::default() };
+    let batch = LogBatch { writes, counters: vec![(t, c, counters)], at_ms: 10_000, ..Default::default() };
+    // A crash right after the rows: rows ahead of the counters, no index entries.
+    store.apply_until_rows(batch).await.unwrap();
+    assert!(store.get_counters(t, c).await.unwrap().is_none());
+    assert_eq!(store.lookup_provider_ids(t, "whatsapp", &["wamid.3"]).await.unwrap(), vec![None]);
+    store.settle(t, c).await.unwrap();
+    assert_eq!(store.get_counters(t, c).await.unwrap(), Some(counters));
+    assert_eq!(store.lookup_provider_ids(t, "whatsapp", &["wamid.3"]).await.unwrap(), vec![Some(key(t, 7, 3))]);
+    assert_eq!(store.get_timeline(t, c, None, 10).await.unwrap(), vec![(10_000, counters)]);
+    // Settled once: a later write is not undone by settling again.
+    let newer = CampaignCounters { total: Some(20), sent: 19, delivered: 1, ..Default::default() };
+    let write = LogWrite { key: key(t, 7, 1), record: record(1, MessageStatus::Delivered), index: None };
+    store.apply(LogBatch { writes: vec![write], counters: vec![(t, c, newer)], ..Default::default() }).await.unwrap();
+    store.settle(t, c).await.unwrap();
+    assert_eq!(store.get_counters(t, c).await.unwrap(), Some(newer));
+    let row = store.get_messages(&[key(t, 7, 1)]).await.unwrap().remove(0).unwrap();
+    assert_eq!(row.status, MessageStatus::Delivered);
+}

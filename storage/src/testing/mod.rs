@@ -100,6 +100,8 @@ yielding!(YieldingStore, Store, MessageLog {
     fn get_messages(&self, keys: &[MessageKey]) -> Result<Vec<Option<MessageRecord>>>;
     fn lookup_provider_ids(&self, tenant: TenantId, provider: &str, ids: &[&str]) -> Result<Vec<Option<MessageKey>>>;
     fn get_counters(&self, tenant: TenantId, campaign: CampaignId) -> Result<Option<CampaignCounters>>;
+    fn get_timeline(&self, tenant: TenantId, campaign: CampaignId, after_ms: Option<u64>, limit: usize) -> Result<Vec<(u64, CampaignCounters)>>;
+    fn settle(&self, tenant: TenantId, campaign: CampaignId) -> Result<()>;
     fn apply(&self, batch: LogBatch) -> Result<()>;
     fn scan_messages(&self, tenant: TenantId, campaign: CampaignId, after: Option<(u32, MessageId)>, limit: usize) -> Result<Vec<(MessageKey, MessageRecord)>>;
     fn scan_dlq(&self, tenant: TenantId, campaign: CampaignId, after: Option<MessageId>, limit: usize) -> Result<Vec<DlqEntry>>;

@@ -3,7 +3,7 @@
 // Live figures come from the API's Server-Sent Events; nothing here reloads the page.
 
 import { api, attempt, canMutate, currentSession, confirmAction, duration, field, h, idempotencyKey, number, render, table, when } from './lib.js';
-import { lineChart } from './chart.js';
+import { addSample, lineChart } from './chart.js';
 
 const FINISHED = ['completed', 'cancelled'];
 
@@ -134,8 +134,7 @@ export async function show(id) {
     ].flatMap(([k, v]) => [h('dt', {}, k), h('dd', { 'data-count': k.split(' ')[0].toLowerCase() }, number(v))]));
     rate.textContent = `Current rate ${rateText(p)}` + (limits.length ? ` (${limits.join(', ')})` : '') +
       ` · time left ${etaText(p)}` + (p.resume_at_ms ? ` · waiting for the messaging-tier budget until ${when(p.resume_at_ms)}` : '');
-    samples.push({ t: Date.now(), values: SERIES.map(([, , f]) => f(p)) });
-    if (samples.length > 600) samples.shift();
+    addSample(samples, { t: Date.now(), values: SERIES.map(([, , f]) => f(p)) });
     lineChart(chart, samples, SERIES.map(([key, name]) => ({ key, name })));
   }
 
@@ -164,6 +163,19 @@ export async function show(id) {
   };
   const senderTimer = setInterval(() => drawSenders().catch(() => {}), 2000);
   await drawSenders().catch(() => {});
+  // The chart starts with the campaign's stored timeline (one point per 5 s window in which
+  // its counters moved), so a reload or a late visit still shows the whole run.
+  let after = null;
+  for (let page = 0; page < 50; page += 1) {
+    const query = new URLSearchParams({ limit: '1000' });
+    if (after !== null) query.set('after_ms', String(after));
+    const timeline = await api('GET', `/v1/campaigns/${id}/timeline?${query}`);
+    for (const point of timeline.points) {
+      addSample(samples, { t: Math.min(point.at_ms + 5000, Date.now()), values: SERIES.map(([, , f]) => f(point)) });
+    }
+    after = timeline.next_after_ms;
+    if (after === null) break;
+  }
   draw(await api('GET', `/v1/campaigns/${id}/progress`));
   const events = new EventSource(`/v1/campaigns/${id}/events`);
   events.addEventListener('progress', (e) => {

@@ -4,20 +4,15 @@
 
 import { api, attempt, canMutate, confirmAction, field, h, idempotencyKey, render, table, when } from './lib.js';
 
-/** The provider's code at the start of a reason (`131049: ...`), if there is one. */
-function codeOf(reason) {
-  const m = reason.match(/^\s*\(?#?([A-Za-z0-9_]+)\)?[:\s]/);
-  return m ? m[1] : '';
-}
-
 export async function list() {
   const params = new URLSearchParams(location.search);
   const campaign = params.get('campaign') || '';
   const code = params.get('code') || '';
   const query = new URLSearchParams({ limit: '1000' });
   if (campaign) query.set('campaign_id', campaign);
+  if (code) query.set('code', code);
   const page = await api('GET', `/v1/dlq?${query}`);
-  const letters = page.items.filter((l) => !code || codeOf(l.reason) === code || l.reason.includes(code));
+  const letters = page.items;
   const boxes = new Map();
   const result = h('p', { id: 'redrive-result', 'aria-live': 'polite' });
   const rows = letters.map((l) => {
@@ -27,7 +22,7 @@ export async function list() {
       h('td', {}, canMutate() ? box : ''),
       h('td', {}, h('a', { href: `/console/campaigns/${l.campaign_id}` }, String(l.campaign_id))),
       h('td', {}, l.address),
-      h('td', {}, codeOf(l.reason) || '–'),
+      h('td', {}, l.code || '–'),
       h('td', {}, l.reason),
       h('td', { class: 'num' }, String(l.attempts)),
       h('td', {}, when(l.at_ms)),
@@ -48,7 +43,7 @@ export async function list() {
     h('form', { method: 'get', action: '/console/dlq', class: 'filters' },
       field('Campaign', campaignInput), field('Code', codeInput), h('button', { type: 'submit', id: 'filter' }, 'Filter')),
     letters.length
-      ? table(`${letters.length} letter(s)${page.next_cursor ? ' (the first 1,000)' : ''}`,
+      ? table(`${letters.length} letter(s)${page.next_cursor ? ' (the first ones; narrow the filter to see the rest)' : ''}`,
         ['', 'Campaign', 'Address', 'Code', 'Reason', 'Attempts', 'When', 'Redrivable'], rows, { id: 'letters' })
       : h('p', { id: 'no-letters' }, 'No dead letters.'),
     canMutate() && letters.length ? h('div', { class: 'actions' },
