@@ -308,6 +308,15 @@ async fn event_streams_and_previews_stay_inside_the_tenant() {
     assert!(!mine["items"].as_array().unwrap().is_empty(), "{mine}");
     let theirs = s.ok("GET", "/v1/senders", &op_b, None).await;
     assert_eq!(theirs["items"], json!([]), "tenant b sees no sender of tenant a");
+    // A configured sender this process does not pace yet is listed from the settings.
+    let (c, admin_c, op_c) = tenant_with_admin(&s, "c").await;
+    put_whatsapp(&s, c, &admin_c, "http://127.0.0.1:9", "PN-C", 40, json!({})).await;
+    let listed = s.ok("GET", "/v1/senders", &op_c, None).await;
+    let expected = json!([{"provider": "whatsapp", "sender": "PN-C", "configured_rate_per_s": 40.0,
+        "current_rate_per_s": null, "stopped": false, "pace_signals": 0, "paced_here": false}]);
+    assert_eq!(listed["items"], expected);
+    let mine = s.ok("GET", "/v1/senders", &op_a, None).await;
+    assert!(!mine.to_string().contains("PN-C"), "{mine}");
 
     // A tenant holds at most 16 streams; the 17th is a 429, and another tenant is unaffected.
     let mut open = Vec::new();

@@ -12,7 +12,7 @@
 
 mod common;
 
-use common::{free_port, tenant, Api, TestServer};
+use common::{free_port, tenant, tenant_with_admin, Api, TestServer};
 use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::{json, Value};
 use std::path::PathBuf;
@@ -271,7 +271,10 @@ async fn an_operator_runs_campaigns_from_the_console() {
     loop {
         let points = c
             .client
-            .execute("const l = document.querySelector('polyline.sent'); return l ? l.points.numberOfItems : 0;", vec![])
+            .execute(
+                "const l = document.querySelector('polyline.sent'); return l ? l.points.numberOfItems : 0;",
+                vec![],
+            )
             .await
             .unwrap();
         if points.as_u64().unwrap_or(0) >= 3 {
@@ -387,6 +390,59 @@ async fn an_operator_runs_campaigns_from_the_console() {
     assert!(alert.contains("no longer exists"), "{alert}");
     c.screenshot("other-tenant").await;
     eprintln!("console screenshots: {}", shots.display());
+    c.client.close().await.unwrap();
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_admin_keeps_suppressions_and_providers_from_the_console() {
+    let Some((_driver, client)) = browser().await else { return };
+    let s = TestServer::start().await;
+    let (a, admin, _op) = tenant_with_admin(&s, "acme").await;
+    let (_b, _admin_b, op_b) = tenant_with_admin(&s, "other").await;
+    let shots = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("console-settings-screenshots");
+    let _ = std::fs::remove_dir_all(&shots);
+    std::fs::create_dir_all(&shots).unwrap();
+    let c = Console { client, base: s.base.clone(), shots: shots.clone(), n: Default::default() };
+    c.sign_in(&admin).await;
+
+    // Suppressions with the keyboard only: type the address, press Enter.
+    c.goto("/console/suppressions").await;
+    let input = c.find("#suppress-address").await;
+    input.send_keys("+12025550199\u{E007}").await.unwrap();
+    c.text_until("#suppressions", Duration::from_secs(10), |t| t.contains("+12025550199")).await;
+    let listed = s.ok("GET", "/v1/suppressions", &admin, None).await;
+    assert_eq!(listed["items"], json!(["+12025550199"]));
+    c.screenshot("suppressions").await;
+
+    // A webhook provider: its secret is sent once and afterwards shown as "set", never echoed.
+    c.goto("/console/providers").await;
+    c.fill("#webhook-url", "http://127.0.0.1:9/hook").await;
+    c.fill("#webhook-signing-secret", "s3cret-signing-value").await;
+    c.fill("#webhook-rate", "25").await;
+    c.click("#save-webhook").await;
+    c.text_until("#providers", Duration::from_secs(10), |t| t.contains("signing_secret: set")).await;
+    assert!(!c.client.source().await.unwrap().contains("s3cret-signing-value"), "a secret is never shown back");
+    let stored = s.ok("GET", &format!("/v1/tenants/{a}/providers/webhook"), &admin, None).await;
+    assert_eq!(
+        (stored["url"].as_str(), stored["senders"][0]["rate_limit_per_s"].as_u64()),
+        (Some("http://127.0.0.1:9/hook"), Some(25))
+    );
+    // An email provider with a bad unsubscribe target: the server's error, in words.
+    c.fill("#email-host", "127.0.0.1").await;
+    c.fill("#email-list-unsubscribe", "ftp://nope").await;
+    c.fill("#email-sender", "news@example.com").await;
+    c.click("#save-email").await;
+    let alert = c.text_until("#alert", Duration::from_secs(10), |t| !t.is_empty()).await;
+    assert!(alert.contains("unsubscribe") && !alert.contains('{'), "{alert}");
+    c.screenshot("providers").await;
+
+    // Another tenant's operator sees none of it.
+    c.sign_in(&op_b).await;
+    c.goto("/console/suppressions").await;
+    c.text_until("main", Duration::from_secs(10), |t| t.contains("No suppressed address.")).await;
+    c.goto("/console/providers").await;
+    c.text_until("main", Duration::from_secs(10), |t| t.contains("Only tenant admins")).await;
     c.client.close().await.unwrap();
     s.stop().await;
 }

@@ -134,7 +134,14 @@ impl Catalog for ScyllaStore {
             for (bucket,) in self.rows::<(i32,)>(&self.st.list_buckets, (t, c)).await? {
                 self.exec(&self.st.purge_messages, (t, c, bucket)).await?;
             }
-            for st in [&self.st.purge_buckets, &self.st.purge_checkpoint, &self.st.purge_counters, &self.st.purge_timeline, &self.st.purge_journal, &self.st.purge_dlq] {
+            for st in [
+                &self.st.purge_buckets,
+                &self.st.purge_checkpoint,
+                &self.st.purge_counters,
+                &self.st.purge_timeline,
+                &self.st.purge_journal,
+                &self.st.purge_dlq,
+            ] {
                 self.exec(st, (t, c)).await?;
             }
             left = left.saturating_sub(1);

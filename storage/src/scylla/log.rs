@@ -116,7 +116,8 @@ impl MessageLog for ScyllaStore {
     ) -> Result<Vec<(u64, CampaignCounters)>> {
         let after = after_ms.map_or(-1, big);
         let limit = i32::try_from(limit).unwrap_or(i32::MAX);
-        let rows = self.rows::<(i64, Vec<u8>)>(&self.st.get_timeline, (big(tenant.0), big(campaign.0), after, limit)).await?;
+        let rows =
+            self.rows::<(i64, Vec<u8>)>(&self.st.get_timeline, (big(tenant.0), big(campaign.0), after, limit)).await?;
         rows.into_iter().map(|(at, b)| Ok((at as u64, from_body(&b)?))).collect()
     }
 

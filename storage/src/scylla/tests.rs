@@ -72,7 +72,8 @@ async fn a_log_write_cut_short_is_finished_by_settle() {
     use crate::conformance::{key, record};
     use crate::{CampaignCounters, LogBatch, LogWrite, MessageLog, MessageStatus};
     use schemas::{CampaignId, TenantId};
-    let Some(config) = config("a message-log write cut short after its rows is finished in full (exact counters)") else {
+    let Some(config) = config("a message-log write cut short after its rows is finished in full (exact counters)")
+    else {
         return;
     };
     migrate(&config).await.unwrap();

@@ -157,9 +157,10 @@ export async function show(id) {
     senders.replaceChildren(items.length
       ? table('Each sender: configured rate, and current rate after the provider\'s pace signals',
         ['Provider', 'Sender', 'Configured', 'Current', 'Pace signals', 'State'],
-        items.map((x) => [x.provider, x.sender, perSecond(x.configured_rate_per_s), perSecond(x.current_rate_per_s),
-          number(x.pace_signals), x.stopped ? 'stopped by the provider' : 'sending']))
-      : h('p', {}, 'No sender is active in this process yet.'));
+        items.map((x) => [x.provider, x.sender, perSecond(x.configured_rate_per_s),
+          x.paced_here ? perSecond(x.current_rate_per_s) : 'paced by the workers',
+          x.paced_here ? number(x.pace_signals) : '–', x.stopped ? 'stopped by the provider' : 'sending']))
+      : h('p', {}, 'No sender configured or active yet.'));
   };
   const senderTimer = setInterval(() => drawSenders().catch(() => {}), 2000);
   await drawSenders().catch(() => {});

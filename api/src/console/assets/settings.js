@@ -30,41 +30,87 @@ export async function suppressions() {
     page.items.length ? table('Suppressed addresses', ['Address', ''], rows, { id: 'suppressions' }) : h('p', {}, 'No suppressed address.'));
 }
 
-const SECRETS = {
-  whatsapp: [['access_token', 'Access token'], ['app_secret', 'App secret'], ['verify_token', 'Webhook verify token']],
-  sms: [['auth_token', 'Auth token']],
+// Each provider's form: its plain fields ([key, label, input attributes, default]), its
+// secrets ([key, label, required]) and its sender field (null: the webhook has one sender).
+const PROVIDERS = {
+  whatsapp: {
+    title: 'WhatsApp Cloud API',
+    fields: [
+      ['base_url', 'API base URL', { required: true }, 'https://graph.facebook.com'],
+      ['api_version', 'API version', { required: true }, 'v21.0'],
+      ['daily_unique_limit', 'Messaging tier: unique users per 24 h (empty: unlimited)', { type: 'number', min: 1 }],
+    ],
+    secrets: [['access_token', 'Access token', true], ['app_secret', 'App secret', true], ['verify_token', 'Webhook verify token', true]],
+    sender: ['phone_number_id', 'Phone number id'],
+  },
+  sms: {
+    title: 'SMS',
+    fields: [
+      ['base_url', 'API base URL', { required: true }],
+      ['account_sid', 'Account SID', { required: true }],
+      ['status_callback_url', 'Herald\'s public URL for status callbacks (optional)', {}],
+    ],
+    secrets: [['auth_token', 'Auth token', true]],
+    sender: ['from', 'From number'],
+  },
+  email: {
+    title: 'Email (SMTP)',
+    fields: [
+      ['host', 'SMTP host', { required: true }],
+      ['port', 'Port (empty: the TLS mode\'s default)', { type: 'number', min: 1, max: 65535 }],
+      ['tls', 'Transport security', { options: ['starttls', 'tls', 'none'] }, 'starttls'],
+      ['username', 'Username (optional)', {}],
+      ['list_unsubscribe', 'List-Unsubscribe target (mailto: or https://)', { required: true }],
+    ],
+    secrets: [['password', 'Password', false]],
+    sender: ['from', 'From address'],
+  },
+  webhook: {
+    title: 'Webhook',
+    fields: [['url', 'URL', { required: true }]],
+    secrets: [['signing_secret', 'Signing secret', true]],
+    sender: null,
+  },
 };
 
 function providerForm(tenant, name, current) {
-  const input = (id, value, attrs = {}) => h('input', { id: `${name}-${id}`, value: value ?? '', ...attrs });
-  const plain = name === 'whatsapp'
-    ? [['base_url', 'API base URL', current?.base_url ?? 'https://graph.facebook.com'], ['api_version', 'API version', current?.api_version ?? 'v21.0']]
-    : [['base_url', 'API base URL', current?.base_url ?? ''], ['account_sid', 'Account SID', current?.account_sid ?? '']];
-  const inputs = Object.fromEntries(plain.map(([k, , v]) => [k, input(k, v, { required: true })]));
-  const secrets = Object.fromEntries(SECRETS[name].map(([k]) => [k, input(k, '', { type: 'password', required: true, autocomplete: 'off' })]));
+  const spec = PROVIDERS[name];
+  const id = (k) => `${name}-${k.replaceAll('_', '-')}`;
+  const control = (k, attrs, value) => {
+    if (attrs.options) {
+      return h('select', { id: id(k) }, attrs.options.map((o) => h('option', { value: o, selected: o === value }, o)));
+    }
+    return h('input', { id: id(k), value: value ?? '', ...attrs });
+  };
+  const inputs = Object.fromEntries(spec.fields.map(([k, , attrs, fallback]) => [k, control(k, attrs, current?.[k] ?? fallback)]));
+  const secrets = Object.fromEntries(spec.secrets.map(([k, , required]) =>
+    [k, h('input', { id: id(k), type: 'password', required, autocomplete: 'off' })]));
   const sender = current?.senders?.[0];
-  const senderId = input('sender', sender?.id, { required: true });
-  const rate = input('rate', sender?.rate_limit_per_s, { type: 'number', min: 1 });
+  const senderId = spec.sender ? h('input', { id: id('sender'), required: true, value: sender?.id ?? '' }) : null;
+  const rate = h('input', { id: id('rate'), type: 'number', min: 1, max: 100000, value: sender?.rate_limit_per_s ?? '' });
+  const number = (el) => (el.type === 'number' ? Number(el.value) : el.value);
   return h('form', {
     id: `${name}-form`,
     onsubmit: (e) => {
       e.preventDefault();
       attempt(async () => {
-        const body = Object.fromEntries(Object.entries({ ...inputs, ...secrets }).map(([k, el]) => [k, el.value]));
-        const s = { rate_limit_per_s: rate.value ? Number(rate.value) : null };
-        s[name === 'whatsapp' ? 'phone_number_id' : 'from'] = senderId.value;
-        body.senders = [s];
+        // Empty optional fields are left out; the server checks the rest and names what is wrong.
+        const body = Object.fromEntries(Object.entries({ ...inputs, ...secrets })
+          .filter(([, el]) => el.value !== '').map(([k, el]) => [k, number(el)]));
+        const limit = rate.value ? Number(rate.value) : null;
+        if (spec.sender) body.senders = [{ [spec.sender[0]]: senderId.value, rate_limit_per_s: limit }];
+        else if (limit) body.rate_limit_per_s = limit;
         await api('PUT', `/v1/tenants/${tenant}/providers/${name}`, body);
         location.reload();
       });
     },
   },
-  h('h3', {}, `Configure ${name === 'whatsapp' ? 'WhatsApp' : 'SMS'}`),
-  plain.map(([k, label]) => field(label, inputs[k])),
-  SECRETS[name].map(([k, label]) => field(label, secrets[k],
-    current?.secrets_set?.includes(k) ? 'Set. Secrets are write-only: enter it again to save.' : 'Not set.')),
-  field(name === 'whatsapp' ? 'Phone number id' : 'From number', senderId),
-  field('Sender rate limit (messages per second)', rate),
+  h('h3', {}, `Configure ${spec.title}`),
+  spec.fields.map(([k, label]) => field(label, inputs[k])),
+  spec.secrets.map(([k, label]) => field(label, secrets[k],
+    current?.secrets_set?.includes(k) ? 'Set. Secrets are write-only: saving replaces the whole configuration, so enter it again.' : 'Not set.')),
+  spec.sender ? field(spec.sender[1], senderId) : null,
+  field('Sender rate limit (messages per second, empty: none)', rate),
   h('button', { type: 'submit', id: `save-${name}` }, 'Save'));
 }
 
@@ -84,7 +130,5 @@ export async function providers() {
         p.senders.map((s) => `${s.id} (${s.rate_limit_per_s ?? 'no limit'}/s, burst ${s.burst})`).join(', '),
         p.secrets_set.map((s) => `${s}: set`).join(', ') || 'none']), { id: 'providers' })
       : h('p', {}, 'No provider configured: campaigns use the simulator where the server runs one.'),
-    providerForm(tenant, 'whatsapp', byName.whatsapp),
-    providerForm(tenant, 'sms', byName.sms),
-    h('p', {}, 'Email and webhook providers are configured through the REST API (PUT /v1/tenants/{id}/providers/{name}).'));
+    Object.keys(PROVIDERS).map((name) => providerForm(tenant, name, byName[name])));
 }
