@@ -202,7 +202,7 @@ async fn dead_letters_are_listed_and_redriven_once() {
     let items = by_code["items"].as_array().unwrap();
     assert_eq!(items.len() as u64, failed, "{by_code}");
     assert!(items.iter().all(|i| i["code"] == "131026"), "{by_code}");
-    let other = s.ok("GET", &format!("/v1/dlq?code=131049&limit=1000"), &op, None).await;
+    let other = s.ok("GET", "/v1/dlq?code=131049&limit=1000", &op, None).await;
     assert_eq!((other["items"].as_array().unwrap().len(), &other["next_cursor"]), (0, &Value::Null), "{other}");
 
     let (status, body) = s.call("POST", "/v1/dlq/redrive", Some(&op), Some(json!({"campaign_id": cid}))).await;
