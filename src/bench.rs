@@ -104,6 +104,17 @@ pub struct BenchReport {
     /// Each worker process's peak RSS (distributed runs).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub worker_peak_rss_bytes: Vec<u64>,
+    /// Rows written per message reaching a terminal state: keys put or removed in the embedded
+    /// store's and topics' write batches, plus topic records appended (embedded runs only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub writes_per_message: Option<f64>,
+    /// The logical bytes of those rows and records per message (embedded runs only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bytes_written_per_message: Option<f64>,
+    /// Bytes this process handed to `write` calls per message, journal, flushes and compaction
+    /// included (`wchar` of `/proc/self/io`; embedded runs on Linux only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub os_bytes_written_per_message: Option<f64>,
     pub fairness_jain: f64,
     pub burst_per_tenant: u32,
     pub stages: Vec<StageReport>,
@@ -201,6 +212,7 @@ pub(crate) async fn run_campaigns(
 ) -> anyhow::Result<Run> {
     let started = Instant::now();
     let started_ms = schemas::now_ms();
+    let (tally, os_bytes) = (pipeline::embedded::tally(), os_bytes_written());
     // Every campaign is sent at once (as many clients would), not one after another: a
     // campaign sent 0.4 s before the thousandth would otherwise run alone for a while.
     futures::future::try_join_all(campaigns.iter().map(|((t, c), _)| engine.trigger(*t, *c))).await?;
@@ -212,11 +224,30 @@ pub(crate) async fn run_campaigns(
     let ids: Vec<_> = campaigns.iter().map(|(id, _)| *id).collect();
     let counters = wait_until_complete(engine, &ids, |_| {}).await?;
     let elapsed_s = started.elapsed().as_secs_f64();
+    let now = pipeline::embedded::tally();
+    let writes = Writes {
+        rows: now.rows - tally.rows,
+        bytes: now.bytes - tally.bytes,
+        os_bytes: os_bytes.zip(os_bytes_written()).map(|(before, after)| after.saturating_sub(before)),
+    };
     let mut lost = 0;
     for ((t, c), share) in &campaigns {
         lost += share.saturating_sub(terminal_rows(engine, *t, *c).await?);
     }
-    Ok(Run { campaigns, counters, started_ms, elapsed_s, setup_s, lost, burst })
+    Ok(Run { campaigns, counters, started_ms, elapsed_s, setup_s, lost, burst, writes })
+}
+
+/// What this process wrote during a run (see `pipeline::embedded::writes`).
+pub(crate) struct Writes {
+    pub rows: u64,
+    pub bytes: u64,
+    pub os_bytes: Option<u64>,
+}
+
+/// Bytes this process has handed to `write` calls (`wchar` of `/proc/self/io`), where known.
+fn os_bytes_written() -> Option<u64> {
+    let io = std::fs::read_to_string("/proc/self/io").ok()?;
+    io.lines().find_map(|l| l.strip_prefix("wchar:")).and_then(|v| v.trim().parse().ok())
 }
 
 /// What a bench run measured on Herald's side, for [`report`].
@@ -228,6 +259,7 @@ pub(crate) struct Run {
     pub setup_s: f64,
     pub lost: u64,
     pub burst: u32,
+    pub writes: Writes,
 }
 
 /// The report from Herald's figures and the provider's own ledger.
@@ -250,6 +282,7 @@ pub(crate) fn report(args: &BenchArgs, run: &Run, ledger: &Ledger, stages: Vec<S
         .collect();
     let counters = &run.counters;
     let terminal: u64 = counters.iter().map(|c| c.terminal()).sum();
+    let per_message = terminal.max(1) as f64;
     let shares: Vec<f64> = per_tenant
         .iter()
         .map(|t| match t.rate_limit {
@@ -276,6 +309,9 @@ pub(crate) fn report(args: &BenchArgs, run: &Run, ledger: &Ledger, stages: Vec<S
         p99_ms: Some(ledger.latency_ms.value_at_quantile(0.99)),
         peak_rss_bytes: crate::peak_rss_bytes(),
         worker_peak_rss_bytes: Vec::new(),
+        writes_per_message: Some(run.writes.rows as f64 / per_message),
+        bytes_written_per_message: Some(run.writes.bytes as f64 / per_message),
+        os_bytes_written_per_message: run.writes.os_bytes.map(|b| b as f64 / per_message),
         fairness_jain: jain(&shares),
         burst_per_tenant: run.burst,
         stages,
@@ -308,6 +344,12 @@ pub fn print(report: &BenchReport) {
     println!("  peak RSS         {:>10.1} MiB", report.peak_rss_bytes as f64 / (1 << 20) as f64);
     for (i, rss) in report.worker_peak_rss_bytes.iter().enumerate() {
         println!("  worker {i} peak RSS {:>8.1} MiB", *rss as f64 / (1 << 20) as f64);
+    }
+    if let (Some(rows), Some(bytes)) = (report.writes_per_message, report.bytes_written_per_message) {
+        println!("  writes           {rows:>10.2} rows/message, {bytes:.0} bytes/message (store and topics, logical)");
+    }
+    if let Some(os) = report.os_bytes_written_per_message {
+        println!("  bytes to write() {os:>10.0} per message (journal, flushes and compaction included)");
     }
     println!("  fairness (Jain)  {:>10.4}", report.fairness_jain);
     for l in &report.lag {

@@ -203,6 +203,10 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<BenchReport> {
         workers: bench.workers.max(1),
         worker_peak_rss_bytes,
         lag,
+        // The stages write in the worker processes, not in this one.
+        writes_per_message: None,
+        bytes_written_per_message: None,
+        os_bytes_written_per_message: None,
         ..report(&args, &run, &ledger, Vec::new())
     })
 }

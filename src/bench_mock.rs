@@ -179,6 +179,10 @@ pub async fn run(args: BenchArgs, mock_mps: u32) -> anyhow::Result<BenchReport> 
         p99_ms: None,
         peak_rss_bytes: crate::peak_rss_bytes(),
         worker_peak_rss_bytes: Vec::new(),
+        // The in-process mock provider writes its own call log: the figures would mix it in.
+        writes_per_message: None,
+        bytes_written_per_message: None,
+        os_bytes_written_per_message: None,
         fairness_jain: jain(&shares),
         burst_per_tenant: burst,
         stages: stage_reports(&board),

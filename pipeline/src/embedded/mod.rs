@@ -17,6 +17,9 @@
 
 mod held;
 mod segments;
+pub mod writes;
+
+pub use writes::{tally, Batch, WriteTally};
 
 pub use held::EmbeddedHeld;
 
@@ -243,8 +246,8 @@ impl EmbeddedTopics {
             .ok_or_else(|| Error::UnknownPartition { topic: name.to_string(), partition })
     }
 
-    fn batch(&self) -> fjall::OwnedWriteBatch {
-        self.db.batch().durability(Some(self.mode))
+    fn batch(&self) -> Batch {
+        Batch::new(self.db.batch().durability(Some(self.mode)))
     }
 
     /// Waits (bounded) while memtables exceed the write budget, so writers slow down to the

@@ -281,6 +281,7 @@ impl PartitionLog {
         }
         active.positions.extend(starts.iter().map(|s| at as u32 + s));
         active.len += frames.len() as u64;
+        super::writes::add(starts.len() as u64, frames.len() as u64);
         Ok(())
     }
 

@@ -156,8 +156,8 @@ impl EmbeddedStore {
         })
     }
 
-    fn batch(&self) -> fjall::OwnedWriteBatch {
-        self.db.batch().durability(Some(self.durability.mode()))
+    fn batch(&self) -> pipeline::embedded::Batch {
+        pipeline::embedded::Batch::new(self.db.batch().durability(Some(self.durability.mode())))
     }
 
     /// Waits (asynchronously, bounded) while memtables exceed the write budget, so heavy writers
@@ -190,7 +190,7 @@ fn get<T: DeserializeOwned>(ks: &Keyspace, key: &[u8]) -> Result<Option<T>> {
     }
 }
 
-fn put<T: Serialize>(batch: &mut fjall::OwnedWriteBatch, ks: &Keyspace, key: Vec<u8>, value: &T) -> Result<()> {
+fn put<T: Serialize>(batch: &mut pipeline::embedded::Batch, ks: &Keyspace, key: Vec<u8>, value: &T) -> Result<()> {
     batch.insert(ks, key, codec::encode(value)?);
     Ok(())
 }

@@ -32,7 +32,7 @@ fn index_keys(config: &ProviderConfig) -> Vec<Vec<u8>> {
 
 impl EmbeddedStore {
     /// Removes the index entries of a stored config that still point at its tenant.
-    fn unindex(&self, batch: &mut fjall::OwnedWriteBatch, old: &ProviderConfig) -> Result<()> {
+    fn unindex(&self, batch: &mut pipeline::embedded::Batch, old: &ProviderConfig) -> Result<()> {
         for key in index_keys(old) {
             if get::<TenantId>(&self.provider_index, &key)? == Some(old.tenant) {
                 batch.remove(&self.provider_index, key);

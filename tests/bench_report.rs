@@ -1,0 +1,25 @@
+//! `herald bench --json` on the embedded default: the report a run prints, including the write
+//! figures issue 12 tracks (rows and bytes written per message). Figures are checked for
+//! sense, never for speed: speed is measured by the bench itself, not asserted in tests.
+
+use serde_json::Value;
+use std::process::Command;
+
+#[test]
+fn an_embedded_bench_reports_its_writes_per_message() {
+    let out = Command::new(env!("CARGO_BIN_EXE_herald"))
+        .args(["bench", "--recipients", "2000", "--tenants", "2", "--json"])
+        .env("HERALD_LOG", "error")
+        .output()
+        .expect("herald bench runs");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let report: Value = serde_json::from_slice(&out.stdout).expect("one JSON object on stdout");
+    assert_eq!((report["duplicate_accepts"].as_u64(), report["lost"].as_u64()), (Some(0), Some(0)), "{report}");
+    assert_eq!(report["delivered"].as_u64(), Some(2000), "{report}");
+    // Every message is at least rendered, claimed and logged: a few rows each, not thousands.
+    let rows = report["writes_per_message"].as_f64().expect("writes per message");
+    assert!((2.0..100.0).contains(&rows), "{report}");
+    let bytes = report["bytes_written_per_message"].as_f64().expect("bytes per message");
+    assert!(bytes > rows * 16.0, "a row carries at least its key: {report}");
+    assert!(report["os_bytes_written_per_message"].as_f64().is_some_and(|b| b > 0.0), "{report}");
+}
