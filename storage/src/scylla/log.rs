@@ -138,18 +138,19 @@ impl MessageLog for ScyllaStore {
         // Journal first (each campaign's part as one row of its own journal partition), then
         // the parts, then the journal entries go: a crash or error in between leaves an entry
         // that `settle` writes again in full before reconcile reads the campaign's rows.
-        let n = self.config.max_concurrent_writes;
-        let id = journal_id();
-        let mut journal = Partitions::new();
+        let parts = batch.by_campaign();
+        let id = self.journal(&parts).await?;
+        // A campaign at a time (a step rarely spans more than a few), each part's writes still
+        // `max_concurrent_writes` in flight.
+        for part in parts.values() {
+            self.write_parts(part).await?;
+        }
         let mut done = Partitions::new();
-        for ((tenant, campaign), part) in batch.clone().by_campaign() {
+        for (tenant, campaign) in parts.keys() {
             let (t, c) = (big(tenant.0), big(campaign.0));
-            journal.add((t, c), (t, c, id.clone(), body(&part)?, self.ttl()));
             done.add((t, c), (t, c, id.clone()));
         }
-        journal.write(self, &self.st.put_journal, n).await?;
-        self.write_parts(&batch).await?;
-        done.write(self, &self.st.delete_journal, n).await
+        done.write(self, &self.st.delete_journal, self.config.max_concurrent_writes).await
     }
 
     async fn scan_messages(
@@ -198,6 +199,18 @@ impl MessageLog for ScyllaStore {
 }
 
 impl ScyllaStore {
+    /// Writes each campaign's part to its journal partition under one new id, and returns it.
+    async fn journal(&self, parts: &BTreeMap<(TenantId, CampaignId), LogBatch>) -> Result<Vec<u8>> {
+        let id = journal_id();
+        let mut journal = Partitions::new();
+        for ((tenant, campaign), part) in parts {
+            let (t, c) = (big(tenant.0), big(campaign.0));
+            journal.add((t, c), (t, c, id.clone(), body(part)?, self.ttl()));
+        }
+        journal.write(self, &self.st.put_journal, self.config.max_concurrent_writes).await?;
+        Ok(id)
+    }
+
     /// Writes a batch's parts: rows, buckets, index, DLQ, timeline, then counters.
     async fn write_parts(&self, batch: &LogBatch) -> Result<()> {
         let (ttl, n) = (self.ttl(), self.config.max_concurrent_writes);
@@ -262,13 +275,7 @@ impl ScyllaStore {
     #[cfg(test)]
     pub(crate) async fn apply_until_rows(&self, batch: LogBatch) -> Result<()> {
         let n = self.config.max_concurrent_writes;
-        let id = journal_id();
-        let mut journal = Partitions::new();
-        for ((tenant, campaign), part) in batch.clone().by_campaign() {
-            let (t, c) = (big(tenant.0), big(campaign.0));
-            journal.add((t, c), (t, c, id.clone(), body(&part)?, self.ttl()));
-        }
-        journal.write(self, &self.st.put_journal, n).await?;
+        self.journal(&batch.clone().by_campaign()).await?;
         let mut messages = Partitions::new();
         for w in &batch.writes {
             let (t, c, b) = (big(w.key.tenant.0), big(w.key.campaign.0), w.key.bucket as i32);
