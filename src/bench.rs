@@ -21,6 +21,8 @@ pub struct BenchArgs {
     pub provider_latency_ms: u64,
     pub failure_rate: f64,
     pub data_dir: Option<PathBuf>,
+    /// The embedded databases' memory budget, MiB (`BackendChoice::embedded`).
+    pub memory_budget_mib: u64,
     /// `Some(mps)`: run against `herald mock-provider` over HTTP (see `bench_mock`).
     pub mock_http: Option<u32>,
     /// `Some`: through the distributed backends of this configuration, with the stages in
@@ -163,6 +165,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<BenchReport> {
         }
     };
     let mut config = EngineConfig::new(&data_dir);
+    config.backend = crate::backend::BackendChoice::embedded(args.memory_budget_mib << 20);
     config.simulator.latency = Duration::from_millis(args.provider_latency_ms);
     config.simulator.jitter = Duration::from_millis(args.provider_latency_ms / 2);
     config.simulator.transient_failure_rate = args.failure_rate;

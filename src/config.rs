@@ -163,6 +163,9 @@ impl HeraldConfig {
         if let Some(v) = var("HERALD_PARTITIONS") {
             self.backend.partitions = v.parse().context("HERALD_PARTITIONS must be a number of partitions")?;
         }
+        if let Some(v) = var("HERALD_MEMORY_BUDGET_MIB") {
+            self.backend.memory_budget_mib = v.parse().context("HERALD_MEMORY_BUDGET_MIB must be a number of MiB")?;
+        }
         if let Some(v) = var("HERALD_LISTEN") {
             self.listen = v;
         }
@@ -233,6 +236,9 @@ impl HeraldConfig {
             }
         } else if self.backend.partitions != pipeline::topic::DEFAULT_PARTITIONS {
             bail!("backend.partitions applies to the distributed deployment; the embedded backend keeps 8");
+        }
+        if !(16..=1 << 20).contains(&self.backend.memory_budget_mib) {
+            bail!("backend.memory_budget_mib must be 16 to 1048576 MiB");
         }
         for stage in self.stages.iter().flatten() {
             if !crate::engine::STAGE_ROLES.contains(&stage.as_str()) {
@@ -459,5 +465,11 @@ mod tests {
         c.backend.kind = crate::backend::BackendKind::Embedded;
         c.backend.partitions = 16;
         assert!(c.validate().is_err(), "the embedded backend keeps its 8 partitions");
+        c.backend.partitions = pipeline::topic::DEFAULT_PARTITIONS;
+        c.apply_env(|k| (k == "HERALD_MEMORY_BUDGET_MIB").then(|| "8".to_string())).unwrap();
+        assert!(c.validate().is_err(), "a memory budget under 16 MiB is refused");
+        c.apply_env(|k| (k == "HERALD_MEMORY_BUDGET_MIB").then(|| "512".to_string())).unwrap();
+        assert_eq!(c.backend.memory_budget_mib, 512);
+        assert!(c.validate().is_ok());
     }
 }

@@ -55,7 +55,7 @@ impl EngineConfig {
     pub fn new(data_dir: impl Into<PathBuf>) -> Self {
         Self {
             data_dir: data_dir.into(),
-            backend: BackendChoice::Embedded { store: Default::default(), topics: Default::default() },
+            backend: BackendChoice::embedded(crate::backend::DEFAULT_MEMORY_BUDGET_MIB << 20),
             chunk: ChunkConfig::default(),
             throttle: ThrottleConfig::default(),
             deliver: DeliverConfig::default(),

@@ -17,6 +17,8 @@ pub fn engine_config(config: &HeraldConfig) -> anyhow::Result<EngineConfig> {
         engine.backend = BackendChoice::Distributed(Box::new(config.distributed()?));
         // Other processes consume the same topics: partitions are shared by lease.
         engine.partition_leases = Some(Duration::from_secs(config.backend.lease_ttl_s));
+    } else {
+        engine.backend = BackendChoice::embedded(config.backend.memory_budget_mib << 20);
     }
     engine.stages = config.stages.clone();
     engine.simulator.latency = Duration::from_millis(config.simulator.latency_ms);

@@ -52,11 +52,10 @@ pub struct EmbeddedStoreConfig {
     /// Memtable size per table in bytes (a table's memtable is flushed to disk past this).
     pub memtable_bytes: u64,
     pub durability: Durability,
-    /// Memtable bytes (active + sealed, all tables) above which writers wait for flushes: the
-    /// configured bound on write-buffer memory (fjall alone allows up to 5 memtables per table,
-    /// and its own global write-buffer limit is not enforced in 3.1). Set above what the 1M/5M
-    /// benchmarks reach (their peaks are the same with and without it), so it caps pathological
-    /// backlog only.
+    /// Memtable bytes (active + sealed, all tables) above which message-log writers wait for
+    /// flushes: the configured bound on write-buffer memory (fjall alone allows up to 5
+    /// memtables per table, and its own global write-buffer limit is not enforced in 3.1). The
+    /// binary derives it from one memory budget (`herald::backend::BackendChoice::embedded`).
     pub write_budget_bytes: u64,
     /// fjall background threads (flush + compaction). Measured trade-off on 2 cores: with 2,
     /// fjall 3.1's worker 0 re-queues compaction requests to itself and spins while the other
