@@ -23,6 +23,8 @@ pub struct BenchArgs {
     pub data_dir: Option<PathBuf>,
     /// The embedded databases' memory budget, MiB (`BackendChoice::embedded`).
     pub memory_budget_mib: u64,
+    /// Small probe campaigns sent one per second during the run (`crate::bench_probe`).
+    pub probes: u32,
     /// `Some(mps)`: run against `herald mock-provider` over HTTP (see `bench_mock`).
     pub mock_http: Option<u32>,
     /// `Some`: through the distributed backends of this configuration, with the stages in
@@ -123,6 +125,9 @@ pub struct BenchReport {
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub lag: Vec<StageLag>,
     pub per_tenant: Vec<TenantReport>,
+    /// What the `--probes` campaigns waited (None without probes).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub probes: Option<crate::bench_probe::ProbeReport>,
 }
 
 /// Jain's fairness index over `xs` (1.0 = perfectly even).
@@ -172,9 +177,10 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<BenchReport> {
     let setup = Instant::now();
     let engine = Engine::start(config).await?;
     let (campaigns, burst) = seed(&engine, &args).await?;
+    let probes = crate::bench_probe::seed(&engine, args.probes).await?;
     let setup_s = setup.elapsed().as_secs_f64();
 
-    let run = run_campaigns(&engine, campaigns, setup_s, burst).await?;
+    let run = run_campaigns(&engine, campaigns, &probes, setup_s, burst).await?;
     let board = engine.board.clone();
     let report = report(&args, &run, &engine.simulator.ledger(), Vec::new());
     engine.stop().await?;
@@ -205,11 +211,13 @@ pub(crate) async fn seed(
     Ok((campaigns, burst))
 }
 
-/// Sends every campaign at once, waits until all completed (a signal ends the wait early) and
-/// counts the recipients the log has no terminal message for.
+/// Sends every campaign at once, and the probes one per second meanwhile; waits until all
+/// completed (a signal ends the wait early) and counts the recipients the log has no terminal
+/// message for.
 pub(crate) async fn run_campaigns(
     engine: &Engine,
     campaigns: Vec<((TenantId, CampaignId), u64)>,
+    probes: &[(TenantId, CampaignId)],
     setup_s: f64,
     burst: u32,
 ) -> anyhow::Result<Run> {
@@ -225,8 +233,15 @@ pub(crate) async fn run_campaigns(
         signal.trigger();
     });
     let ids: Vec<_> = campaigns.iter().map(|(id, _)| *id).collect();
-    let counters = wait_until_complete(engine, &ids, |_| {}).await?;
-    let elapsed_s = started.elapsed().as_secs_f64();
+    let done = std::sync::atomic::AtomicBool::new(false);
+    let main = async {
+        let counters = wait_until_complete(engine, &ids, |_| {}).await;
+        done.store(true, std::sync::atomic::Ordering::Relaxed);
+        (counters, started.elapsed().as_secs_f64())
+    };
+    let ((counters, elapsed_s), sent) = tokio::join!(main, crate::bench_probe::send(engine, probes, &done));
+    let (counters, sent) = (counters?, sent?);
+    crate::bench_probe::finish(engine, &sent).await?;
     let now = pipeline::embedded::tally();
     let writes = Writes {
         rows: now.rows - tally.rows,
@@ -237,7 +252,7 @@ pub(crate) async fn run_campaigns(
     for ((t, c), share) in &campaigns {
         lost += share.saturating_sub(terminal_rows(engine, *t, *c).await?);
     }
-    Ok(Run { campaigns, counters, started_ms, elapsed_s, setup_s, lost, burst, writes })
+    Ok(Run { campaigns, counters, started_ms, elapsed_s, setup_s, lost, burst, writes, probes: sent })
 }
 
 /// What this process wrote during a run (see `pipeline::embedded::writes`).
@@ -263,6 +278,7 @@ pub(crate) struct Run {
     pub lost: u64,
     pub burst: u32,
     pub writes: Writes,
+    pub probes: Vec<crate::bench_probe::Probe>,
 }
 
 /// The report from Herald's figures and the provider's own ledger.
@@ -320,6 +336,7 @@ pub(crate) fn report(args: &BenchArgs, run: &Run, ledger: &Ledger, stages: Vec<S
         stages,
         lag: Vec::new(),
         per_tenant,
+        probes: crate::bench_probe::report(&run.probes, ledger),
     }
 }
 
@@ -355,6 +372,18 @@ pub fn print(report: &BenchReport) {
         println!("  bytes to write() {os:>10.0} per message (journal, flushes and compaction included)");
     }
     println!("  fairness (Jain)  {:>10.4}", report.fairness_jain);
+    if let Some(p) = &report.probes {
+        println!(
+            "  probes           {:>10} campaigns of {} sent during the run: send → first call p50 {} ms, p99 {} ms, \
+             max {} ms; → last call p99 {} ms",
+            p.sent,
+            p.recipients_each,
+            p.first_call_p50_ms,
+            p.first_call_p99_ms,
+            p.first_call_max_ms,
+            p.last_call_p99_ms
+        );
+    }
     for l in &report.lag {
         println!(
             "  lag {:<20} max {:>9} records behind, {:>6} at the end; records per partition {:?}",

@@ -172,10 +172,11 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<BenchReport> {
         w.started().await?;
     }
     let (campaigns, burst) = seed(&engine, &args).await?;
+    let probes = crate::bench_probe::seed(&engine, args.probes).await?;
     let setup_s = setup.elapsed().as_secs_f64();
 
     let (lag, sampler) = sample_lag(engine.topics.clone());
-    let run = run_campaigns(&engine, campaigns, setup_s, burst).await;
+    let run = run_campaigns(&engine, campaigns, &probes, setup_s, burst).await;
     sampler.abort();
     let run = run?;
     sample(engine.topics.as_ref(), &lag).await;

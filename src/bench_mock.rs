@@ -188,5 +188,7 @@ pub async fn run(args: BenchArgs, mock_mps: u32) -> anyhow::Result<BenchReport> 
         stages: stage_reports(&board),
         lag: Vec::new(),
         per_tenant,
+        // Probes need the in-process simulator's ledger of first calls per tenant.
+        probes: None,
     })
 }

@@ -21,6 +21,7 @@ pub mod backend;
 pub mod bench;
 pub mod bench_distributed;
 pub mod bench_mock;
+pub mod bench_probe;
 pub mod config;
 pub mod demo;
 pub mod engine;

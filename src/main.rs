@@ -105,6 +105,10 @@ enum Command {
         /// Embedded: what the store and topic databases may hold in memory, MiB (16 or more).
         #[arg(long, default_value_t = herald::backend::DEFAULT_MEMORY_BUDGET_MIB)]
         memory_budget_mib: u64,
+        /// Small campaigns (1,000 recipients, a tenant each) sent one per second while the big
+        /// ones run: reports send → first provider call behind a big campaign.
+        #[arg(long, default_value_t = 0)]
+        probes: u32,
         /// Print exactly one JSON object on stdout.
         #[arg(long)]
         json: bool,
@@ -237,6 +241,7 @@ fn run() -> anyhow::Result<()> {
                 failure_rate,
                 data_dir,
                 memory_budget_mib,
+                probes,
                 json,
                 provider,
                 mock_mps,
@@ -255,6 +260,10 @@ fn run() -> anyhow::Result<()> {
                     "mock-http" => Some(mock_mps),
                     other => anyhow::bail!("--provider {other:?}: expected simulator or mock-http"),
                 };
+                anyhow::ensure!(
+                    probes == 0 || mock_http.is_none(),
+                    "--probes needs the simulator provider (its ledger times each tenant's first call)"
+                );
                 let args = bench::BenchArgs {
                     recipients,
                     tenants,
@@ -263,6 +272,7 @@ fn run() -> anyhow::Result<()> {
                     failure_rate,
                     data_dir,
                     memory_budget_mib,
+                    probes,
                     mock_http,
                     distributed: match backend.as_str() {
                         "embedded" => None,

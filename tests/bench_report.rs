@@ -23,3 +23,45 @@ fn an_embedded_bench_reports_its_writes_per_message() {
     assert!(bytes > rows * 16.0, "a row carries at least its key: {report}");
     assert!(report["os_bytes_written_per_message"].as_f64().is_some_and(|b| b > 0.0), "{report}");
 }
+
+#[test]
+fn probes_sent_behind_a_running_campaign_report_their_wait() {
+    // 3,000 messages paced at 1,000/s keep the big campaign busy for ~3 s: two probes go out.
+    let out = Command::new(env!("CARGO_BIN_EXE_herald"))
+        .args([
+            "bench",
+            "--recipients",
+            "3000",
+            "--tenants",
+            "1",
+            "--rate-per-tenant",
+            "1000",
+            "--probes",
+            "2",
+            "--json",
+        ])
+        .env("HERALD_LOG", "error")
+        .output()
+        .expect("herald bench runs");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let report: Value = serde_json::from_slice(&out.stdout).expect("one JSON object on stdout");
+    assert_eq!((report["duplicate_accepts"].as_u64(), report["lost"].as_u64()), (Some(0), Some(0)), "{report}");
+    assert_eq!(report["delivered"].as_u64(), Some(3000), "the main figures are the big campaign's: {report}");
+    assert_eq!(report["provider_accepts"].as_u64(), Some(3000 + 2 * 1000), "every probe message was sent: {report}");
+    let probes = &report["probes"];
+    assert_eq!((probes["sent"].as_u64(), probes["recipients_each"].as_u64()), (Some(2), Some(1000)), "{report}");
+    let ms = |k: &str| probes[k].as_u64().unwrap_or_else(|| panic!("{k} in {report}"));
+    assert!(ms("first_call_p50_ms") <= ms("first_call_p99_ms"), "{report}");
+    assert!(ms("first_call_p99_ms") <= ms("first_call_max_ms"), "{report}");
+    assert!(ms("last_call_p99_ms") >= ms("first_call_p99_ms"), "{report}");
+}
+
+#[test]
+fn a_memory_budget_below_the_floor_is_refused() {
+    let out = Command::new(env!("CARGO_BIN_EXE_herald"))
+        .args(["bench", "--recipients", "10", "--memory-budget-mib", "8", "--json"])
+        .output()
+        .expect("herald bench runs");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--memory-budget-mib must be 16 or more"));
+}
