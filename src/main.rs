@@ -142,24 +142,7 @@ enum Command {
     MockProvider(mock_provider::MockArgs),
 }
 
-/// `mi_option_purge_delay` of mimalloc.h (between `eager_commit_delay`, 14, and
-/// `use_numa_nodes`, 16, in both its v2 and v3 lines); the Rust bindings name its neighbours
-/// but not it.
-#[cfg(feature = "mimalloc")]
-const MI_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
-
-/// Freed memory goes back to the OS at once rather than after mimalloc's default delay (1 s in
-/// v3): batches are freed in bursts, and the delay kept ~60 MiB of them resident at the 1M
-/// bench's peak (RSS 262 vs 317 MiB, same throughput; ARCHITECTURE.md "Memory budget").
-#[cfg(feature = "mimalloc")]
-fn release_freed_memory_at_once() {
-    // SAFETY: sets a plain integer option; mimalloc reads options atomically.
-    unsafe { libmimalloc_sys::mi_option_set(MI_PURGE_DELAY, 0) };
-}
-
 fn main() -> anyhow::Result<()> {
-    #[cfg(feature = "mimalloc")]
-    release_freed_memory_at_once();
     let result = run();
     // A configuration Herald refuses (e.g. an empty secret file) exits with status 2.
     if let Err(e) = &result {
@@ -334,17 +317,4 @@ fn parse_ttl(raw: &str) -> anyhow::Result<u64> {
         _ => anyhow::bail!("--ttl {raw:?}: unit must be s, m, h or d"),
     };
     Ok(n * unit)
-}
-
-#[cfg(all(test, feature = "mimalloc"))]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_purge_delay_option_is_the_one_set() {
-        assert_eq!(MI_PURGE_DELAY + 1, libmimalloc_sys::mi_option_use_numa_nodes, "mimalloc.h's option order");
-        release_freed_memory_at_once();
-        // SAFETY: reads a plain integer option.
-        assert_eq!(unsafe { libmimalloc_sys::mi_option_get(MI_PURGE_DELAY) }, 0);
-    }
 }
