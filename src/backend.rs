@@ -133,6 +133,8 @@ pub struct DistributedConfig {
 /// process peaks near 310 MiB instead of ~400 with no measurable cost in throughput
 /// (ARCHITECTURE.md, "Write path and memory budget").
 pub const DEFAULT_MEMORY_BUDGET_MIB: u64 = 128;
+/// The smallest memory budget Herald starts with, MiB.
+pub const MIN_MEMORY_BUDGET_MIB: u64 = 16;
 
 /// Which backends an engine opens.
 #[derive(Debug, Clone)]

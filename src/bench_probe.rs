@@ -95,30 +95,30 @@ pub(crate) fn report(sent: &[Probe], ledger: &Ledger) -> Option<ProbeReport> {
     if sent.is_empty() {
         return None;
     }
-    let mut first = Vec::with_capacity(sent.len());
-    let mut last = Vec::with_capacity(sent.len());
-    for p in sent {
-        let calls = ledger.tenants.get(&p.tenant).cloned().unwrap_or_default();
-        // A probe the provider never saw counts as waiting the whole run: it must not vanish
-        // from the percentiles.
-        let never = schemas::now_ms();
-        let at = |ms: u64| if calls.calls == 0 { never } else { ms };
-        first.push(at(calls.first_ms).saturating_sub(p.sent_ms));
-        last.push(at(calls.last_ms).saturating_sub(p.sent_ms));
-    }
+    // A probe the provider never saw counts as waiting until now: it must not vanish from the
+    // percentiles.
+    let now = schemas::now_ms();
+    let (mut first, mut last): (Vec<u64>, Vec<u64>) = sent
+        .iter()
+        .map(|p| match ledger.tenants.get(&p.tenant).filter(|calls| calls.calls > 0) {
+            Some(calls) => (calls.first_ms.saturating_sub(p.sent_ms), calls.last_ms.saturating_sub(p.sent_ms)),
+            None => (now.saturating_sub(p.sent_ms), now.saturating_sub(p.sent_ms)),
+        })
+        .unzip();
+    first.sort_unstable();
+    last.sort_unstable();
     Some(ProbeReport {
         sent: sent.len(),
         recipients_each: PROBE_RECIPIENTS,
-        first_call_p50_ms: quantile(&mut first, 0.5),
-        first_call_p99_ms: quantile(&mut first, 0.99),
-        first_call_max_ms: quantile(&mut first, 1.0),
-        last_call_p99_ms: quantile(&mut last, 0.99),
+        first_call_p50_ms: quantile(&first, 0.5),
+        first_call_p99_ms: quantile(&first, 0.99),
+        first_call_max_ms: quantile(&first, 1.0),
+        last_call_p99_ms: quantile(&last, 0.99),
     })
 }
 
-/// The nearest-rank `q` quantile of `xs` (non-empty).
-fn quantile(xs: &mut [u64], q: f64) -> u64 {
-    xs.sort_unstable();
+/// The nearest-rank `q` quantile of `xs` (sorted, non-empty).
+fn quantile(xs: &[u64], q: f64) -> u64 {
     let rank = ((q * xs.len() as f64).ceil() as usize).clamp(1, xs.len());
     xs[rank - 1]
 }
@@ -129,10 +129,10 @@ mod tests {
 
     #[test]
     fn nearest_rank_quantiles() {
-        let mut xs: Vec<u64> = (1..=100).rev().collect();
-        assert_eq!(quantile(&mut xs, 0.5), 50);
-        assert_eq!(quantile(&mut xs, 0.99), 99);
-        assert_eq!(quantile(&mut xs, 1.0), 100);
-        assert_eq!(quantile(&mut [7], 0.99), 7);
+        let xs: Vec<u64> = (1..=100).collect();
+        assert_eq!(quantile(&xs, 0.5), 50);
+        assert_eq!(quantile(&xs, 0.99), 99);
+        assert_eq!(quantile(&xs, 1.0), 100);
+        assert_eq!(quantile(&[7], 0.99), 7);
     }
 }

@@ -237,8 +237,9 @@ impl HeraldConfig {
         } else if self.backend.partitions != pipeline::topic::DEFAULT_PARTITIONS {
             bail!("backend.partitions applies to the distributed deployment; the embedded backend keeps 8");
         }
-        if !(16..=1 << 20).contains(&self.backend.memory_budget_mib) {
-            bail!("backend.memory_budget_mib must be 16 to 1048576 MiB");
+        let min = crate::backend::MIN_MEMORY_BUDGET_MIB;
+        if !(min..=1 << 20).contains(&self.backend.memory_budget_mib) {
+            bail!("backend.memory_budget_mib must be {min} to 1048576 MiB");
         }
         for stage in self.stages.iter().flatten() {
             if !crate::engine::STAGE_ROLES.contains(&stage.as_str()) {

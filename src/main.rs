@@ -235,9 +235,8 @@ fn run() -> anyhow::Result<()> {
                 if !(0.0..=1.0).contains(&failure_rate) {
                     anyhow::bail!("--failure-rate must be between 0 and 1");
                 }
-                if memory_budget_mib < 16 {
-                    anyhow::bail!("--memory-budget-mib must be 16 or more");
-                }
+                let min = herald::backend::MIN_MEMORY_BUDGET_MIB;
+                anyhow::ensure!(memory_budget_mib >= min, "--memory-budget-mib must be {min} or more");
                 let mock_http = match provider.as_str() {
                     "simulator" => None,
                     "mock-http" => Some(mock_mps),

@@ -5,15 +5,22 @@
 use serde_json::Value;
 use std::process::Command;
 
-#[test]
-fn an_embedded_bench_reports_its_writes_per_message() {
+/// Runs `herald bench --json` with `args` and returns its report.
+fn bench_json(args: &[&str]) -> Value {
     let out = Command::new(env!("CARGO_BIN_EXE_herald"))
-        .args(["bench", "--recipients", "2000", "--tenants", "2", "--json"])
+        .arg("bench")
+        .args(args)
+        .arg("--json")
         .env("HERALD_LOG", "error")
         .output()
         .expect("herald bench runs");
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let report: Value = serde_json::from_slice(&out.stdout).expect("one JSON object on stdout");
+    serde_json::from_slice(&out.stdout).expect("one JSON object on stdout")
+}
+
+#[test]
+fn an_embedded_bench_reports_its_writes_per_message() {
+    let report = bench_json(&["--recipients", "2000", "--tenants", "2"]);
     assert_eq!((report["duplicate_accepts"].as_u64(), report["lost"].as_u64()), (Some(0), Some(0)), "{report}");
     assert_eq!(report["delivered"].as_u64(), Some(2000), "{report}");
     // Every message is at least rendered, claimed and logged: a few rows each, not thousands.
@@ -27,24 +34,7 @@ fn an_embedded_bench_reports_its_writes_per_message() {
 #[test]
 fn probes_sent_behind_a_running_campaign_report_their_wait() {
     // 3,000 messages paced at 1,000/s keep the big campaign busy for ~3 s: two probes go out.
-    let out = Command::new(env!("CARGO_BIN_EXE_herald"))
-        .args([
-            "bench",
-            "--recipients",
-            "3000",
-            "--tenants",
-            "1",
-            "--rate-per-tenant",
-            "1000",
-            "--probes",
-            "2",
-            "--json",
-        ])
-        .env("HERALD_LOG", "error")
-        .output()
-        .expect("herald bench runs");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let report: Value = serde_json::from_slice(&out.stdout).expect("one JSON object on stdout");
+    let report = bench_json(&["--recipients", "3000", "--tenants", "1", "--rate-per-tenant", "1000", "--probes", "2"]);
     assert_eq!((report["duplicate_accepts"].as_u64(), report["lost"].as_u64()), (Some(0), Some(0)), "{report}");
     assert_eq!(report["delivered"].as_u64(), Some(3000), "the main figures are the big campaign's: {report}");
     assert_eq!(report["provider_accepts"].as_u64(), Some(3000 + 2 * 1000), "every probe message was sent: {report}");
