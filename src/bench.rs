@@ -7,6 +7,7 @@
 use crate::demo::wait_until_complete;
 use crate::engine::{Engine, EngineConfig};
 use crate::seed::{tenant_with_campaign, SeedSpec};
+use anyhow::Context;
 use schemas::{CampaignId, TenantId};
 use serde::Serialize;
 use stages::deliver::simulator::Ledger;
@@ -25,6 +26,8 @@ pub struct BenchArgs {
     pub memory_budget_mib: u64,
     /// Small probe campaigns sent one per second during the run (`crate::bench_probe`).
     pub probes: u32,
+    /// Where to write the HTML report with charts (`crate::bench_html`).
+    pub report: Option<PathBuf>,
     /// `Some(mps)`: run against `herald mock-provider` over HTTP (see `bench_mock`).
     pub mock_http: Option<u32>,
     /// `Some`: through the distributed backends of this configuration, with the stages in
@@ -180,11 +183,21 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<BenchReport> {
     let probes = crate::bench_probe::seed(&engine, args.probes).await?;
     let setup_s = setup.elapsed().as_secs_f64();
 
+    let sampler = args.report.is_some().then(|| crate::bench_html::Sampler::start(&engine));
     let run = run_campaigns(&engine, campaigns, &probes, setup_s, burst).await?;
+    let timeline = match sampler {
+        Some(sampler) => Some(sampler.finish(&engine).await),
+        None => None,
+    };
     let board = engine.board.clone();
     let report = report(&args, &run, &engine.simulator.ledger(), Vec::new());
     engine.stop().await?;
-    Ok(BenchReport { stages: stage_reports(&board), ..report })
+    let report = BenchReport { stages: stage_reports(&board), ..report };
+    if let (Some(path), Some(timeline)) = (&args.report, timeline) {
+        std::fs::write(path, crate::bench_html::render(&report, &timeline))
+            .with_context(|| format!("writing the report {}", path.display()))?;
+    }
+    Ok(report)
 }
 
 /// One tenant and campaign per `--tenants`, the recipients shared out; returns them with

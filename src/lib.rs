@@ -20,6 +20,7 @@
 pub mod backend;
 pub mod bench;
 pub mod bench_distributed;
+pub mod bench_html;
 pub mod bench_mock;
 pub mod bench_probe;
 pub mod config;

@@ -112,6 +112,9 @@ enum Command {
         /// Print exactly one JSON object on stdout.
         #[arg(long)]
         json: bool,
+        /// Also write a self-contained HTML report with charts here (embedded, simulator).
+        #[arg(long)]
+        report: Option<PathBuf>,
         /// `simulator` (in process) or `mock-http` (WhatsApp Cloud API over real HTTP against an
         /// in-process `herald mock-provider`, receipts by signed webhooks).
         #[arg(long, default_value = "simulator")]
@@ -226,6 +229,7 @@ fn run() -> anyhow::Result<()> {
                 memory_budget_mib,
                 probes,
                 json,
+                report,
                 provider,
                 mock_mps,
                 backend,
@@ -246,6 +250,11 @@ fn run() -> anyhow::Result<()> {
                     probes == 0 || mock_http.is_none(),
                     "--probes needs the simulator provider (its ledger times each tenant's first call)"
                 );
+                anyhow::ensure!(
+                    report.is_none() || (mock_http.is_none() && backend == "embedded"),
+                    "--report needs the embedded backend and the simulator provider (its charts read this \
+                     process's stage counters and the simulator's calls)"
+                );
                 let args = bench::BenchArgs {
                     recipients,
                     tenants,
@@ -255,6 +264,7 @@ fn run() -> anyhow::Result<()> {
                     data_dir,
                     memory_budget_mib,
                     probes,
+                    report,
                     mock_http,
                     distributed: match backend.as_str() {
                         "embedded" => None,

@@ -2,6 +2,8 @@
 //! figures issue 12 tracks (rows and bytes written per message). Figures are checked for
 //! sense, never for speed: speed is measured by the bench itself, not asserted in tests.
 
+mod common;
+
 use serde_json::Value;
 use std::process::Command;
 
@@ -54,4 +56,54 @@ fn a_memory_budget_below_the_floor_is_refused() {
         .expect("herald bench runs");
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("--memory-budget-mib must be 16 or more"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_html_report_renders_its_charts_in_a_browser() {
+    let dir = tempfile::tempdir().unwrap();
+    let html = dir.path().join("report.html");
+    // 2 tenants × 6,000 at 2,000/s: ~3 s of samples, with a limit line on the sender chart.
+    let report = bench_json(&[
+        "--recipients",
+        "12000",
+        "--tenants",
+        "2",
+        "--rate-per-tenant",
+        "2000",
+        "--report",
+        html.to_str().unwrap(),
+    ]);
+    assert_eq!((report["duplicate_accepts"].as_u64(), report["lost"].as_u64()), (Some(0), Some(0)), "{report}");
+    let text = std::fs::read_to_string(&html).expect("the report was written");
+    assert!(!text.contains("<script") && !text.contains("http://") && !text.contains("https://"), "self-contained");
+    assert!(text.contains("&quot;throughput_msgs_per_s&quot;"), "the JSON figures are in the page");
+
+    let Some((_driver, client)) = common::browser::browser("the bench report's browser test").await else { return };
+    client.goto(&format!("file://{}", html.display())).await.unwrap();
+    // What the browser laid out: every chart has a size, lines have length, bars have height.
+    let drawn = client
+        .execute(
+            r#"const svgs = [...document.querySelectorAll('figure svg')];
+               return {
+                 charts: svgs.length,
+                 sized: svgs.filter(s => s.getBoundingClientRect().width > 100 && s.getBoundingClientRect().height > 100).length,
+                 lines: [...document.querySelectorAll('polyline.series')].filter(p => p.getTotalLength() > 50).length,
+                 bars: [...document.querySelectorAll('rect.bar')].filter(r => r.getBBox().height > 1).length,
+                 limits: document.querySelectorAll('line[stroke-dasharray]').length,
+               };"#,
+            vec![],
+        )
+        .await
+        .unwrap();
+    let shot = client.screenshot().await.unwrap();
+    std::fs::write(dir.path().join("report.png"), &shot).unwrap();
+    client.close().await.unwrap();
+    assert_eq!(drawn["charts"], 5, "{drawn}");
+    assert_eq!(drawn["sized"], 5, "{drawn}");
+    // Stages (at least chunk, render, throttle, deliver, reconcile), two senders, memory.
+    assert!(drawn["lines"].as_u64().unwrap() >= 8, "{drawn}");
+    // Five latency quantiles and two tenants' shares.
+    assert_eq!(drawn["bars"], 7, "{drawn}");
+    assert_eq!(drawn["limits"], 2, "limit and limit + burst: {drawn}");
+    assert!(shot.len() > 20_000, "a screenshot of drawn charts, not a blank page ({} bytes)", shot.len());
 }

@@ -12,65 +12,14 @@
 
 mod common;
 
-use common::{free_port, tenant, tenant_with_admin, Api, TestServer};
-use fantoccini::{Client, ClientBuilder, Locator};
+use common::browser::browser;
+use common::{tenant, tenant_with_admin, Api, TestServer};
+use fantoccini::{Client, Locator};
 use serde_json::{json, Value};
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 const RECIPIENTS: usize = 5_000;
-
-struct Driver(Child);
-
-impl Drop for Driver {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// chromedriver on a free loopback port, and a headless chromium session through it.
-async fn browser() -> Option<(Driver, Client)> {
-    let found = |bin: &str| Command::new(bin).arg("--version").output().is_ok_and(|o| o.status.success());
-    if !found("chromedriver") || !found("chromium") {
-        assert!(
-            std::env::var("CI").is_err(),
-            "chromium and chromedriver are required in CI (.ci/run installs them: apt-get install chromium chromium-driver)"
-        );
-        eprintln!("!!! SKIPPED: no chromium/chromedriver here; the console's browser test did not run");
-        return None;
-    }
-    let port = free_port();
-    let child = Command::new("chromedriver")
-        .arg(format!("--port={port}"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let driver = Driver(child);
-    let mut caps = serde_json::Map::new();
-    caps.insert(
-        "goog:chromeOptions".into(),
-        json!({"args": ["--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1366,900"]}),
-    );
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let connector = hyper_util::client::legacy::connect::HttpConnector::new();
-        match ClientBuilder::new(connector)
-            .capabilities(caps.clone())
-            .connect(&format!("http://127.0.0.1:{port}"))
-            .await
-        {
-            Ok(client) => return Some((driver, client)),
-            Err(e) if Instant::now() < deadline => {
-                eprintln!("waiting for chromedriver: {e}");
-                tokio::time::sleep(Duration::from_millis(250)).await;
-            }
-            Err(e) => panic!("chromedriver did not start a session: {e}"),
-        }
-    }
-}
 
 struct Console {
     client: Client,
@@ -187,7 +136,7 @@ async fn api_campaign(s: &Api, op: &str, template: u64, audience: u64, rate: Opt
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_operator_runs_campaigns_from_the_console() {
-    let Some((_driver, client)) = browser().await else { return };
+    let Some((_driver, client)) = browser("the console's browser test").await else { return };
     // 2% of calls fail permanently, so the DLQ has letters to redrive.
     let s = TestServer::start_with(|c| c.simulator.permanent_failure_rate = 0.02).await;
     let (a, op) = tenant(&s, "acme", Some(1_000)).await;
@@ -396,7 +345,7 @@ async fn an_operator_runs_campaigns_from_the_console() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tenant_admin_keeps_suppressions_and_providers_from_the_console() {
-    let Some((_driver, client)) = browser().await else { return };
+    let Some((_driver, client)) = browser("the console's browser test").await else { return };
     let s = TestServer::start().await;
     let (a, admin, _op) = tenant_with_admin(&s, "acme").await;
     let (_b, _admin_b, op_b) = tenant_with_admin(&s, "other").await;

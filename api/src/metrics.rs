@@ -11,67 +11,119 @@ use crate::AppState;
 use axum::extract::{Request, State};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use metrics::{Key, Label, Metadata, Recorder};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusRecorder};
+use pipeline::board::{Kind, Sample};
 use pipeline::Board;
-use std::fmt::Write;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
 /// Upper bounds (seconds) of the HTTP latency histogram buckets.
 const BUCKETS: [f64; 10] = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 2.5];
+const HTTP_DURATION: &str = "herald_http_request_duration_seconds";
+const HTTP_REQUESTS: &str = "herald_http_requests_total";
+const WEBHOOKS_UNKNOWN: &str = "herald_webhooks_unknown_sender_total";
 
-#[derive(Default)]
+/// The process's metrics: its own (HTTP, webhooks) in a long-lived recorder, the board's
+/// snapshots rendered by a recorder made per scrape (so a sample a source stopped publishing
+/// disappears at once instead of lingering).
 pub struct Metrics {
     /// What this process's runners and stages published.
     pub board: Arc<Board>,
-    /// WhatsApp webhook changes for phone number ids no tenant owns (answered 200, dropped).
-    pub webhook_unknown_senders: AtomicU64,
-    http_by_class: [AtomicU64; 5],
-    http_buckets: [AtomicU64; BUCKETS.len()],
-    http_count: AtomicU64,
-    http_sum_us: AtomicU64,
+    own: PrometheusRecorder,
+    http_duration: metrics::Histogram,
+    http_by_class: [metrics::Counter; 5],
+    webhooks_unknown: metrics::Counter,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new(Arc::default())
+    }
+}
+
+/// Metadata for keys registered directly on a recorder (no macro call site).
+fn metadata() -> Metadata<'static> {
+    Metadata::new(module_path!(), metrics::Level::INFO, None)
+}
+
+fn counter(recorder: &PrometheusRecorder, name: &'static str, labels: Vec<Label>) -> metrics::Counter {
+    recorder.register_counter(&Key::from_parts(name, labels), &metadata())
 }
 
 impl Metrics {
     pub fn new(board: Arc<Board>) -> Self {
-        Self { board, ..Default::default() }
+        let own = PrometheusBuilder::new()
+            .set_buckets_for_metric(Matcher::Full(HTTP_DURATION.into()), &BUCKETS)
+            .expect("static, non-empty bucket list")
+            .build_recorder();
+        own.describe_counter(HTTP_REQUESTS.into(), None, "HTTP requests answered, by status class".into());
+        own.describe_histogram(HTTP_DURATION.into(), None, "HTTP request latency".into());
+        own.describe_counter(
+            WEBHOOKS_UNKNOWN.into(),
+            None,
+            "webhook changes for phone number ids no tenant owns".into(),
+        );
+        let http_duration = own.register_histogram(&Key::from_static_name(HTTP_DURATION), &metadata());
+        let http_by_class =
+            std::array::from_fn(|i| counter(&own, HTTP_REQUESTS, vec![Label::new("class", format!("{}xx", i + 1))]));
+        let webhooks_unknown = counter(&own, WEBHOOKS_UNKNOWN, Vec::new());
+        Self { board, own, http_duration, http_by_class, webhooks_unknown }
+    }
+
+    /// A WhatsApp webhook change for a phone number id no tenant owns (answered 200, dropped).
+    pub fn webhook_unknown_sender(&self) {
+        self.webhooks_unknown.increment(1);
     }
 
     fn observe(&self, status: u16, seconds: f64) {
         let class = (status / 100).clamp(1, 5) as usize - 1;
-        self.http_by_class[class].fetch_add(1, Ordering::Relaxed);
-        for (i, bound) in BUCKETS.iter().enumerate() {
-            if seconds <= *bound {
-                self.http_buckets[i].fetch_add(1, Ordering::Relaxed);
-            }
-        }
-        self.http_count.fetch_add(1, Ordering::Relaxed);
-        self.http_sum_us.fetch_add((seconds * 1e6) as u64, Ordering::Relaxed);
+        self.http_by_class[class].increment(1);
+        self.http_duration.record(seconds);
     }
 
-    /// Renders the exposition text.
-    pub fn render(&self) -> String {
-        let mut out = String::with_capacity(4096);
-        let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        let _ = writeln!(out, "# TYPE herald_http_requests_total counter");
-        for (i, a) in self.http_by_class.iter().enumerate() {
-            let _ = writeln!(out, "herald_http_requests_total{{class=\"{}xx\"}} {}", i + 1, load(a));
-        }
-        let _ = writeln!(out, "# TYPE herald_http_request_duration_seconds histogram");
-        for (bound, a) in BUCKETS.iter().zip(&self.http_buckets) {
-            let _ = writeln!(out, "herald_http_request_duration_seconds_bucket{{le=\"{bound}\"}} {}", load(a));
-        }
-        let count = load(&self.http_count);
-        let _ = writeln!(out, "herald_http_request_duration_seconds_bucket{{le=\"+Inf\"}} {count}");
-        let _ = writeln!(out, "herald_http_request_duration_seconds_sum {}", load(&self.http_sum_us) as f64 / 1e6);
-        let _ = writeln!(out, "herald_http_request_duration_seconds_count {count}");
-        self.board.render(&mut out);
-        let _ = writeln!(
-            out,
-            "# HELP herald_webhooks_unknown_sender_total webhook changes for phone number ids no tenant owns\n# TYPE herald_webhooks_unknown_sender_total counter"
-        );
-        let _ = writeln!(out, "herald_webhooks_unknown_sender_total {}", load(&self.webhook_unknown_senders));
+    /// Renders the process's own metrics, the board's snapshots and `live` (values read at
+    /// scrape time), as exposition text.
+    pub fn render(&self, live: Vec<Sample>) -> String {
+        let mut scrape = Scrape::new();
+        scrape.samples(self.board.samples());
+        scrape.samples(live);
+        let mut out = self.own.handle().render();
+        out.push_str(&scrape.render());
         out
+    }
+}
+
+/// One scrape's snapshot values, rendered by the exporter.
+struct Scrape {
+    recorder: PrometheusRecorder,
+}
+
+impl Scrape {
+    fn new() -> Self {
+        Self { recorder: PrometheusBuilder::new().build_recorder() }
+    }
+
+    fn samples(&mut self, samples: Vec<Sample>) {
+        // Several sources may publish under one name; the exporter keeps the first description.
+        for s in samples {
+            let labels: Vec<Label> = s.labels.into_iter().map(|(k, v)| Label::new(k, v)).collect();
+            let key = Key::from_parts(s.name, labels);
+            match s.kind {
+                Kind::Counter => {
+                    self.recorder.describe_counter(s.name.into(), None, s.help.into());
+                    self.recorder.register_counter(&key, &metadata()).absolute(s.value as u64);
+                }
+                Kind::Gauge => {
+                    self.recorder.describe_gauge(s.name.into(), None, s.help.into());
+                    self.recorder.register_gauge(&key, &metadata()).set(s.value);
+                }
+            }
+        }
+    }
+
+    fn render(&self) -> String {
+        self.recorder.handle().render()
     }
 }
 
@@ -105,14 +157,16 @@ pub async fn track(State(state): State<Arc<AppState>>, request: Request, next: N
     response
 }
 
-/// The scrape-time part: per-stage lag from topic offsets and per-tenant message counts from
-/// the campaign counter rows (a read per campaign, never a scan of the message log).
+/// The scrape-time part: backend reachability, per-stage and per-partition lag from topic
+/// offsets and per-tenant message counts from the campaign counter rows (a read per campaign,
+/// never a scan of the message log).
 pub async fn render_live(state: &AppState) -> String {
-    let mut out = state.metrics.render();
-    let _ = writeln!(
-        out,
-        "# HELP herald_stage_lag_records records waiting for a stage\n# TYPE herald_stage_lag_records gauge"
-    );
+    let mut samples = Vec::new();
+    let ready = crate::routes::ops::check_backends(state).await;
+    for (backend, up) in [("store", ready.store), ("topics", ready.topics), ("state", ready.state)] {
+        let help = "1 when this process reaches the backend";
+        samples.push(Sample::gauge("herald_backend_up", help, f64::from(u8::from(up))).label("backend", backend));
+    }
     for stage in pipeline::topics::STAGES {
         let topic = stage.input.name;
         let mut lag = 0;
@@ -124,14 +178,20 @@ pub async fn render_live(state: &AppState) -> String {
                 Ok(Some(c)) => c,
                 _ => state.topics.start_offset(topic, p).await.unwrap_or(end),
             };
-            lag += end.saturating_sub(done);
+            let behind = end.saturating_sub(done);
+            lag += behind;
+            let help = "records waiting for a stage in one partition of its input";
+            samples.push(
+                Sample::gauge("herald_partition_lag_records", help, behind as f64)
+                    .label("stage", stage.name)
+                    .label("partition", p.to_string()),
+            );
         }
-        let _ = writeln!(out, "herald_stage_lag_records{{stage=\"{}\"}} {lag}", stage.name);
+        samples.push(
+            Sample::gauge("herald_stage_lag_records", "records waiting for a stage", lag as f64)
+                .label("stage", stage.name),
+        );
     }
-    let _ = writeln!(
-        out,
-        "# HELP herald_tenant_messages messages per tenant by current status\n# TYPE herald_tenant_messages gauge"
-    );
     if let Ok(tenants) = state.store.list_tenants().await {
         for t in tenants {
             let mut totals = storage::CampaignCounters::default();
@@ -151,11 +211,16 @@ pub async fn render_live(state: &AppState) -> String {
                 ("failed", totals.failed),
                 ("dead_lettered", totals.dead_lettered),
             ] {
-                let _ = writeln!(out, "herald_tenant_messages{{tenant=\"{}\",status=\"{status}\"}} {n}", t.id);
+                let help = "messages per tenant by current status";
+                samples.push(
+                    Sample::gauge("herald_tenant_messages", help, n as f64)
+                        .label("tenant", t.id.to_string())
+                        .label("status", status),
+                );
             }
         }
     }
-    out
+    state.metrics.render(samples)
 }
 
 /// The metrics listener's routes: `GET /metrics`, `/readyz`, `/healthz`.
@@ -191,5 +256,23 @@ mod tests {
         let body = axum::body::to_bytes(app.oneshot(request).await.unwrap().into_body(), 1 << 16).await.unwrap();
         let ready: serde_json::Value = serde_json::from_slice(&body).unwrap();
         assert_eq!(ready, serde_json::json!({"store": true, "topics": true, "state": true}));
+    }
+
+    #[test]
+    fn renders_snapshots_once_per_name_escaped_and_forgets_vanished_samples() {
+        let metrics = Metrics::default();
+        metrics.board.publish("a", vec![Sample::counter("x_total", "x", 1.0).label("stage", "a")]);
+        metrics.board.publish("b", vec![Sample::counter("x_total", "x", 2.0).label("stage", "b\"q")]);
+        metrics.observe(200, 0.003);
+        metrics.observe(503, 0.2);
+        let out = metrics.render(vec![Sample::gauge("y", "y", 1.5)]);
+        assert_eq!(out.matches("# TYPE x_total counter").count(), 1, "{out}");
+        assert!(out.contains("x_total{stage=\"b\\\"q\"} 2"), "{out}");
+        assert!(out.contains("y 1.5"), "{out}");
+        assert!(out.contains("herald_http_requests_total{class=\"5xx\"} 1"), "{out}");
+        assert!(out.contains("herald_http_request_duration_seconds_bucket{le=\"0.005\"} 1"), "{out}");
+        assert!(out.contains("herald_http_request_duration_seconds_count 2"), "{out}");
+        metrics.board.publish("a", vec![]);
+        assert!(!metrics.render(Vec::new()).contains("stage=\"a\""));
     }
 }

@@ -7,10 +7,11 @@
 //! snapshots; nothing reaches into a running stage. Each source replaces its whole snapshot, so
 //! a sample that disappears (a sender no longer cached) disappears from the board.
 //!
-//! It is not: a metrics library (exposition format only, no aggregation across processes).
+//! It is not: a metrics library. The metrics listener (`herald_api::metrics`) renders these
+//! snapshots through the Prometheus exporter of the `metrics` crates; nothing aggregates across
+//! processes (Prometheus does).
 
 use std::collections::BTreeMap;
-use std::fmt::Write;
 use std::sync::Mutex;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -66,34 +67,6 @@ impl Board {
             .find(|s| s.name == name && labels.iter().all(|(k, v)| s.labels.iter().any(|(sk, sv)| sk == k && sv == v)))
             .map(|s| s.value)
     }
-
-    /// Appends every sample in the Prometheus text format, one HELP/TYPE per metric name.
-    pub fn render(&self, out: &mut String) {
-        let mut by_name: BTreeMap<&'static str, Vec<Sample>> = BTreeMap::new();
-        for s in self.samples() {
-            by_name.entry(s.name).or_default().push(s);
-        }
-        for (name, samples) in by_name {
-            let kind = match samples[0].kind {
-                Kind::Counter => "counter",
-                Kind::Gauge => "gauge",
-            };
-            let _ = writeln!(out, "# HELP {name} {}\n# TYPE {name} {kind}", samples[0].help);
-            for s in samples {
-                let labels: Vec<String> = s.labels.iter().map(|(k, v)| format!("{k}=\"{}\"", escape(v))).collect();
-                if labels.is_empty() {
-                    let _ = writeln!(out, "{name} {}", s.value);
-                } else {
-                    let _ = writeln!(out, "{name}{{{}}} {}", labels.join(","), s.value);
-                }
-            }
-        }
-    }
-}
-
-/// A label value escaped for the text format.
-fn escape(v: &str) -> String {
-    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
 }
 
 #[cfg(test)]
@@ -101,14 +74,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn renders_one_header_per_name_and_replaces_snapshots() {
+    fn replaces_snapshots() {
         let board = Board::default();
         board.publish("a", vec![Sample::counter("x_total", "x", 1.0).label("stage", "a")]);
-        board.publish("b", vec![Sample::counter("x_total", "x", 2.0).label("stage", "b\"q")]);
-        let mut out = String::new();
-        board.render(&mut out);
-        assert_eq!(out.matches("# TYPE x_total counter").count(), 1);
-        assert!(out.contains("x_total{stage=\"b\\\"q\"} 2"), "{out}");
+        board.publish("b", vec![Sample::counter("x_total", "x", 2.0).label("stage", "b")]);
+        assert_eq!(board.samples().len(), 2);
         board.publish("a", vec![]);
         assert_eq!(board.value("x_total", &[("stage", "a")]), None);
         assert_eq!(board.value("x_total", &[]), Some(2.0));

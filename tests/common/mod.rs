@@ -2,6 +2,8 @@
 //! JSON client for it.
 #![allow(dead_code)]
 
+pub mod browser;
+
 use herald::config::HeraldConfig;
 use herald::serve::Server;
 use serde_json::Value;

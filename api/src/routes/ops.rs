@@ -33,11 +33,18 @@ pub(crate) async fn healthz() -> Json<Health> {
 /// Ready when the store and the shared state answer a read and the topics an offset query.
 #[utoipa::path(get, path = "/readyz", tag = "ops", responses((status = 200, description = "Store, topics and shared state usable", body = Readiness), (status = 503, description = "A backend does not answer", body = Readiness)))]
 pub(crate) async fn readyz(State(state): State<Arc<AppState>>) -> (StatusCode, Json<Readiness>) {
+    let ready = check_backends(&state).await;
+    let status =
+        if ready.store && ready.topics && ready.state { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    (status, Json(ready))
+}
+
+/// One cheap read on each backend: whether this process reaches it now.
+pub(crate) async fn check_backends(state: &AppState) -> Readiness {
     let store = state.store.get_tenant(TenantId(0)).await.is_ok();
     let topics = state.topics.end_offset(topics::SENDS.name(), 0).await.is_ok();
     let shared = state.state.campaign_status(TenantId(0), schemas::CampaignId(0)).await.is_ok();
-    let status = if store && topics && shared { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
-    (status, Json(Readiness { store, topics, state: shared }))
+    Readiness { store, topics, state: shared }
 }
 
 pub fn routes() -> Router<Arc<AppState>> {

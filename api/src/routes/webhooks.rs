@@ -103,7 +103,7 @@ pub(crate) async fn receive(
     let known: Vec<TenantId> = owners.iter().flatten().copied().collect();
     let Some(&tenant_id) = known.first() else {
         // Nobody's phone number: acknowledged and dropped, so Meta does not retry forever.
-        state.metrics.webhook_unknown_senders.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        state.metrics.webhook_unknown_sender();
         tracing::warn!("WhatsApp webhook for a phone_number_id no tenant owns; dropped");
         return Ok(StatusCode::OK);
     };
@@ -116,7 +116,7 @@ pub(crate) async fn receive(
     let mut receipts = Vec::new();
     for (value, owner) in values.into_iter().zip(owners) {
         if owner != Some(tenant_id) {
-            state.metrics.webhook_unknown_senders.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            state.metrics.webhook_unknown_sender();
             continue;
         }
         receipts.extend(value.receipts(tenant_id));

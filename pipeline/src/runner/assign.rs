@@ -26,6 +26,7 @@ use crate::{Result, Shutdown};
 use async_trait::async_trait;
 use std::collections::BTreeMap;
 use std::future::Future;
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::task::JoinHandle;
@@ -74,8 +75,14 @@ struct Owned {
 
 /// Runs the coordinator of one stage until `shutdown`; `run(partition, stop, lease)` consumes
 /// a partition until `stop` is triggered.
-pub(super) async fn coordinate<F, Fut>(group: &'static str, partitions: u32, a: Assignment, shutdown: Shutdown, run: F)
-where
+pub(super) async fn coordinate<F, Fut>(
+    group: &'static str,
+    partitions: u32,
+    a: Assignment,
+    shutdown: Shutdown,
+    metrics: Arc<super::StageMetrics>,
+    run: F,
+) where
     F: Fn(Partition, Shutdown, Arc<PartitionLease>) -> Fut,
     Fut: Future<Output = ()> + Send + 'static,
 {
@@ -85,7 +92,7 @@ where
     while !shutdown.is_triggered() {
         let (mine, members) = membership(group, partitions, &a, &mut slot).await;
         let share = partitions.div_ceil(members.max(1)) as usize;
-        renew(group, &a, &mut owned).await;
+        renew(group, &a, &mut owned, &metrics).await;
         // Shed above the share (the highest partitions first), once a slot says who we are.
         let active = owned.values().filter(|o| !o.shedding).count();
         if mine.is_some() && active > share {
@@ -110,6 +117,7 @@ where
                 let name = Assignment::partition_lease(group, p);
                 if let Ok(Some(token)) = a.leases.acquire(&name, &a.holder, a.ttl).await {
                     tracing::info!(stage = group, partition = p, token, "took a partition");
+                    metrics.partitions_taken.fetch_add(1, Relaxed);
                     let stop = Shutdown::new();
                     let task = tokio::spawn(run(p, stop.clone(), Arc::new(PartitionLease { name, token })));
                     owned.insert(p, Owned { token, renewed: Instant::now(), stop, task, shedding: false });
@@ -127,7 +135,7 @@ where
         o.stop.trigger();
     }
     while !owned.is_empty() {
-        renew(group, &a, &mut owned).await;
+        renew(group, &a, &mut owned, &metrics).await;
         release_finished(group, &a, &mut owned).await;
         if !owned.is_empty() {
             tokio::time::sleep(Duration::from_millis(20)).await;
@@ -167,18 +175,18 @@ async fn membership(group: &str, slots: u32, a: &Assignment, slot: &mut Option<(
 
 /// Renews every owned partition; stops those whose lease is gone or could not be renewed for
 /// two thirds of the TTL.
-async fn renew(group: &str, a: &Assignment, owned: &mut BTreeMap<Partition, Owned>) {
+async fn renew(group: &str, a: &Assignment, owned: &mut BTreeMap<Partition, Owned>, metrics: &super::StageMetrics) {
     for (p, o) in owned.iter_mut() {
         match a.leases.acquire(&Assignment::partition_lease(group, *p), &a.holder, a.ttl).await {
             Ok(Some(token)) if token == o.token => o.renewed = Instant::now(),
             Ok(_) => {
                 tracing::warn!(stage = group, partition = p, "lost a partition lease; stopping it");
                 o.renewed = Instant::now() - a.ttl;
-                o.stop.trigger();
             }
             Err(e) => tracing::warn!(stage = group, partition = p, error = %e, "renewing a partition lease failed"),
         }
-        if o.renewed.elapsed() > a.ttl * 2 / 3 {
+        if o.renewed.elapsed() > a.ttl * 2 / 3 && !o.stop.is_triggered() {
+            metrics.partitions_lost.fetch_add(1, Relaxed);
             o.stop.trigger();
         }
     }

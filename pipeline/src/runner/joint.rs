@@ -26,6 +26,7 @@ struct Member {
     partitions: u32,
     /// The member's start hook has run (consuming before it would lose what it restores).
     started: Arc<Barrier>,
+    metrics: Arc<super::StageMetrics>,
 }
 
 /// Runners sharing partition ownership, named by the lease group (`partition:{name}:{p}`).
@@ -39,8 +40,15 @@ impl Joint {
         Arc::new(Self { name, members: Mutex::new(Vec::new()) })
     }
 
-    pub(super) fn join(&self, run: MemberRun, partitions: u32, started: Arc<Barrier>) {
-        self.members.lock().unwrap_or_else(|p| p.into_inner()).push(Member { run, partitions, started });
+    /// Adds a member; the first member's counters carry the shared coordinator's lease counts.
+    pub(super) fn join(
+        &self,
+        run: MemberRun,
+        partitions: u32,
+        started: Arc<Barrier>,
+        metrics: Arc<super::StageMetrics>,
+    ) {
+        self.members.lock().unwrap_or_else(|p| p.into_inner()).push(Member { run, partitions, started, metrics });
     }
 
     /// Starts the shared coordinator (after every member joined); without an assignment the
@@ -51,6 +59,7 @@ impl Joint {
         let Some(partitions) = members.first().map(|m| m.partitions) else { return };
         assert!(members.iter().all(|m| m.partitions == partitions), "joint runners need equal partition counts");
         let name = self.name;
+        let metrics = members[0].metrics.clone();
         tasks.spawn(async move {
             for m in &members {
                 m.started.wait().await;
@@ -62,7 +71,7 @@ impl Joint {
                     futures::future::join_all(runs.iter().map(|r| r(p, stop.clone(), lease.clone()))).await;
                 }
             };
-            assign::coordinate(name, partitions, assignment, shutdown, run).await;
+            assign::coordinate(name, partitions, assignment, shutdown, metrics, run).await;
             Ok(())
         });
     }

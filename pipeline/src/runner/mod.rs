@@ -83,6 +83,13 @@ pub struct StageMetrics {
     pub held_records: AtomicU64,
     /// Sum of step processing time in microseconds.
     pub busy_us: AtomicU64,
+    /// Partition leases this process took (at start, from a dead worker, or rebalanced).
+    pub partitions_taken: AtomicU64,
+    /// Partition leases this process lost to another worker or could not renew in time.
+    pub partitions_lost: AtomicU64,
+    /// Partitions whose running steps outlived the drain grace and were dropped (their records
+    /// are redone by the next owner; the claims keep that from sending twice).
+    pub drain_overruns: AtomicU64,
 }
 
 /// A stage's health: the last backend error a partition loop hit, if it has not recovered.
@@ -217,15 +224,16 @@ pub fn spawn_in<S: Stage>(
         Some(_) if joint.is_some() => {
             let run: joint::MemberRun = Box::new(move |p, stop, lease| Box::pin(consumer(p, stop, Some(lease)).run()));
             if let Some(joint) = joint {
-                joint.join(run, input.spec.partitions(), started);
+                joint.join(run, input.spec.partitions(), started, handle.metrics.clone());
             }
         }
         Some(assignment) => {
             let count = input.spec.partitions();
+            let metrics = handle.metrics.clone();
             tasks.spawn(async move {
                 started.wait().await;
                 let run = move |p, stop, lease| consumer(p, stop, Some(lease)).run();
-                assign::coordinate(name, count, assignment, shutdown, run).await;
+                assign::coordinate(name, count, assignment, shutdown, metrics, run).await;
                 Ok(())
             });
         }
@@ -246,6 +254,9 @@ fn snapshot(handle: &StageHandle, mut samples: Vec<crate::board::Sample>) -> Vec
         ("herald_stage_dead_records_total", "records dead-lettered", &m.dead_records),
         ("herald_stage_held_records_total", "records set aside in the held store", &m.held_records),
         ("herald_stage_busy_microseconds_total", "time spent in steps", &m.busy_us),
+        ("herald_stage_partitions_taken_total", "partition leases taken", &m.partitions_taken),
+        ("herald_stage_partitions_lost_total", "partition leases lost to another worker", &m.partitions_lost),
+        ("herald_stage_drain_overruns_total", "partitions whose steps outlived the drain grace", &m.drain_overruns),
     ];
     for (name, help, value) in counters {
         samples.push(Sample::counter(name, help, value.load(Relaxed) as f64).label("stage", handle.name));

@@ -131,7 +131,11 @@ impl<S: Stage> Consumer<S> {
             tokio::select! {
                 biased;
                 Some(event) = running.next(), if !running.is_empty() => this.on_event(&mut state, event, &mut running),
-                _ = tokio::time::sleep_until(deadline), if shutting_down => break,
+                _ = tokio::time::sleep_until(deadline), if shutting_down => {
+                    this.metrics.drain_overruns.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    tracing::warn!(partition = this.partition, steps = running.len(), "drain grace over; dropping running steps");
+                    break;
+                }
                 _ = this.shutdown.wait(), if !shutting_down => {}
                 records = this.fetch(state.next_fetch, room, fetch_wait), if can_fetch => {
                     if let Some(records) = records {
