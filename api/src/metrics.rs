@@ -15,6 +15,7 @@ use metrics::{Key, Label, Metadata, Recorder};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusRecorder};
 use pipeline::board::{Kind, Sample};
 use pipeline::Board;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -34,7 +35,14 @@ pub struct Metrics {
     http_duration: metrics::Histogram,
     http_by_class: [metrics::Counter; 5],
     webhooks_unknown: metrics::Counter,
+    /// Requests observed; every [`UPKEEP_EVERY`] the histogram's pending samples are folded
+    /// into its buckets (the exporter keeps each sample until a scrape or an upkeep does that,
+    /// so a listener nobody scrapes would otherwise grow by one sample per request).
+    observed: AtomicU64,
 }
+
+/// How many requests may be observed between two upkeeps (bounds the pending samples).
+const UPKEEP_EVERY: u64 = 1024;
 
 impl Default for Metrics {
     fn default() -> Self {
@@ -68,7 +76,7 @@ impl Metrics {
         let http_by_class =
             std::array::from_fn(|i| counter(&own, HTTP_REQUESTS, vec![Label::new("class", format!("{}xx", i + 1))]));
         let webhooks_unknown = counter(&own, WEBHOOKS_UNKNOWN, Vec::new());
-        Self { board, own, http_duration, http_by_class, webhooks_unknown }
+        Self { board, own, http_duration, http_by_class, webhooks_unknown, observed: AtomicU64::new(0) }
     }
 
     /// A WhatsApp webhook change for a phone number id no tenant owns (answered 200, dropped).
@@ -76,10 +84,14 @@ impl Metrics {
         self.webhooks_unknown.increment(1);
     }
 
-    fn observe(&self, status: u16, seconds: f64) {
+    /// One answered HTTP request (the middleware calls this; public for the criterion bench).
+    pub fn observe(&self, status: u16, seconds: f64) {
         let class = (status / 100).clamp(1, 5) as usize - 1;
         self.http_by_class[class].increment(1);
         self.http_duration.record(seconds);
+        if self.observed.fetch_add(1, Ordering::Relaxed) % UPKEEP_EVERY == UPKEEP_EVERY - 1 {
+            self.own.handle().run_upkeep();
+        }
     }
 
     /// Renders the process's own metrics, the board's snapshots and `live` (values read at
@@ -272,6 +284,12 @@ mod tests {
         assert!(out.contains("herald_http_requests_total{class=\"5xx\"} 1"), "{out}");
         assert!(out.contains("herald_http_request_duration_seconds_bucket{le=\"0.005\"} 1"), "{out}");
         assert!(out.contains("herald_http_request_duration_seconds_count 2"), "{out}");
+        // Upkeeps between scrapes fold samples into the buckets without losing any.
+        for _ in 0..3 * UPKEEP_EVERY {
+            metrics.observe(200, 0.0001);
+        }
+        let out = metrics.render(Vec::new());
+        assert!(out.contains(&format!("herald_http_request_duration_seconds_count {}", 2 + 3 * UPKEEP_EVERY)), "{out}");
         metrics.board.publish("a", vec![]);
         assert!(!metrics.render(Vec::new()).contains("stage=\"a\""));
     }
