@@ -5,7 +5,7 @@
 //! time; the JSON report below them.
 //!
 //! The time series come from [`Sampler`], which reads the metrics board, the simulator's
-//! ledger and `/proc/self/statm` once a second while the campaigns run. It is not: a
+//! ledger and the resident set (`VmRSS`) once a second while the campaigns run. It is not: a
 //! monitoring system (one run, one file), nor available with the HTTP mock or the distributed
 //! backends (their calls and stage counters live in other processes).
 
@@ -67,7 +67,8 @@ impl Sampler {
                 let mut calls: Vec<(u64, u64)> =
                     simulator.ledger().tenants.iter().map(|(t, c)| (t.0, c.calls)).collect();
                 calls.sort_unstable();
-                let tick = Tick { t_s: started.elapsed().as_secs_f64(), stages, calls, rss_bytes: current_rss_bytes() };
+                let tick =
+                    Tick { t_s: started.elapsed().as_secs_f64(), stages, calls, rss_bytes: crate::current_rss_bytes() };
                 into.lock().unwrap_or_else(|p| p.into_inner()).ticks.push(tick);
                 if stopped.is_triggered() {
                     break;
@@ -87,17 +88,6 @@ impl Sampler {
             [0.5, 0.9, 0.99, 0.999, 1.0].into_iter().map(|q| (q, ledger.latency_ms.value_at_quantile(q))).collect();
         timeline
     }
-}
-
-/// Resident memory now (Linux `/proc/self/statm`; 0 elsewhere).
-fn current_rss_bytes() -> u64 {
-    let pages = std::fs::read_to_string("/proc/self/statm")
-        .ok()
-        .and_then(|s| s.split_whitespace().nth(1).and_then(|p| p.parse::<u64>().ok()))
-        .unwrap_or(0);
-    // SAFETY: sysconf has no preconditions.
-    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
-    pages * u64::try_from(page).unwrap_or(4096)
 }
 
 /// The series of per-second differences of a cumulative count.

@@ -38,11 +38,21 @@ pub fn peak_rss_bytes() -> u64 {
 
 /// A process's peak resident set (`VmHWM`; `pid` a number or `self`), 0 where unknown.
 pub fn peak_rss_of(pid: &str) -> u64 {
+    status_bytes(pid, "VmHWM:")
+}
+
+/// This process's resident set now (Linux `VmRSS`), 0 where unknown.
+pub fn current_rss_bytes() -> u64 {
+    status_bytes("self", "VmRSS:")
+}
+
+/// A kB field of `/proc/{pid}/status`, in bytes; 0 where unknown.
+fn status_bytes(pid: &str, field: &str) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
         .and_then(|s| {
             s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
+                .find(|l| l.starts_with(field))
                 .and_then(|l| l.split_whitespace().nth(1))
                 .and_then(|kb| kb.parse::<u64>().ok())
         })

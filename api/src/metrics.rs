@@ -97,46 +97,31 @@ impl Metrics {
     /// Renders the process's own metrics, the board's snapshots and `live` (values read at
     /// scrape time), as exposition text.
     pub fn render(&self, live: Vec<Sample>) -> String {
-        let mut scrape = Scrape::new();
-        scrape.samples(self.board.samples());
-        scrape.samples(live);
         let mut out = self.own.handle().render();
-        out.push_str(&scrape.render());
+        out.push_str(&render_snapshot(self.board.samples().into_iter().chain(live)));
         out
     }
 }
 
-/// One scrape's snapshot values, rendered by the exporter.
-struct Scrape {
-    recorder: PrometheusRecorder,
-}
-
-impl Scrape {
-    fn new() -> Self {
-        Self { recorder: PrometheusBuilder::new().build_recorder() }
-    }
-
-    fn samples(&mut self, samples: Vec<Sample>) {
-        // Several sources may publish under one name; the exporter keeps the first description.
-        for s in samples {
-            let labels: Vec<Label> = s.labels.into_iter().map(|(k, v)| Label::new(k, v)).collect();
-            let key = Key::from_parts(s.name, labels);
-            match s.kind {
-                Kind::Counter => {
-                    self.recorder.describe_counter(s.name.into(), None, s.help.into());
-                    self.recorder.register_counter(&key, &metadata()).absolute(s.value as u64);
-                }
-                Kind::Gauge => {
-                    self.recorder.describe_gauge(s.name.into(), None, s.help.into());
-                    self.recorder.register_gauge(&key, &metadata()).set(s.value);
-                }
+/// Snapshot values rendered by a recorder made for this one scrape.
+fn render_snapshot(samples: impl IntoIterator<Item = Sample>) -> String {
+    let recorder = PrometheusBuilder::new().build_recorder();
+    // Several sources may publish under one name; the exporter keeps the first description.
+    for s in samples {
+        let labels: Vec<Label> = s.labels.into_iter().map(|(k, v)| Label::new(k, v)).collect();
+        let key = Key::from_parts(s.name, labels);
+        match s.kind {
+            Kind::Counter => {
+                recorder.describe_counter(s.name.into(), None, s.help.into());
+                recorder.register_counter(&key, &metadata()).absolute(s.value as u64);
+            }
+            Kind::Gauge => {
+                recorder.describe_gauge(s.name.into(), None, s.help.into());
+                recorder.register_gauge(&key, &metadata()).set(s.value);
             }
         }
     }
-
-    fn render(&self) -> String {
-        self.recorder.handle().render()
-    }
+    recorder.handle().render()
 }
 
 /// Middleware: counts requests and their latency, and gives framework rejections (405, 413,
