@@ -2,7 +2,13 @@
 //! `end − (lowest committed offset of the topic's consumer groups) ≥ capacity`.
 //!
 //! This is the runner's job, not the backend's (Fluvio never blocks a producer): the producing
-//! step waits, its input stays unfinished, and the pressure travels up the dataflow. The view of
+//! step waits, its input stays unfinished, and the pressure travels up the dataflow.
+//!
+//! Express reserve: a step of a lane's first steps (a new campaign, tenant or route; the
+//! runner decides, `Emitter::set_express`) may fill a second `capacity` behind the first.
+//! Steady traffic never enters it, so under a full pipeline a new campaign's first records are
+//! not queued behind every big campaign's producers; a partition still never holds more than
+//! twice its capacity. The view of
 //! a partition's room is refreshed at most every [`REFRESH`] while it has room, so a busy
 //! producer costs the backend a couple of offset reads per partition per interval, not per
 //! record.
@@ -42,9 +48,11 @@ impl Room {
         Ok(low.unwrap_or(Offset::MAX / 2))
     }
 
-    /// Waits until `topic`'s `partition` has room for another record.
-    pub async fn wait(&self, topic: &'static str, partition: Partition) -> Result<()> {
+    /// Waits until `topic`'s `partition` has room for another record (`express`: in the
+    /// express reserve, see the module docs).
+    pub async fn wait(&self, topic: &'static str, partition: Partition, express: bool) -> Result<()> {
         let Some(capacity) = self.backend.spec(topic)?.capacity else { return Ok(()) };
+        let reserve = if express { capacity } else { 0 };
         let mut pause = Duration::from_millis(1);
         loop {
             let end = self.backend.end_offset(topic, partition).await?;
@@ -60,7 +68,7 @@ impl Room {
                     limit
                 }
             };
-            if end < limit {
+            if end < limit.saturating_add(reserve) {
                 return Ok(());
             }
             tokio::time::sleep(pause).await;

@@ -127,6 +127,8 @@ pub struct Emitter {
     /// Headers propagated to every emitted record (trace context of the input batch).
     headers: Headers,
     emitted: u64,
+    /// Produce into the express reserve of bounded partitions (`crate::room`).
+    express: bool,
 }
 
 impl Emitter {
@@ -137,12 +139,18 @@ impl Emitter {
 
     /// An emitter sharing a room tracker (the runner gives all its steps one).
     pub fn with_room(backend: Arc<dyn TopicBackend>, room: Arc<crate::room::Room>) -> Self {
-        Self { backend, room, pending: Vec::new(), headers: Headers::default(), emitted: 0 }
+        Self { backend, room, pending: Vec::new(), headers: Headers::default(), emitted: 0, express: false }
     }
 
     /// Headers (trace context) put on every record emitted from now on.
     pub fn set_headers(&mut self, headers: Headers) {
         self.headers = headers;
+    }
+
+    /// Whether this step may produce into bounded partitions' express reserve (the runner
+    /// sets it for a lane's first steps; see `crate::room`).
+    pub fn set_express(&mut self, express: bool) {
+        self.express = express;
     }
 
     /// Queues `value` for `topic`, keyed (and partitioned) as the topic keys its records.
@@ -176,7 +184,7 @@ impl Emitter {
             return Ok(Vec::new());
         }
         for r in &self.pending {
-            self.room.wait(r.topic, r.partition).await?;
+            self.room.wait(r.topic, r.partition, self.express).await?;
         }
         let records = std::mem::take(&mut self.pending);
         self.emitted += records.len() as u64;
@@ -210,6 +218,12 @@ pub trait Stage: Send + Sync + 'static {
     /// The lane of a record (default: one lane per partition, records strictly in order).
     fn lane(&self, _input: &Self::In) -> Lane {
         Lane(0)
+    }
+
+    /// The lane of an encoded record when it can be read without decoding the whole record
+    /// (the runner's read-ahead scans records for their lanes); `None`: decode, then `lane`.
+    fn lane_of_encoded(&self, _bytes: &[u8]) -> Option<Lane> {
+        None
     }
 
     /// Processes a batch of one lane's records, in order.

@@ -166,6 +166,12 @@ pub trait TopicBackend: Send + Sync {
 
     /// The oldest offset still stored (retention may have dropped what is below it).
     async fn start_offset(&self, topic: &str, partition: Partition) -> Result<Offset>;
+
+    /// Whether a fetch may jump to any offset at no more cost than reading on (the embedded
+    /// segments: yes; a Fluvio stream is re-opened). The runner reads ahead only then.
+    fn reads_anywhere(&self) -> bool {
+        false
+    }
 }
 
 #[cfg(test)]

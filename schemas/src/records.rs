@@ -242,9 +242,34 @@ pub fn now_ms() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
+/// The `(tenant, campaign)` an encoded [`SendRequest`], [`Chunk`], [`MessageBatch`] or
+/// [`RetryBatch`] belongs to, read from its first two fields without decoding the rest (the
+/// runner's read-ahead scans many records for their lanes). `None` if the bytes do not start
+/// like one.
+pub fn campaign_of_encoded(bytes: &[u8]) -> Option<(TenantId, CampaignId)> {
+    crate::codec::decode::<(TenantId, CampaignId)>(bytes).ok()
+}
+
 #[cfg(test)]
 mod tests {
-    use super::DeadLetter;
+    use super::*;
+
+    #[test]
+    fn the_campaign_of_an_encoded_record_is_read_from_its_first_fields() {
+        let (t, c) = (TenantId(300), CampaignId(u64::MAX - 1));
+        use crate::codec::encode;
+        let records = [
+            encode(&SendRequest { tenant: t, campaign: c, requested_at_ms: 5, from_seq: 7 }).unwrap(),
+            encode(&Chunk { tenant: t, campaign: c, seq: 3, trigger_ms: 9, recipients: Vec::new() }).unwrap(),
+            encode(&MessageBatch { tenant: t, campaign: c, messages: Vec::new() }).unwrap(),
+            encode(&RetryBatch { tenant: t, campaign: c, redrive: true, messages: Vec::new() }).unwrap(),
+        ];
+        for bytes in &records {
+            assert_eq!(campaign_of_encoded(bytes), Some((t, c)));
+        }
+        assert_eq!(campaign_of_encoded(&[]), None);
+        assert_eq!(campaign_of_encoded(&[9, 1]), None, "another format version");
+    }
 
     #[test]
     fn a_dead_letter_reason_yields_its_code() {

@@ -150,6 +150,10 @@ impl Stage for Chunk {
         Lane::campaign(request.tenant, request.campaign)
     }
 
+    fn lane_of_encoded(&self, bytes: &[u8]) -> Option<Lane> {
+        schemas::campaign_of_encoded(bytes).map(|(tenant, campaign)| Lane::campaign(tenant, campaign))
+    }
+
     /// Resumes every started campaign whose chunking had not finished: its request from the
     /// checkpoint (if the previous run's continuation is still in the topic, one of the two is
     /// a stale duplicate and does nothing).

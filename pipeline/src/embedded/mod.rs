@@ -275,6 +275,11 @@ impl EmbeddedTopics {
 
 #[async_trait]
 impl TopicBackend for EmbeddedTopics {
+    fn reads_anywhere(&self) -> bool {
+        // A fetch plans its reads from the offset index of the segments: no cursor to move.
+        true
+    }
+
     fn spec(&self, topic: &str) -> Result<TopicSpec> {
         Ok(self.topic(topic)?.spec)
     }

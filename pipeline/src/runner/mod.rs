@@ -10,6 +10,10 @@
 //! that far ahead, and — when the partition's memory is full — the waiting lane holding the most
 //! records are set aside in the durable held store ([`crate::held`]), which lets the committed
 //! offset move past them and other lanes' records in; they come back `lane_queue` at a time.
+//! A lane's first steps are express ([`ahead`]): while the partition's memory is full, its
+//! records are read ahead of the fetch position (embedded topics), its steps may produce into
+//! the express reserve of bounded topics and start past `concurrent_lanes`, so a new campaign
+//! does not queue behind the big ones filling a saturated pipeline.
 //!
 //! A failing step is retried with its hint up to `max_attempts`, then dead-lettered with the
 //! reason; undecodable records are dead-lettered on their own. Backend errors (fetch, produce,
@@ -17,6 +21,7 @@
 //! never ends on its own. On shutdown a partition stops fetching, lets running steps finish for
 //! the drain grace, commits what is done and exits; unfinished records are redone after restart.
 
+mod ahead;
 pub mod assign;
 mod joint;
 mod partition;

@@ -91,6 +91,7 @@ impl<S: Stage> Consumer<S> {
             committed,
             stepping: 0,
             abandoned: false,
+            express: super::ahead::Express::new(),
         };
         for HeldLane { lane, count, last_seq, first_due_ms } in held_lanes {
             let l = state.lanes.entry(lane).or_insert_with(LaneState::new);
@@ -119,6 +120,7 @@ impl<S: Stage> Consumer<S> {
             if room == 0 && !shutting_down && this.relieve(&mut state, &mut running) {
                 room = this.config.partition_records.saturating_sub(state.in_memory());
             }
+            let ahead = if room == 0 && !shutting_down { this.ahead_from(&state) } else { None };
             let can_fetch = !shutting_down && room > 0;
             let wake = state.next_wake();
             // Nothing running: the fetch may wait, up to the next lane's due time.
@@ -139,7 +141,12 @@ impl<S: Stage> Consumer<S> {
                 _ = this.shutdown.wait(), if !shutting_down => {}
                 records = this.fetch(state.next_fetch, room, fetch_wait), if can_fetch => {
                     if let Some(records) = records {
-                        this.on_fetched(&mut state, records, &mut running);
+                        this.on_fetched(&mut state, records, false, &mut running);
+                    }
+                }
+                records = this.scan_ahead(ahead), if ahead.is_some() => {
+                    if let Some(records) = records {
+                        this.take_ahead(&mut state, records, &mut running);
                     }
                 }
                 _ = sleep_until_ms(wake), if wake.is_some() && !can_fetch => {}
@@ -167,10 +174,13 @@ impl<S: Stage> Consumer<S> {
         }
     }
 
-    fn on_fetched(
+    /// Takes fetched records in: at the fetch position, or (`ahead`) taken out of order for
+    /// express lanes (`super::ahead`), which the fetch skips when it reaches them.
+    pub(super) fn on_fetched(
         self: &Arc<Self>,
         state: &mut Loop<S::In>,
         records: Vec<ConsumerRecord>,
+        ahead: bool,
         running: &mut FuturesUnordered<LaneFuture<S::In>>,
     ) {
         let mut dead = Vec::new();
@@ -181,7 +191,14 @@ impl<S: Stage> Consumer<S> {
             if r.offset < state.next_fetch {
                 continue;
             }
-            state.next_fetch = r.offset + 1;
+            if ahead {
+                state.express.taken.insert(r.offset);
+            } else {
+                state.next_fetch = r.offset + 1;
+                if state.express.taken.remove(&r.offset) {
+                    continue;
+                }
+            }
             self.metrics.records_in.fetch_add(1, Ordering::Relaxed);
             let value = match codec::decode::<S::In>(&r.value) {
                 Ok(v) => v,
@@ -293,17 +310,26 @@ impl<S: Stage> Consumer<S> {
     /// Starts a future for every idle lane with due work, up to the concurrency bound.
     fn start_work(self: &Arc<Self>, state: &mut Loop<S::In>, running: &mut FuturesUnordered<LaneFuture<S::In>>) {
         let now = now_ms();
-        let mut ready: Vec<((u64, u64), Lane)> = state
+        let express = &state.express;
+        let mut ready: Vec<(bool, (u64, u64), Lane)> = state
             .lanes
             .iter()
-            .filter_map(|(lane, l)| l.next_due().filter(|(d, _)| *d <= now).map(|d| (d, *lane)))
+            .filter_map(|(lane, l)| {
+                l.next_due().filter(|(d, _)| *d <= now).map(|d| (!express.is_express(*lane), d, *lane))
+            })
             .collect();
-        // Ready earliest first, then oldest record: lanes take turns.
+        // Express lanes first (`super::ahead`); then ready earliest first, then oldest record:
+        // lanes take turns.
         ready.sort_unstable();
         let lanes = state.lanes.len();
-        for (_, lane) in ready {
-            if running.len() >= self.config.concurrent_lanes {
-                break;
+        for (normal, _, lane) in ready {
+            let slots =
+                if normal { self.config.concurrent_lanes } else { self.config.concurrent_lanes + super::ahead::SLOTS };
+            if running.len() >= slots {
+                if normal {
+                    break;
+                }
+                continue;
             }
             let Some(l) = state.lanes.get_mut(&lane) else { continue };
             l.busy = true;
@@ -319,7 +345,8 @@ impl<S: Stage> Consumer<S> {
                 batch.extend(l.queue.pop_front());
             }
             state.stepping += batch.len();
-            running.push(self.step(lane, batch, lanes));
+            state.express.stepped(lane);
+            running.push(self.step(lane, batch, lanes, !normal));
         }
     }
 
@@ -370,7 +397,13 @@ impl<S: Stage> Consumer<S> {
 
     /// Runs the stage over one lane's batch, then produces what it emitted and releases the
     /// held records it finished.
-    fn step(self: &Arc<Self>, lane: Lane, mut batch: Vec<Pending<S::In>>, lanes: usize) -> LaneFuture<S::In> {
+    fn step(
+        self: &Arc<Self>,
+        lane: Lane,
+        mut batch: Vec<Pending<S::In>>,
+        lanes: usize,
+        express: bool,
+    ) -> LaneFuture<S::In> {
         let this = self.clone();
         Box::pin(async move {
             let started = Instant::now();
@@ -397,6 +430,7 @@ impl<S: Stage> Consumer<S> {
                 });
             }
             let mut out = Emitter::with_room(this.backend.clone(), this.room.clone());
+            out.set_express(express);
             let headers = batch.first().map(|p| p.headers.clone()).unwrap_or_default();
             let span = crate::trace::step_span(this.stage.name(), this.partition, batch.len(), &headers);
             out.set_headers(crate::trace::context_headers(&span, &headers));
@@ -485,7 +519,8 @@ impl<S: Stage> Consumer<S> {
 
     /// Commits the lowest offset not yet done, if it moved.
     async fn commit(&self, state: &mut Loop<S::In>) {
-        let low = state.unfinished.first().copied().unwrap_or(state.next_fetch);
+        // Records taken ahead are past the fetch position: never commit past it.
+        let low = state.unfinished.first().map_or(state.next_fetch, |u| (*u).min(state.next_fetch));
         // A worker that lost the partition commits nothing more: the new owner's offset may
         // already be past this one's.
         if state.abandoned || low <= state.committed {

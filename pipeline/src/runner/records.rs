@@ -94,6 +94,8 @@ pub(super) struct Loop<T> {
     pub(super) stepping: usize,
     /// The partition was lost to another worker mid-step (`RetryHint::Abandon`).
     pub(super) abandoned: bool,
+    /// Lanes in their first steps, and the records taken ahead for them.
+    pub(super) express: super::ahead::Express,
 }
 
 impl<T> Loop<T> {

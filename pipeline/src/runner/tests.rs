@@ -406,3 +406,72 @@ async fn lanes_take_turns_in_the_order_their_records_arrived() {
     stop(tasks, shutdown).await;
     assert_eq!(*stage.seen.lock().unwrap(), vec![(5, 1), (4, 1), (3, 1), (2, 1), (1, 1)]);
 }
+
+/// Lane 1's records from value 10 on block until `open`; records are `(lane, value)`.
+struct Blocker {
+    open: std::sync::atomic::AtomicBool,
+    seen: Mutex<Vec<(u64, u64)>>,
+}
+
+impl Stage for Blocker {
+    type In = (u64, u64);
+    fn name(&self) -> &'static str {
+        "t"
+    }
+    fn lane(&self, input: &(u64, u64)) -> Lane {
+        Lane(input.0)
+    }
+    async fn process(
+        &self,
+        batch: Vec<Input<(u64, u64)>>,
+        _out: &mut Emitter,
+    ) -> std::result::Result<Step<(u64, u64)>, StageError> {
+        for input in &batch {
+            while input.value.0 == 1 && input.value.1 >= 10 && !self.open.load(Ordering::SeqCst) {
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+            self.seen.lock().unwrap().push(input.value);
+        }
+        Ok(Step::Done)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_lane_is_read_ahead_of_a_full_partition_and_nothing_is_done_twice() {
+    let dir = tempfile::tempdir().unwrap();
+    let backend = open(dir.path());
+    // Lane 1 is past its first steps and then stuck with the partition's memory full and 30
+    // more records behind; a new lane's record comes after all of them.
+    produce(&backend, &(0..50).map(|v| (1, v)).collect::<Vec<_>>()).await;
+    let stage = Arc::new(Blocker { open: Default::default(), seen: Mutex::default() });
+    let config = RunnerConfig { max_batch: 1, partition_records: 4, concurrent_lanes: 1, ..config() };
+    let shutdown = Shutdown::new();
+    let mut tasks = JoinSet::new();
+    let runtime = Runtime {
+        backend: backend.clone(),
+        held: backend.held(),
+        shutdown: shutdown.clone(),
+        board: Arc::default(),
+        assignment: None,
+    };
+    spawn(&mut tasks, stage.clone(), IN, &runtime, config);
+    let seen = |lane: u64| stage.seen.lock().unwrap().iter().filter(|(l, _)| *l == lane).count();
+    until("lane 1 stuck at 10", || seen(1) == 10).await;
+    produce(&backend, &[(2, 0), (2, 1)]).await;
+    until("the new lane done while lane 1 is stuck", || seen(2) == 2).await;
+    assert_eq!(seen(1), 10);
+    let b = backend.clone();
+    let committed = move || futures::executor::block_on(b.committed("in", "t", 0)).unwrap();
+    assert!(committed() <= Some(10), "never committed past records not fetched yet: {:?}", committed());
+    stage.open.store(true, Ordering::SeqCst);
+    until("all committed", || committed() == Some(52)).await;
+    stop(tasks, shutdown).await;
+    let seen = stage.seen.lock().unwrap().clone();
+    let mut expected: Vec<(u64, u64)> = (0..50).map(|v| (1, v)).collect();
+    expected.extend([(2, 0), (2, 1)]);
+    let mut sorted = seen.clone();
+    sorted.sort_unstable();
+    assert_eq!(sorted, expected, "every record once: {seen:?}");
+    let lane1: Vec<u64> = seen.iter().filter(|(l, _)| *l == 1).map(|(_, v)| *v).collect();
+    assert_eq!(lane1, (0..50).collect::<Vec<_>>(), "lane 1 in order");
+}

@@ -180,6 +180,10 @@ impl Stage for Deliver {
         Lane::campaign(batch.tenant, batch.campaign)
     }
 
+    fn lane_of_encoded(&self, bytes: &[u8]) -> Option<Lane> {
+        schemas::campaign_of_encoded(bytes).map(|(tenant, campaign)| Lane::campaign(tenant, campaign))
+    }
+
     fn metrics(&self) -> Vec<pipeline::Sample> {
         self.senders.samples()
     }

@@ -31,6 +31,10 @@ impl Stage for Redeliver {
         Lane::campaign(batch.tenant, batch.campaign)
     }
 
+    fn lane_of_encoded(&self, bytes: &[u8]) -> Option<Lane> {
+        schemas::campaign_of_encoded(bytes).map(|(tenant, campaign)| Lane::campaign(tenant, campaign))
+    }
+
     async fn process(&self, batch: Vec<Input<RetryBatch>>, out: &mut Emitter) -> Result<Step<RetryBatch>, StageError> {
         for (i, input) in batch.into_iter().enumerate() {
             let RetryBatch { tenant, campaign, redrive, messages } = input.value;

@@ -240,6 +240,10 @@ impl Stage for Render {
         Lane::campaign(chunk.tenant, chunk.campaign)
     }
 
+    fn lane_of_encoded(&self, bytes: &[u8]) -> Option<Lane> {
+        schemas::campaign_of_encoded(bytes).map(|(tenant, campaign)| Lane::campaign(tenant, campaign))
+    }
+
     async fn process(
         &self,
         batch: Vec<Input<schemas::Chunk>>,

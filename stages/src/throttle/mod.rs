@@ -326,6 +326,10 @@ impl Stage for Throttle {
         Lane::campaign(batch.tenant, batch.campaign)
     }
 
+    fn lane_of_encoded(&self, bytes: &[u8]) -> Option<Lane> {
+        schemas::campaign_of_encoded(bytes).map(|(tenant, campaign)| Lane::campaign(tenant, campaign))
+    }
+
     async fn process(
         &self,
         batch: Vec<Input<MessageBatch>>,
