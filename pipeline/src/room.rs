@@ -76,3 +76,39 @@ impl Room {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::topic::ProducerRecord;
+    use crate::EmbeddedTopics;
+
+    #[tokio::test]
+    async fn an_express_step_has_a_second_capacity_and_no_more() {
+        let dir = tempfile::tempdir().unwrap();
+        let backend = EmbeddedTopics::open(dir.path(), &topics::all(), Default::default()).unwrap();
+        let topic = topics::CHUNKS.name();
+        let capacity = topics::CHUNKS.spec.capacity.unwrap();
+        let room = Room::new(backend.clone());
+        let fill = |n: u64| {
+            let records = (0..n)
+                .map(|_| ProducerRecord { topic, partition: 0, key: 0, headers: Default::default(), value: vec![1] })
+                .collect();
+            backend.produce(records)
+        };
+        let waits = |express: bool| {
+            let room = room.clone();
+            async move { tokio::time::timeout(Duration::from_millis(100), room.wait(topic, 0, express)).await.is_err() }
+        };
+        fill(capacity).await.unwrap();
+        assert!(waits(false).await, "a full partition has no room for steady traffic");
+        assert!(!waits(true).await, "an express step goes into the reserve");
+        fill(capacity).await.unwrap();
+        assert!(waits(true).await, "the reserve is one more capacity, no more");
+        // One record consumed: room in the reserve again, none for steady traffic.
+        backend.commit(topic, topics::RENDER.name, 0, 1).await.unwrap();
+        tokio::time::sleep(REFRESH).await;
+        assert!(!waits(true).await);
+        assert!(waits(false).await, "steady traffic waits until the partition is below capacity");
+    }
+}

@@ -40,6 +40,9 @@ const SCAN: usize = 256;
 const SCAN_EVERY: Duration = Duration::from_millis(5);
 /// Lanes whose steps are counted; past it the counts restart (every lane new once more).
 const SEEN_LIMIT: usize = 65_536;
+/// Offsets taken ahead and not yet passed by the fetch; no scan past it (a lane stuck at the
+/// fetch position for long is set aside in the held store, which moves the fetch on).
+const TAKEN_MAX: usize = 4_096;
 
 /// A partition loop's express state.
 pub(super) struct Express {
@@ -78,7 +81,7 @@ impl<S: Stage> Consumer<S> {
     /// full, the express reserve is not, and the backend reads anywhere.
     pub(super) fn ahead_from(&self, state: &Loop<S::In>) -> Option<(Offset, Instant)> {
         let room = (2 * self.config.partition_records).saturating_sub(state.in_memory());
-        if room == 0 || !self.backend.reads_anywhere() {
+        if room == 0 || state.express.taken.len() >= TAKEN_MAX || !self.backend.reads_anywhere() {
             return None;
         }
         let not_before = state.express.last_scan.map_or_else(Instant::now, |at| at + SCAN_EVERY);
