@@ -3,9 +3,9 @@
 //!
 //! Three things make a new lane's first records go first, each bounded:
 //! - **Read-ahead.** While the partition's memory is full, the loop scans the records past its
-//!   fetch position as they arrive (at most [`SCAN`] every [`SCAN_EVERY`], each record decoded
-//!   once by the scans) and takes the records of express
-//!   lanes out of order, up to a second `partition_records`. A taken offset is skipped when the
+//!   fetch position as they arrive (at most [`SCAN`] every [`SCAN_EVERY`]; each record's lane
+//!   read once, from its first fields where the stage can: `Stage::lane_of_encoded`) and takes
+//!   the records of express lanes out of order, up to a second `partition_records`. A taken offset is skipped when the
 //!   fetch reaches it. Commits never pass the fetch position, so a crash replays taken records
 //!   like any unfinished record (stages are idempotent under replay). Only backends that read
 //!   anywhere at no extra cost do this (`TopicBackend::reads_anywhere`: the embedded segments).
@@ -77,11 +77,15 @@ impl Express {
 }
 
 impl<S: Stage> Consumer<S> {
+    /// Records the express reserve of memory (a second `partition_records`) still has room for.
+    fn reserve_left(&self, state: &Loop<S::In>) -> usize {
+        (2 * self.config.partition_records).saturating_sub(state.in_memory())
+    }
+
     /// Where to scan ahead from, and not before when, if the partition should: its memory is
     /// full, the express reserve is not, and the backend reads anywhere.
     pub(super) fn ahead_from(&self, state: &Loop<S::In>) -> Option<(Offset, Instant)> {
-        let room = (2 * self.config.partition_records).saturating_sub(state.in_memory());
-        if room == 0 || state.express.taken.len() >= TAKEN_MAX || !self.backend.reads_anywhere() {
+        if self.reserve_left(state) == 0 || state.express.taken.len() >= TAKEN_MAX || !self.backend.reads_anywhere() {
             return None;
         }
         let not_before = state.express.last_scan.map_or_else(Instant::now, |at| at + SCAN_EVERY);
@@ -103,7 +107,7 @@ impl<S: Stage> Consumer<S> {
         running: &mut FuturesUnordered<LaneFuture<S::In>>,
     ) {
         state.express.last_scan = Some(Instant::now());
-        let budget = (2 * self.config.partition_records).saturating_sub(state.in_memory());
+        let budget = self.reserve_left(state);
         let mut take = Vec::new();
         let mut scanned = state.express.scanned.max(state.next_fetch);
         for r in records {
