@@ -19,7 +19,7 @@ fn bench(c: &mut Criterion) {
     let gate = FairGate::new(1_000_000, 1_000_000);
     c.bench_function("fair_gate_acquire_release", |b| {
         b.iter(|| {
-            let grant = rt.block_on(gate.acquire(TenantId(1), 1, 500, Duration::from_secs(1)));
+            let grant = rt.block_on(gate.acquire(TenantId(1), 1, 500, Duration::from_secs(1), false));
             assert_eq!(grant, Grant::Granted(500));
             gate.release(TenantId(1), 500);
         })

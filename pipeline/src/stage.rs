@@ -153,6 +153,12 @@ impl Emitter {
         self.express = express;
     }
 
+    /// Whether this step is one of a lane's first (express) steps: stages may let it skip
+    /// waits that only bound steady traffic (e.g. throttle's express reserve).
+    pub fn is_express(&self) -> bool {
+        self.express
+    }
+
     /// Queues `value` for `topic`, keyed (and partitioned) as the topic keys its records.
     pub fn emit<T: Serialize>(&mut self, topic: &Topic<T>, value: &T) -> Result<()> {
         self.push(topic, value, self.headers.clone())

@@ -10,6 +10,15 @@
 //! another tenant; a tenant that was idle joins at the current virtual time (no banked credit).
 //! A tenant at its own cap is told so at once (its lane waits; others go on).
 //!
+//! **Express reserve.** A saturated pipeline keeps the budget full, so a turn also waits for
+//! deliver to return budget (tens of ms). A campaign's first steps (`Emitter::is_express`, the
+//! runner's express lanes) need not: when its tenant is at the head of the fair queue (no
+//! waiting tenant has a smaller virtual time) it may take its turn at once from a reserve
+//! above `max_in_flight`, up to `express_reserve` more. It is the turn fair queuing would give
+//! it anyway, taken without the wait; the tenant's own cap still holds, and the budget never
+//! exceeds `max_in_flight + express_reserve`. A tenant that has been sending is behind the
+//! head, so opening new campaigns does not move it ahead of the others.
+//!
 //! Budget returns when deliver commits its offsets on `messages.ready` ([`Outstanding`], read
 //! through the topic backend, so this works the same with Fluvio).
 //!
@@ -51,6 +60,7 @@ pub enum Grant {
 pub struct FairGate {
     max_in_flight: u64,
     max_per_tenant: u64,
+    express_reserve: u64,
     state: Mutex<GateState>,
     changed: Notify,
 }
@@ -60,9 +70,17 @@ impl FairGate {
         Self {
             max_in_flight: max_in_flight.max(1),
             max_per_tenant: max_per_tenant.max(1),
+            express_reserve: 0,
             state: Mutex::default(),
             changed: Notify::new(),
         }
+    }
+
+    /// Budget above `max_in_flight` that express requests at the head of the fair queue may
+    /// take without waiting (see the module docs); none by default.
+    pub fn with_express_reserve(mut self, reserve: u64) -> Self {
+        self.express_reserve = reserve;
+        self
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, GateState> {
@@ -71,7 +89,8 @@ impl FairGate {
 
     /// Waits (up to `patience`) until `tenant` may release `want` messages, then accounts them
     /// as in flight. A batch goes whole (one fair turn), or at once when nothing is in flight.
-    pub async fn acquire(&self, tenant: TenantId, weight: u32, want: u64, patience: Duration) -> Grant {
+    /// `express`: a campaign's first steps, which may use the express reserve.
+    pub async fn acquire(&self, tenant: TenantId, weight: u32, want: u64, patience: Duration, express: bool) -> Grant {
         let weight = weight.max(1);
         {
             let mut state = self.lock();
@@ -96,7 +115,7 @@ impl FairGate {
             let notified = self.changed.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            if let Some(grant) = self.try_turn(tenant, weight, want) {
+            if let Some(grant) = self.try_turn(tenant, weight, want, express) {
                 return grant;
             }
             if tokio::time::timeout_at(deadline, notified).await.is_err() {
@@ -112,21 +131,24 @@ impl FairGate {
         }
     }
 
-    /// Grants `want` if it is `tenant`'s turn and the budget fits.
-    fn try_turn(&self, tenant: TenantId, weight: u32, want: u64) -> Option<Grant> {
+    /// Grants `want` if it is `tenant`'s turn and the budget fits (or, `express`, if `tenant`
+    /// heads the fair queue and the reserve fits).
+    fn try_turn(&self, tenant: TenantId, weight: u32, want: u64, express: bool) -> Option<Grant> {
         let mut state = self.lock();
         let global = state.in_flight;
-        let fits = |s: &Share| {
-            (global == 0 || global + want <= self.max_in_flight)
-                && (s.in_flight == 0 || s.in_flight + want <= self.max_per_tenant)
-        };
+        let own_fits = |s: &Share| s.in_flight == 0 || s.in_flight + want <= self.max_per_tenant;
+        let fits = |s: &Share| (global == 0 || global + want <= self.max_in_flight) && own_fits(s);
         let best = state
             .tenants
             .iter()
             .filter(|(_, s)| s.waiting > 0 && fits(s))
             .min_by(|a, b| a.1.vtime.total_cmp(&b.1.vtime))
             .map(|(id, _)| *id);
-        if best != Some(tenant) {
+        let head = || state.tenants.values().filter(|s| s.waiting > 0).map(|s| s.vtime).fold(f64::INFINITY, f64::min);
+        let express_turn = express
+            && global + want <= self.max_in_flight + self.express_reserve
+            && state.tenants.get(&tenant).is_some_and(|s| own_fits(s) && s.vtime <= head());
+        if best != Some(tenant) && !express_turn {
             return None;
         }
         state.in_flight += want;
@@ -221,7 +243,7 @@ mod tests {
             let (gate, granted) = (gate.clone(), granted.clone());
             tasks.push(tokio::spawn(async move {
                 loop {
-                    if gate.acquire(tenant, weight, 100, Duration::from_secs(5)).await != Grant::Granted(100) {
+                    if gate.acquire(tenant, weight, 100, Duration::from_secs(5), false).await != Grant::Granted(100) {
                         tokio::time::sleep(Duration::from_millis(1)).await;
                         continue;
                     }
@@ -249,16 +271,41 @@ mod tests {
     #[tokio::test(flavor = "current_thread", start_paused = true)]
     async fn a_full_tenant_is_told_at_once_and_a_full_gate_times_out() {
         let gate = FairGate::new(1_000, 600);
-        assert_eq!(gate.acquire(TenantId(1), 1, 500, Duration::from_secs(1)).await, Grant::Granted(500));
-        assert_eq!(gate.acquire(TenantId(1), 1, 500, Duration::from_secs(1)).await, Grant::TenantFull);
-        assert_eq!(gate.acquire(TenantId(2), 1, 500, Duration::from_secs(1)).await, Grant::Granted(500));
-        assert_eq!(gate.acquire(TenantId(3), 1, 500, Duration::from_millis(50)).await, Grant::Timeout);
+        assert_eq!(gate.acquire(TenantId(1), 1, 500, Duration::from_secs(1), false).await, Grant::Granted(500));
+        assert_eq!(gate.acquire(TenantId(1), 1, 500, Duration::from_secs(1), false).await, Grant::TenantFull);
+        assert_eq!(gate.acquire(TenantId(2), 1, 500, Duration::from_secs(1), false).await, Grant::Granted(500));
+        assert_eq!(gate.acquire(TenantId(3), 1, 500, Duration::from_millis(50), false).await, Grant::Timeout);
         gate.release(TenantId(1), 500);
-        assert_eq!(gate.acquire(TenantId(3), 1, 500, Duration::from_millis(50)).await, Grant::Granted(500));
+        assert_eq!(gate.acquire(TenantId(3), 1, 500, Duration::from_millis(50), false).await, Grant::Granted(500));
         gate.release(TenantId(2), 500);
         gate.release(TenantId(3), 500);
         gate.sweep();
         assert_eq!(gate.in_flight(), 0);
+    }
+
+    #[tokio::test(flavor = "current_thread", start_paused = true)]
+    async fn an_express_turn_at_the_head_skips_the_wait_within_the_reserve() {
+        let patience = Duration::from_millis(50);
+        let gate = Arc::new(FairGate::new(1_000, 1_000).with_express_reserve(300));
+        assert_eq!(gate.acquire(TenantId(1), 1, 1_000, patience, false).await, Grant::Granted(1_000));
+        // The budget is full: a normal turn waits for deliver; an express one goes at once.
+        assert_eq!(gate.acquire(TenantId(2), 1, 200, patience, false).await, Grant::Timeout);
+        assert_eq!(gate.acquire(TenantId(2), 1, 200, patience, true).await, Grant::Granted(200));
+        // The reserve is bounded: 1,200 + 200 is past 1,000 + 300.
+        assert_eq!(gate.acquire(TenantId(3), 1, 200, patience, true).await, Grant::Timeout);
+        assert_eq!(gate.acquire(TenantId(3), 1, 100, patience, true).await, Grant::Granted(100));
+        assert_eq!(gate.in_flight(), 1_300);
+        gate.release(TenantId(3), 100);
+        // Tenant 4 waits at the head of the queue (it joins at the smallest virtual time,
+        // tenant 1's); tenant 2 has been granted more, so its express request is not the
+        // head's turn and waits like any other, although the reserve has room.
+        let head = gate.clone();
+        let waiter = tokio::spawn(async move { head.acquire(TenantId(4), 1, 100, patience, false).await });
+        tokio::task::yield_now().await;
+        assert_eq!(gate.acquire(TenantId(2), 1, 50, patience, true).await, Grant::Timeout);
+        assert_eq!(waiter.await.unwrap(), Grant::Timeout, "the budget is full for normal turns");
+        assert_eq!(gate.acquire(TenantId(4), 1, 50, patience, true).await, Grant::Granted(50));
+        assert_eq!(gate.in_flight(), 1_250);
     }
 
     #[test]

@@ -43,6 +43,9 @@ pub struct ThrottleConfig {
     pub max_in_flight: u64,
     /// The same, per tenant.
     pub max_in_flight_per_tenant: u64,
+    /// In-flight budget above `max_in_flight` for a campaign's first steps when its tenant
+    /// heads the fair queue (`gate`'s express reserve): they need not wait for deliver.
+    pub express_in_flight: u64,
     /// How long tenant/campaign settings are cached.
     pub settings_ttl: Duration,
     /// The WhatsApp messaging-tier window (24 h at Meta; shorter in tests).
@@ -59,6 +62,7 @@ impl Default for ThrottleConfig {
             ready_batch: 500,
             max_in_flight: 40_000,
             max_in_flight_per_tenant: 20_000,
+            express_in_flight: 4_000,
             settings_ttl: Duration::from_secs(5),
             quota_window: Duration::from_secs(24 * 3_600),
             budget_patience: Duration::from_millis(500),
@@ -114,7 +118,8 @@ impl Throttle {
             catalog,
             control,
             topics,
-            gate: FairGate::new(config.max_in_flight, config.max_in_flight_per_tenant),
+            gate: FairGate::new(config.max_in_flight, config.max_in_flight_per_tenant)
+                .with_express_reserve(config.express_in_flight),
             outstanding: Outstanding::default(),
             quota: QuotaGate::new(state, config.quota_window),
             limits: TtlCache::new(config.settings_ttl, 65_536),
@@ -214,7 +219,11 @@ impl Throttle {
             }
             let limits = self.limits(tenant, campaign).await?;
             let want = batch.messages.len().min(self.config.ready_batch.max(1)) as u64;
-            let budget = match self.gate.acquire(tenant, limits.weight, want, self.config.budget_patience).await {
+            let budget = match self
+                .gate
+                .acquire(tenant, limits.weight, want, self.config.budget_patience, out.is_express())
+                .await
+            {
                 Grant::Granted(n) => n,
                 Grant::TenantFull => {
                     return Ok(Err(Hold::Until(now_ms() + self.config.budget_retry.as_millis() as u64)))
