@@ -45,6 +45,13 @@ struct GateState {
     tenants: HashMap<TenantId, Share>,
 }
 
+impl GateState {
+    /// The smallest virtual time among the tenants `counts` keeps (infinite if none).
+    fn min_vtime(&self, counts: impl Fn(&Share) -> bool) -> f64 {
+        self.tenants.values().filter(|s| counts(s)).map(|s| s.vtime).fold(f64::INFINITY, f64::min)
+    }
+}
+
 /// What [`FairGate::acquire`] gave.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Grant {
@@ -95,12 +102,7 @@ impl FairGate {
         {
             let mut state = self.lock();
             // A tenant that was idle joins at the current virtual time: no banked credit.
-            let floor = state
-                .tenants
-                .values()
-                .filter(|t| t.waiting > 0 || t.in_flight > 0)
-                .map(|t| t.vtime)
-                .fold(f64::INFINITY, f64::min);
+            let floor = state.min_vtime(|t| t.waiting > 0 || t.in_flight > 0);
             let share = state.tenants.entry(tenant).or_default();
             if share.in_flight > 0 && share.in_flight + want > self.max_per_tenant {
                 return Grant::TenantFull;
@@ -144,10 +146,9 @@ impl FairGate {
             .filter(|(_, s)| s.waiting > 0 && fits(s))
             .min_by(|a, b| a.1.vtime.total_cmp(&b.1.vtime))
             .map(|(id, _)| *id);
-        let head = || state.tenants.values().filter(|s| s.waiting > 0).map(|s| s.vtime).fold(f64::INFINITY, f64::min);
         let express_turn = express
             && global + want <= self.max_in_flight + self.express_reserve
-            && state.tenants.get(&tenant).is_some_and(|s| own_fits(s) && s.vtime <= head());
+            && state.tenants.get(&tenant).is_some_and(|s| own_fits(s) && s.vtime <= state.min_vtime(|t| t.waiting > 0));
         if best != Some(tenant) && !express_turn {
             return None;
         }
