@@ -1,6 +1,7 @@
 //! The runners' held store on the embedded topics' database: records under
 //! `(group, partition, lane, seq)` and a summary row per lane (count, last seq) written in the
-//! same atomic batch, so `lanes` answers without scanning held records.
+//! same atomic batch, so `lanes` answers without scanning held records. Reads of a lane start
+//! at its floor (see [`EmbeddedHeld`]), not at seq 0.
 
 use super::EmbeddedTopics;
 use crate::held::{HeldLane, HeldRecord, HeldRecords};
@@ -10,11 +11,20 @@ use crate::Result;
 use async_trait::async_trait;
 use schemas::codec;
 use schemas::envelope::Headers;
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 /// Held records in the embedded topics' fjall database.
 pub struct EmbeddedHeld {
     topics: Arc<EmbeddedTopics>,
+    /// Per non-empty lane, a seq below which the lane holds no record. Released records leave
+    /// tombstones under the lane's prefix until compaction drops them, and a range read from
+    /// seq 0 walked every one of them, so a held record cost more the more records its
+    /// campaign had released before it. Learnt when a hold finds the lane empty (its records
+    /// are then the lane) or a release passes it, forgotten when the lane empties; a lane not
+    /// known here (after a restart) is read from 0 until its next release. Changed only under
+    /// `write_lock`. Bounded by the lanes holding records.
+    floors: Mutex<HashMap<(String, Partition, Lane), u64>>,
 }
 
 const RECORD: u8 = b'r';
@@ -56,7 +66,22 @@ fn decode(seq: u64, bytes: &[u8]) -> Result<HeldRecord> {
 
 impl EmbeddedHeld {
     pub(super) fn new(topics: Arc<EmbeddedTopics>) -> Self {
-        Self { topics }
+        Self { topics, floors: Mutex::new(HashMap::new()) }
+    }
+
+    fn floor(&self, group: &str, partition: Partition, lane: Lane) -> u64 {
+        let floors = self.floors.lock().unwrap_or_else(|p| p.into_inner());
+        floors.get(&(group.to_owned(), partition, lane)).copied().unwrap_or(0)
+    }
+
+    /// Sets (`Some`) or forgets (`None`) a lane's floor; callers hold `write_lock`.
+    fn set_floor(&self, group: &str, partition: Partition, lane: Lane, floor: Option<u64>) {
+        let mut floors = self.floors.lock().unwrap_or_else(|p| p.into_inner());
+        let key = (group.to_owned(), partition, lane);
+        match floor {
+            Some(f) => floors.insert(key, f),
+            None => floors.remove(&key),
+        };
     }
 
     fn summary(&self, group: &str, partition: Partition, lane: Lane) -> Result<(u64, u64)> {
@@ -76,6 +101,15 @@ impl HeldRecords for EmbeddedHeld {
         self.topics.within_budget().await;
         let _guard = self.topics.write_lock.lock().unwrap_or_else(|p| p.into_inner());
         let (count, last) = self.summary(group, partition, lane)?;
+        let lowest = records.iter().map(|r| r.seq).min().unwrap_or(0);
+        if count == 0 {
+            // The lane is empty: the records held now are all of it.
+            self.set_floor(group, partition, lane, Some(lowest));
+        } else if lowest < self.floor(group, partition, lane) {
+            // The lane grew at its front (records set aside while waiting): forget the floor,
+            // before the records are visible, rather than hide them.
+            self.set_floor(group, partition, lane, None);
+        }
         let mut batch = self.topics.batch();
         let mut added = 0;
         let mut last_seq = last;
@@ -113,7 +147,7 @@ impl HeldRecords for EmbeddedHeld {
     }
 
     async fn peek(&self, group: &str, partition: Partition, lane: Lane, limit: usize) -> Result<Vec<HeldRecord>> {
-        let start = record_key(group, partition, lane, 0);
+        let start = record_key(group, partition, lane, self.floor(group, partition, lane));
         let end = record_key(group, partition, lane, u64::MAX);
         let mut out = Vec::new();
         for guard in self.topics.held.range(start..=end).take(limit) {
@@ -125,7 +159,7 @@ impl HeldRecords for EmbeddedHeld {
 
     async fn release(&self, group: &str, partition: Partition, lane: Lane, through: u64) -> Result<()> {
         let _guard = self.topics.write_lock.lock().unwrap_or_else(|p| p.into_inner());
-        let start = record_key(group, partition, lane, 0);
+        let start = record_key(group, partition, lane, self.floor(group, partition, lane));
         let end = record_key(group, partition, lane, through);
         let keys = self.topics.held.range(start..=end).map(|g| g.key()).collect::<std::result::Result<Vec<_>, _>>()?;
         if keys.is_empty() {
@@ -144,6 +178,8 @@ impl HeldRecords for EmbeddedHeld {
             batch.insert(&self.topics.held, summary, codec::encode(&(left, last))?);
         }
         batch.commit()?;
+        let floor = (left > 0).then(|| through.saturating_add(1).max(self.floor(group, partition, lane)));
+        self.set_floor(group, partition, lane, floor);
         Ok(())
     }
 
