@@ -12,13 +12,12 @@ use std::path::PathBuf;
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-/// Turns transparent huge pages off for this process unless `MIMALLOC_ALLOW_THP=1` asks for
-/// them. With them, mimalloc's arena was backed by 2 MiB pages (112 MiB of `AnonHugePages` seen
-/// mid-run at 1M x 4), and a huge page stays resident until every byte of it is purged: peak
-/// RSS 279 MiB with them, 235 MiB without, at the same throughput (measured in the issue-12
-/// note). mimalloc applies its own `allow_thp` option only while it initialises, before `main`,
-/// so the environment variable is honoured and the default is applied here. Memory faulted in
-/// before this call keeps its pages; the flag covers every later fault and khugepaged.
+/// Turns transparent huge pages off for this process unless `MIMALLOC_ALLOW_THP` is set (mimalloc
+/// reads that itself while it initialises, before `main`). With them, mimalloc's arena was backed
+/// by 2 MiB pages (112 MiB of `AnonHugePages` mid-run at 1M x 4), each resident as a whole however
+/// little of it is in use: 1M x 4 peak RSS 295.3 MiB with them, 250.9 without, wall 0.986 (median
+/// of 3 alternated; ARCHITECTURE.md, "Write path and memory budget"). Memory faulted in before
+/// this call keeps its pages; the flag covers every later fault and khugepaged.
 #[cfg(all(feature = "mimalloc", target_os = "linux"))]
 fn disable_transparent_huge_pages() {
     if std::env::var_os("MIMALLOC_ALLOW_THP").is_some() {

@@ -21,9 +21,9 @@ pub struct EmbeddedHeld {
     /// tombstones under the lane's prefix until compaction drops them, and a range read from
     /// seq 0 walked every one of them, so a held record cost more the more records its
     /// campaign had released before it. Learnt when a hold finds the lane empty (its records
-    /// are then the lane) or a release passes it, forgotten when the lane empties; a lane not
-    /// known here (after a restart) is read from 0 until its next release. Changed only under
-    /// `write_lock`. Bounded by the lanes holding records.
+    /// are then the lane) or a release passes it, forgotten when the lane empties or grows at
+    /// its front; a lane not known here (after a restart) is read from 0 until its next
+    /// release. Changed only under `write_lock`. Bounded by the lanes holding records.
     floors: Mutex<HashMap<(String, Partition, Lane), u64>>,
 }
 

@@ -138,10 +138,10 @@ impl EmbeddedStore {
                 // Beyond L0 they are also split into 4 KiB partitions under a small top-level
                 // block that stays in memory, so a point read that misses the cache reads one
                 // partition, not a table's whole filter or index (fjall partitions only from L3).
-                // Whole blocks at 3M x 4: 5.6 KB read per message and peak RSS 307 MiB; with
-                // partitions (all levels) 2.8 KB and 245 MiB. L0 tables keep whole filters: they
-                // are small and cached, and partitioning them cost 8% wall at 1M. fjall stores
-                // this when it creates a table, so older stores keep whole blocks (as L0_TABLES).
+                // 3M x 4, single runs: peak RSS 276 MiB against 307 with whole blocks (reads per
+                // message 5.9 vs 5.6 KB; partitioning L0 too halved them, but cost 8% wall at 1M).
+                // Figures in ARCHITECTURE.md. fjall stores this when it creates a table, so older
+                // stores keep whole blocks (as L0_TABLES).
                 .index_block_partitioning_policy(PartitioningPolicy::new([false, true]))
                 .filter_block_partitioning_policy(PartitioningPolicy::new([false, true]))
                 .compaction_strategy(Arc::new(Leveled::default().with_l0_threshold(L0_TABLES)))
