@@ -159,7 +159,8 @@ impl HeldRecords for EmbeddedHeld {
 
     async fn release(&self, group: &str, partition: Partition, lane: Lane, through: u64) -> Result<()> {
         let _guard = self.topics.write_lock.lock().unwrap_or_else(|p| p.into_inner());
-        let start = record_key(group, partition, lane, self.floor(group, partition, lane));
+        let floor = self.floor(group, partition, lane);
+        let start = record_key(group, partition, lane, floor);
         let end = record_key(group, partition, lane, through);
         let keys = self.topics.held.range(start..=end).map(|g| g.key()).collect::<std::result::Result<Vec<_>, _>>()?;
         if keys.is_empty() {
@@ -178,8 +179,7 @@ impl HeldRecords for EmbeddedHeld {
             batch.insert(&self.topics.held, summary, codec::encode(&(left, last))?);
         }
         batch.commit()?;
-        let floor = (left > 0).then(|| through.saturating_add(1).max(self.floor(group, partition, lane)));
-        self.set_floor(group, partition, lane, floor);
+        self.set_floor(group, partition, lane, (left > 0).then(|| through.saturating_add(1).max(floor)));
         Ok(())
     }
 
