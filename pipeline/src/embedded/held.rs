@@ -70,13 +70,13 @@ impl EmbeddedHeld {
     }
 
     fn floor(&self, group: &str, partition: Partition, lane: Lane) -> u64 {
-        let floors = self.floors.lock().unwrap_or_else(|p| p.into_inner());
+        let floors = super::lock(&self.floors);
         floors.get(&(group.to_owned(), partition, lane)).copied().unwrap_or(0)
     }
 
     /// Sets (`Some`) or forgets (`None`) a lane's floor; callers hold `write_lock`.
     fn set_floor(&self, group: &str, partition: Partition, lane: Lane, floor: Option<u64>) {
-        let mut floors = self.floors.lock().unwrap_or_else(|p| p.into_inner());
+        let mut floors = super::lock(&self.floors);
         let key = (group.to_owned(), partition, lane);
         match floor {
             Some(f) => floors.insert(key, f),
@@ -99,7 +99,7 @@ impl HeldRecords for EmbeddedHeld {
             return Ok(());
         }
         self.topics.within_budget().await;
-        let _guard = self.topics.write_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let _guard = super::lock(&self.topics.write_lock);
         let (count, last) = self.summary(group, partition, lane)?;
         let lowest = records.iter().map(|r| r.seq).min().unwrap_or(0);
         if count == 0 {
@@ -131,7 +131,7 @@ impl HeldRecords for EmbeddedHeld {
     }
 
     async fn update(&self, group: &str, partition: Partition, lane: Lane, record: HeldRecord) -> Result<()> {
-        let _guard = self.topics.write_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let _guard = super::lock(&self.topics.write_lock);
         let key = record_key(group, partition, lane, record.seq);
         if !self.topics.held.contains_key(&key)? {
             return Ok(());
@@ -158,7 +158,7 @@ impl HeldRecords for EmbeddedHeld {
     }
 
     async fn release(&self, group: &str, partition: Partition, lane: Lane, through: u64) -> Result<()> {
-        let _guard = self.topics.write_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let _guard = super::lock(&self.topics.write_lock);
         let floor = self.floor(group, partition, lane);
         let start = record_key(group, partition, lane, floor);
         let end = record_key(group, partition, lane, through);
