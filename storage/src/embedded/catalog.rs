@@ -40,7 +40,7 @@ impl Catalog for EmbeddedStore {
         }
         let prefix = tenant_key(id);
         let mut left = budget.max(1);
-        for ks in [
+        let fixed = [
             &self.templates,
             &self.audiences,
             &self.recipients,
@@ -56,7 +56,8 @@ impl Catalog for EmbeddedStore {
             &self.quota,
             &self.idempotency,
             &self.stopped,
-        ] {
+        ];
+        for ks in fixed.into_iter().chain(self.legacy_claims.as_ref()) {
             let keys = ks.prefix(&prefix).take(left).map(|g| g.key()).collect::<std::result::Result<Vec<_>, _>>()?;
             if keys.is_empty() {
                 continue;

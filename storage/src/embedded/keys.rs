@@ -31,6 +31,13 @@ impl Key {
     }
 }
 
+/// A message's key in every keyspace keyed per message (rows, claims): `(tenant, campaign,
+/// bucket, id)`. Buckets follow the audience's recipient order, so a campaign writes these keys
+/// roughly in ascending order and a flushed table covers a narrow range of its campaign.
+pub fn message(k: &schemas::MessageKey) -> Vec<u8> {
+    Key::new().u64(k.tenant.0).u64(k.campaign.0).u32(k.bucket).u128(k.id.0).build()
+}
+
 /// The smallest key greater than every key starting with `prefix` (None: no upper bound).
 pub fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
     let mut end = prefix.to_vec();

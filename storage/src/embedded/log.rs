@@ -1,16 +1,13 @@
 //! `MessageLog` on the embedded store: rows, the tenant-scoped provider-id index, counters and
 //! DLQ entries, each `apply` one atomic batch.
 
-use super::keys::{read_u128, read_u32, read_u64, Key};
+use super::keys::{message as message_key, read_u128, read_u32, read_u64, Key};
 use super::{get, put, scan, EmbeddedStore};
 use crate::model::*;
 use crate::{MessageLog, Result};
 use async_trait::async_trait;
 use schemas::*;
 
-fn message_key(k: &MessageKey) -> Vec<u8> {
-    Key::new().u64(k.tenant.0).u64(k.campaign.0).u32(k.bucket).u128(k.id.0).build()
-}
 fn campaign_key(t: TenantId, c: CampaignId) -> Vec<u8> {
     Key::new().u64(t.0).u64(c.0).build()
 }

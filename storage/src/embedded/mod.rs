@@ -26,16 +26,30 @@ use serde::{de::DeserializeOwned, Serialize};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
-/// L0 tables that start a compaction into L1 (fjall's default is 4). The tables written per
-/// message (claims, message rows, provider-id index) are keyed by hashed ids, so every flushed
-/// memtable overlaps all of L1 and each L0 → L1 compaction rewrites L1 whole: waiting for 16
-/// tables rewrites it a quarter as often (and lets L1 grow 4× before it spills into L2). The
-/// cost is reads: an absent key is looked for in up to 16 L0 bloom filters. Measured, `herald
-/// bench --recipients 1000000 --tenants 4`, median of 3 alternated against 4: wall 0.88×, CPU
-/// 0.87×, peak RSS 297 vs 321 MiB (16 on the per-message tables only: wall 0.97×, 288 vs 298
-/// MiB). Below fjall's write stall (20 L0 runs) and halt (30). fjall stores a table's strategy
-/// when it creates the table, so a store created before this setting keeps 4.
+/// L0 tables that start a compaction into L1 (fjall's default is 4). Every flushed memtable
+/// holds the interleaved writes of all running campaigns, so its key range spans theirs and an
+/// L0 → L1 compaction rewrites every L1 table in between: waiting for 16 tables rewrites L1 a
+/// quarter as often. The cost is reads: an absent key is looked for in up to 16 L0 bloom
+/// filters. Measured, `herald bench --recipients 1000000 --tenants 4`, median of 3 alternated
+/// against 4: wall 0.88×, CPU 0.87×, peak RSS 297 vs 321 MiB (16 on the per-message tables
+/// only: wall 0.97×, 288 vs 298 MiB). Below fjall's write stall (20 L0 runs) and halt (30).
+/// fjall stores a table's strategy when it creates the table, so a store created before this
+/// setting keeps 4.
 const L0_TABLES: u8 = 16;
+
+/// Target size of a table beyond L0 (fjall's default is 64 MiB), which also sizes L1 (16 ×
+/// this). A smaller L1 bounds what each L0 → L1 compaction rewrites, and because message rows
+/// and claims are keyed in write order within a campaign ([`keys::message`]), what spills from
+/// L1 into L2 mostly does not overlap L2 and moves there without a rewrite. 10M x 4 (single runs,
+/// same day): 39.1k msgs/s with this and bucketed claims, 29.9k with bucketed claims and 64 MiB,
+/// 25.7k before both; figures in ARCHITECTURE.md. Stores created before keep 64 MiB (as
+/// `L0_TABLES`).
+const TABLE_BYTES: u64 = 16 << 20;
+
+/// The keyspace that held claims keyed `(tenant, campaign, id)`: hashed ids in no order, so
+/// every flushed table overlapped every table of the next level. Claims now share the message
+/// rows' bucketed key and keyspace name `claims_by_bucket`.
+const LEGACY_CLAIMS: &str = "claims";
 
 /// How far a commit is flushed before the store reports it done.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -105,7 +119,12 @@ pub struct EmbeddedStore {
     counters: Keyspace,
     messages: Keyspace,
     provider_ids: Keyspace,
+    /// Send claims, keyed like message rows ([`keys::message`]).
     claims: Keyspace,
+    /// Claims a store written before that kept under `(tenant, campaign, id)`: read when a claim
+    /// is not in `claims` (a campaign in flight across the upgrade), never written, purged with
+    /// its tenant, and dropped at open once empty. `None` in stores without any.
+    legacy_claims: Option<Keyspace>,
     dlq: Keyspace,
     providers: Keyspace,
     /// Global sender → tenant and verify-token blind index → tenant.
@@ -144,9 +163,23 @@ impl EmbeddedStore {
                 // stores keep whole blocks (as L0_TABLES).
                 .index_block_partitioning_policy(PartitioningPolicy::new([false, true]))
                 .filter_block_partitioning_policy(PartitioningPolicy::new([false, true]))
-                .compaction_strategy(Arc::new(Leveled::default().with_l0_threshold(L0_TABLES)))
+                .compaction_strategy(Arc::new(
+                    Leveled::default().with_l0_threshold(L0_TABLES).with_table_target_size(TABLE_BYTES),
+                ))
         };
         let ks = |name: &str| db.keyspace(name, options);
+        let legacy_claims = match db.keyspace_exists(LEGACY_CLAIMS) {
+            false => None,
+            true => {
+                let legacy = ks(LEGACY_CLAIMS)?;
+                if legacy.first_key_value().is_none() {
+                    db.delete_keyspace(legacy)?;
+                    None
+                } else {
+                    Some(legacy)
+                }
+            }
+        };
         Ok(Self {
             meta: ks("meta")?,
             tenants: ks("tenants")?,
@@ -160,7 +193,8 @@ impl EmbeddedStore {
             counters: ks("counters")?,
             messages: ks("messages")?,
             provider_ids: ks("provider_ids")?,
-            claims: ks("claims")?,
+            claims: ks("claims_by_bucket")?,
+            legacy_claims,
             dlq: ks("dlq")?,
             providers: ks("providers")?,
             provider_index: ks("provider_index")?,

@@ -4,7 +4,7 @@
 //! starts them afresh: leases are free, buckets full — empty, to keep pacing exact — and
 //! statuses are read from the catalog until the lifecycle publishes them again).
 
-use super::keys::Key;
+use super::keys::{self, Key};
 use super::recent;
 use super::{get, put, EmbeddedStore};
 use crate::model::*;
@@ -48,7 +48,13 @@ impl EmbeddedState {
         if let Some(known) = recent.get(key) {
             return Ok(known);
         }
-        get(&self.store.claims, &claim_key(key))
+        match get(&self.store.claims, &keys::message(key))? {
+            Some(claim) => Ok(Some(claim)),
+            None => match &self.store.legacy_claims {
+                Some(legacy) => get(legacy, &legacy_claim_key(key)),
+                None => Ok(None),
+            },
+        }
     }
 
     /// One atomic batch of claim compare-and-sets (under `cas_lock`).
@@ -58,7 +64,7 @@ impl EmbeddedState {
         for w in writes {
             let ok = claim_applies(self.claim_at(recent, &w.key)?.as_ref(), w);
             if ok {
-                put(&mut batch, &self.store.claims, claim_key(&w.key), &w.claim)?;
+                put(&mut batch, &self.store.claims, keys::message(&w.key), &w.claim)?;
                 // Later writes in this batch compare with this one (settled ones leave the
                 // cache once the batch is written).
                 recent.put(&w.key, Some(w.claim.clone()));
@@ -75,7 +81,9 @@ impl EmbeddedState {
     }
 }
 
-fn claim_key(k: &MessageKey) -> Vec<u8> {
+/// Where stores written before claims were keyed by bucket keep them (read-only; see
+/// `EmbeddedStore::legacy_claims`).
+fn legacy_claim_key(k: &MessageKey) -> Vec<u8> {
     Key::new().u64(k.tenant.0).u64(k.campaign.0).u128(k.id.0).build()
 }
 fn idempotency_key(t: TenantId, scope: &str, key: &str) -> Vec<u8> {

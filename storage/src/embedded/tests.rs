@@ -69,6 +69,49 @@ fn claims_counters_and_ids_survive_reopen() {
     });
 }
 
+/// A store written before claims were keyed by bucket: its claims stay binding (a campaign in
+/// flight across the upgrade must not send twice), new writes go to the bucketed keyspace, a
+/// purge removes the old ones, and the old keyspace is dropped at open once empty.
+#[test]
+fn claims_of_an_older_store_still_bind() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = |r: u64| MessageKey {
+        tenant: TenantId(7),
+        campaign: CampaignId(2),
+        bucket: storage_bucket(r),
+        id: MessageId::derive(TenantId(7), CampaignId(2), RecipientId(r), Channel::WhatsApp),
+    };
+    let done = Claim::Done { attempt: 1, outcome: OutcomeKind::Cancelled, letter: None, receipt: false };
+    {
+        // What such a store holds: claims under `(tenant, campaign, id)` in `claims`.
+        let db = fjall::Database::builder(dir.path()).open().unwrap();
+        let old = db.keyspace(LEGACY_CLAIMS, fjall::KeyspaceCreateOptions::default).unwrap();
+        let old_key = keys::Key::new().u64(7).u64(2).u128(key(1).id.0).build();
+        old.insert(old_key, codec::encode(&done).unwrap()).unwrap();
+        db.persist(PersistMode::SyncAll).unwrap();
+    }
+    rt().block_on(async {
+        let store = Arc::new(open(dir.path()));
+        assert!(store.legacy_claims.is_some());
+        let state = EmbeddedState::new(store.clone());
+        assert_eq!(state.get_claims(&[key(1), key(2)]).await.unwrap(), vec![Some(done.clone()), None]);
+        let fresh = |k| ClaimWrite { key: k, expected: None, claim: Claim::InFlight { attempt: 1, at_ms: 9 } };
+        // The old claim is what a fresh claim is compared with: it is refused.
+        assert_eq!(state.put_claims(&[fresh(key(1)), fresh(key(2))], None).await.unwrap(), vec![false, true]);
+        assert!(store.claims.contains_key(keys::message(&key(2))).unwrap());
+        assert_eq!(store.legacy_claims.as_ref().unwrap().len().unwrap(), 1, "the old keyspace is never written");
+        while !store.purge_tenant(TenantId(7), 1_000).await.unwrap() {}
+        assert_eq!(state.get_claims(&[key(1), key(2)]).await.unwrap(), vec![None, None]);
+    });
+    let store = open(dir.path());
+    assert!(store.legacy_claims.is_none(), "an empty old keyspace is dropped");
+    assert!(!store.db.keyspace_exists(LEGACY_CLAIMS));
+}
+
+fn storage_bucket(r: u64) -> u32 {
+    crate::bucket_of(RecipientId(r))
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(24))]
     /// The message log against a BTreeMap oracle: last write wins, scans are ordered by
