@@ -48,12 +48,12 @@ impl EmbeddedState {
         if let Some(known) = recent.get(key) {
             return Ok(known);
         }
-        match get(&self.store.claims, &keys::message(key))? {
-            Some(claim) => Ok(Some(claim)),
-            None => match &self.store.legacy_claims {
-                Some(legacy) => get(legacy, &legacy_claim_key(key)),
-                None => Ok(None),
-            },
+        if let Some(claim) = get(&self.store.claims, &keys::message(key))? {
+            return Ok(Some(claim));
+        }
+        match &self.store.legacy_claims {
+            Some(legacy) => get(legacy, &legacy_claim_key(key)),
+            None => Ok(None),
         }
     }
 
@@ -83,7 +83,7 @@ impl EmbeddedState {
 
 /// Where stores written before claims were keyed by bucket keep them (read-only; see
 /// `EmbeddedStore::legacy_claims`).
-fn legacy_claim_key(k: &MessageKey) -> Vec<u8> {
+pub(super) fn legacy_claim_key(k: &MessageKey) -> Vec<u8> {
     Key::new().u64(k.tenant.0).u64(k.campaign.0).u128(k.id.0).build()
 }
 fn idempotency_key(t: TenantId, scope: &str, key: &str) -> Vec<u8> {

@@ -78,7 +78,7 @@ fn claims_of_an_older_store_still_bind() {
     let key = |r: u64| MessageKey {
         tenant: TenantId(7),
         campaign: CampaignId(2),
-        bucket: storage_bucket(r),
+        bucket: crate::bucket_of(RecipientId(r)),
         id: MessageId::derive(TenantId(7), CampaignId(2), RecipientId(r), Channel::WhatsApp),
     };
     let done = Claim::Done { attempt: 1, outcome: OutcomeKind::Cancelled, letter: None, receipt: false };
@@ -86,8 +86,7 @@ fn claims_of_an_older_store_still_bind() {
         // What such a store holds: claims under `(tenant, campaign, id)` in `claims`.
         let db = fjall::Database::builder(dir.path()).open().unwrap();
         let old = db.keyspace(LEGACY_CLAIMS, fjall::KeyspaceCreateOptions::default).unwrap();
-        let old_key = keys::Key::new().u64(7).u64(2).u128(key(1).id.0).build();
-        old.insert(old_key, codec::encode(&done).unwrap()).unwrap();
+        old.insert(super::state::legacy_claim_key(&key(1)), codec::encode(&done).unwrap()).unwrap();
         db.persist(PersistMode::SyncAll).unwrap();
     }
     rt().block_on(async {
@@ -106,10 +105,6 @@ fn claims_of_an_older_store_still_bind() {
     let store = open(dir.path());
     assert!(store.legacy_claims.is_none(), "an empty old keyspace is dropped");
     assert!(!store.db.keyspace_exists(LEGACY_CLAIMS));
-}
-
-fn storage_bucket(r: u64) -> u32 {
-    crate::bucket_of(RecipientId(r))
 }
 
 proptest! {
