@@ -86,8 +86,8 @@ pub struct EmbeddedStoreConfig {
     pub write_budget_bytes: u64,
     /// fjall background threads (flush + compaction). Measured trade-off on 2 cores: with 2,
     /// fjall 3.1's worker 0 re-queues compaction requests to itself and spins while the other
-    /// compacts, so it runs in `SCHED_IDLE` (`embedded/workers.rs`); with 1, compaction falls behind on
-    /// large runs and memory grows (5M recipients: +86 MiB vs +36 MiB). Default 2.
+    /// compacts, so it runs in `SCHED_IDLE` (`embedded/workers.rs`); with 1, compaction falls
+    /// behind on large runs and memory grows (5M recipients: +86 MiB vs +36 MiB). Default 2.
     pub worker_threads: usize,
 }
 

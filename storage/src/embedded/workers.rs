@@ -33,7 +33,8 @@ pub(super) fn open_idling_worker_zero(builder: DatabaseBuilder<Database>, worker
     let _opening = OPENING.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
     let before = worker_threads();
     let db = builder.worker_threads(workers).open()?;
-    if workers > 1 {
+    // Off Linux there is no `/proc` to find the threads in, nor `SCHED_IDLE`.
+    if workers > 1 && cfg!(target_os = "linux") {
         match spawned_first(&before, workers) {
             Some(tid) => idle(tid),
             None => tracing::debug!("fjall's worker 0 not told apart; its class is left as it is"),
@@ -70,7 +71,6 @@ fn first_allocated(mut tids: Vec<i32>, pid_max: i32) -> Option<i32> {
     Some(best.1)
 }
 
-#[cfg(target_os = "linux")]
 fn worker_threads() -> Vec<i32> {
     let Ok(tasks) = std::fs::read_dir("/proc/self/task") else { return Vec::new() };
     tasks
@@ -82,7 +82,6 @@ fn worker_threads() -> Vec<i32> {
         .collect()
 }
 
-#[cfg(target_os = "linux")]
 fn pid_max() -> i32 {
     std::fs::read_to_string("/proc/sys/kernel/pid_max").ok().and_then(|s| s.trim().parse().ok()).unwrap_or(1 << 22)
 }
@@ -96,16 +95,6 @@ fn idle(tid: i32) {
     if rc != 0 {
         tracing::debug!(tid, error = %std::io::Error::last_os_error(), "fjall's worker 0 kept its class");
     }
-}
-
-#[cfg(not(target_os = "linux"))]
-fn worker_threads() -> Vec<i32> {
-    Vec::new()
-}
-
-#[cfg(not(target_os = "linux"))]
-fn pid_max() -> i32 {
-    1 << 22
 }
 
 #[cfg(not(target_os = "linux"))]
