@@ -38,6 +38,9 @@ pub fn message(k: &schemas::MessageKey) -> Vec<u8> {
     Key::new().u64(k.tenant.0).u64(k.campaign.0).u32(k.bucket).u128(k.id.0).build()
 }
 
+/// Length of a [`message`] key's `(tenant, campaign, bucket)` prefix; the id follows.
+pub const MESSAGE_BUCKET_PREFIX: usize = 20;
+
 /// The smallest key greater than every key starting with `prefix` (None: no upper bound).
 pub fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
     let mut end = prefix.to_vec();

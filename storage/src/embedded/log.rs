@@ -2,7 +2,7 @@
 //! DLQ entries, each `apply` one atomic batch.
 
 use super::keys::{message as message_key, read_u128, read_u32, read_u64, Key};
-use super::{get, put, scan, EmbeddedStore};
+use super::{bucket_fingerprints, get, put, scan, EmbeddedStore};
 use crate::model::*;
 use crate::{MessageLog, Result};
 use async_trait::async_trait;
@@ -26,7 +26,17 @@ fn dlq_key(k: &MessageKey) -> Vec<u8> {
 #[async_trait]
 impl MessageLog for EmbeddedStore {
     async fn get_messages(&self, keys: &[MessageKey]) -> Result<Vec<Option<MessageRecord>>> {
-        keys.iter().map(|k| get(&self.messages, &message_key(k))).collect()
+        // Which rows may exist, decided first so the reads below do not hold the lock.
+        let may_exist = {
+            let mut presence = self.row_presence.lock().unwrap_or_else(|p| p.into_inner());
+            keys.iter()
+                .map(|k| presence.may_exist(k, || bucket_fingerprints(&self.messages, k)))
+                .collect::<Result<Vec<bool>>>()?
+        };
+        keys.iter()
+            .zip(may_exist)
+            .map(|(k, may)| if may { get(&self.messages, &message_key(k)) } else { Ok(None) })
+            .collect()
     }
 
     async fn lookup_provider_ids(
@@ -71,6 +81,7 @@ impl MessageLog for EmbeddedStore {
                 put(&mut wb, &self.provider_ids, provider_key(w.key.tenant, provider, id), &w.key)?;
             }
         }
+        let rows: Vec<MessageKey> = batch.writes.iter().map(|w| w.key).collect();
         for (tenant, campaign, counters) in &batch.counters {
             put(&mut wb, &self.counters, campaign_key(*tenant, *campaign), counters)?;
             put(&mut wb, &self.counters, timeline_key(*tenant, *campaign, timeline_window(batch.at_ms)), counters)?;
@@ -81,7 +92,12 @@ impl MessageLog for EmbeddedStore {
         for entry in &batch.dead_letters {
             put(&mut wb, &self.dlq, dlq_key(&entry.key), entry)?;
         }
-        Ok(wb.commit()?)
+        // Known to the presence sets before the commit, and kept from being dropped until it
+        // is done (see `presence`); the one writer per campaign reads them only after.
+        self.row_presence.lock().unwrap_or_else(|p| p.into_inner()).writing(&rows);
+        let committed = wb.commit();
+        self.row_presence.lock().unwrap_or_else(|p| p.into_inner()).written(&rows);
+        Ok(committed?)
     }
 
     async fn scan_messages(

@@ -11,6 +11,7 @@ mod audiences;
 mod catalog;
 mod keys;
 mod log;
+mod presence;
 mod providers;
 mod recent;
 mod state;
@@ -140,6 +141,10 @@ pub struct EmbeddedStore {
     cas_lock: Mutex<()>,
     /// Claims read or written lately (taken under `cas_lock`; see [`recent`]).
     recent_claims: Mutex<recent::RecentClaims>,
+    /// Which claims exist, per bucket (taken under `cas_lock`; see [`presence`]).
+    claim_presence: Mutex<presence::Presence>,
+    /// Which message rows exist, per bucket (see [`presence`]).
+    row_presence: Mutex<presence::Presence>,
 }
 
 impl EmbeddedStore {
@@ -210,6 +215,8 @@ impl EmbeddedStore {
             sequence_lock: Mutex::new(()),
             cas_lock: Mutex::new(()),
             recent_claims: Mutex::default(),
+            claim_presence: Mutex::default(),
+            row_presence: Mutex::default(),
             db,
         })
     }
@@ -246,6 +253,17 @@ fn get<T: DeserializeOwned>(ks: &Keyspace, key: &[u8]) -> Result<Option<T>> {
         Some(bytes) => Ok(Some(codec::decode(&bytes)?)),
         None => Ok(None),
     }
+}
+
+/// The fingerprints ([`presence::fingerprint`]) of the keys `ks` holds in `key`'s bucket (a
+/// keyspace keyed by [`keys::message`]).
+fn bucket_fingerprints(ks: &Keyspace, key: &schemas::MessageKey) -> Result<Vec<u32>> {
+    let prefix = &keys::message(key)[..keys::MESSAGE_BUCKET_PREFIX];
+    let mut out = Vec::new();
+    for guard in ks.prefix(prefix) {
+        out.push(presence::fingerprint(keys::read_u128(&guard.key()?, keys::MESSAGE_BUCKET_PREFIX)));
+    }
+    Ok(out)
 }
 
 fn put<T: Serialize>(batch: &mut pipeline::embedded::Batch, ks: &Keyspace, key: Vec<u8>, value: &T) -> Result<()> {

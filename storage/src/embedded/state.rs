@@ -5,8 +5,9 @@
 //! statuses are read from the catalog until the lifecycle publishes them again).
 
 use super::keys::{self, Key};
+use super::presence::Presence;
 use super::recent;
-use super::{get, put, EmbeddedStore};
+use super::{bucket_fingerprints, get, put, EmbeddedStore};
 use crate::model::*;
 use crate::state::{
     claim_applies, fence_admits, lease_step, ClaimWrite, Fence, Lease, LeaseStep, Pace, SharedState, TokenGrant,
@@ -44,12 +45,19 @@ impl EmbeddedState {
 impl EmbeddedState {
     /// The claim at `key`, from the in-flight cache or the store. Called under `cas_lock`,
     /// which keeps the cache coherent with the store.
-    fn claim_at(&self, recent: &recent::RecentClaims, key: &MessageKey) -> Result<Option<Claim>> {
+    fn claim_at(
+        &self,
+        recent: &recent::RecentClaims,
+        presence: &mut Presence,
+        key: &MessageKey,
+    ) -> Result<Option<Claim>> {
         if let Some(known) = recent.get(key) {
             return Ok(known);
         }
-        if let Some(claim) = get(&self.store.claims, &keys::message(key))? {
-            return Ok(Some(claim));
+        if presence.may_exist(key, || bucket_fingerprints(&self.store.claims, key))? {
+            if let Some(claim) = get(&self.store.claims, &keys::message(key))? {
+                return Ok(Some(claim));
+            }
         }
         match &self.store.legacy_claims {
             Some(legacy) => get(legacy, &legacy_claim_key(key)),
@@ -58,20 +66,31 @@ impl EmbeddedState {
     }
 
     /// One atomic batch of claim compare-and-sets (under `cas_lock`).
-    fn compare_and_put(&self, recent: &mut recent::RecentClaims, writes: &[ClaimWrite]) -> Result<Vec<bool>> {
+    fn compare_and_put(
+        &self,
+        recent: &mut recent::RecentClaims,
+        presence: &mut Presence,
+        writes: &[ClaimWrite],
+    ) -> Result<Vec<bool>> {
         let mut batch = self.store.batch();
         let mut applied = Vec::with_capacity(writes.len());
+        let mut keys_written = Vec::with_capacity(writes.len());
         for w in writes {
-            let ok = claim_applies(self.claim_at(recent, &w.key)?.as_ref(), w);
+            let ok = claim_applies(self.claim_at(recent, presence, &w.key)?.as_ref(), w);
             if ok {
                 put(&mut batch, &self.store.claims, keys::message(&w.key), &w.claim)?;
+                keys_written.push(w.key);
                 // Later writes in this batch compare with this one (settled ones leave the
                 // cache once the batch is written).
                 recent.put(&w.key, Some(w.claim.clone()));
             }
             applied.push(ok);
         }
-        batch.commit()?;
+        // Under `cas_lock`, so no read of these keys can come between this and the commit.
+        presence.writing(&keys_written);
+        let committed = batch.commit();
+        presence.written(&keys_written);
+        committed?;
         for (w, ok) in writes.iter().zip(&applied) {
             if *ok && !matches!(w.claim, Claim::InFlight { .. }) {
                 recent.remove(&w.key);
@@ -126,7 +145,8 @@ impl SharedState for EmbeddedState {
     async fn get_claims(&self, keys: &[MessageKey]) -> Result<Vec<Option<Claim>>> {
         let _guard = self.store.cas_lock.lock().unwrap_or_else(|p| p.into_inner());
         let recent = self.store.recent_claims.lock().unwrap_or_else(|p| p.into_inner());
-        keys.iter().map(|k| self.claim_at(&recent, k)).collect()
+        let mut presence = self.store.claim_presence.lock().unwrap_or_else(|p| p.into_inner());
+        keys.iter().map(|k| self.claim_at(&recent, &mut presence, k)).collect()
     }
 
     async fn put_claims(&self, writes: &[ClaimWrite], fence: Option<&Fence>) -> Result<Vec<bool>> {
@@ -139,7 +159,8 @@ impl SharedState for EmbeddedState {
         self.store.within_budget().await;
         let _guard = self.store.cas_lock.lock().unwrap_or_else(|p| p.into_inner());
         let mut recent = self.store.recent_claims.lock().unwrap_or_else(|p| p.into_inner());
-        let written = self.compare_and_put(&mut recent, writes);
+        let mut presence = self.store.claim_presence.lock().unwrap_or_else(|p| p.into_inner());
+        let written = self.compare_and_put(&mut recent, &mut presence, writes);
         if written.is_err() {
             // Nothing was written: what the cache learned from this batch is not true.
             recent.clear();

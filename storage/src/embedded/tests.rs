@@ -150,3 +150,45 @@ proptest! {
         })?;
     }
 }
+
+/// The presence sets (`presence.rs`) answer "absent" without reading the store: what was written
+/// before, in this process or before a reopen, must still be found, and a claim from absent
+/// must still be refused when one exists.
+#[test]
+fn rows_and_claims_are_found_whatever_the_presence_sets_held() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = |i: u64| MessageKey {
+        tenant: TenantId(1),
+        campaign: CampaignId(1),
+        bucket: (i / 3) as u32,
+        id: MessageId::derive(TenantId(1), CampaignId(1), RecipientId(i), Channel::Sms),
+    };
+    let in_flight =
+        |i: u64| ClaimWrite { key: key(i), expected: None, claim: Claim::InFlight { attempt: 1, at_ms: i } };
+    let rows = |range: std::ops::Range<u64>| LogBatch {
+        writes: range.map(|i| LogWrite { key: key(i), record: record(i, MessageStatus::Sent), index: None }).collect(),
+        ..Default::default()
+    };
+    rt().block_on(async {
+        let store = Arc::new(open(dir.path()));
+        let state = EmbeddedState::new(store.clone());
+        // Buckets 0 and 1 are loaded empty, then written.
+        assert_eq!(store.get_messages(&[key(0), key(3)]).await.unwrap(), vec![None, None]);
+        assert_eq!(state.get_claims(&[key(0), key(3)]).await.unwrap(), vec![None, None]);
+        store.apply(rows(0..4)).await.unwrap();
+        assert_eq!(state.put_claims(&[in_flight(0), in_flight(3)], None).await.unwrap(), vec![true, true]);
+        let found = store.get_messages(&[key(0), key(3), key(4)]).await.unwrap();
+        assert_eq!(found.iter().map(Option::is_some).collect::<Vec<_>>(), vec![true, true, false]);
+        assert_eq!(state.put_claims(&[in_flight(0), in_flight(1)], None).await.unwrap(), vec![false, true]);
+    });
+    rt().block_on(async {
+        // A fresh process loads the buckets from the store.
+        let store = Arc::new(open(dir.path()));
+        let state = EmbeddedState::new(store.clone());
+        let found = store.get_messages(&[key(1), key(2), key(3), key(5)]).await.unwrap();
+        assert_eq!(found.iter().map(Option::is_some).collect::<Vec<_>>(), vec![true, true, true, false]);
+        let claims = state.get_claims(&[key(0), key(1), key(2), key(3)]).await.unwrap();
+        assert_eq!(claims.iter().map(Option::is_some).collect::<Vec<_>>(), vec![true, true, false, true]);
+        assert_eq!(state.put_claims(&[in_flight(3), in_flight(2)], None).await.unwrap(), vec![false, true]);
+    });
+}
