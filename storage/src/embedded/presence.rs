@@ -7,7 +7,7 @@
 //! 1M x 4: ~16% of the engine's CPU samples, half in deliver's claims, half in reconcile's rows.
 //!
 //! **Exactness.** A bucket's set is *loaded* once from the store (one prefix scan of the
-//! bucket, at most [`storage::BUCKET_SIZE`] keys) and from then on every write of a key in it
+//! bucket, at most [`crate::BUCKET_SIZE`] keys) and from then on every write of a key in it
 //! is added here before it is committed. So "absent" is only answered for a loaded bucket whose
 //! set lacks the key, and then the store cannot hold it. The other answer, "may exist", sends the
 //! caller to the store as before: a 32-bit fingerprint that collides, a write that failed, or a
