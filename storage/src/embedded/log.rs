@@ -1,7 +1,7 @@
 //! `MessageLog` on the embedded store: rows, the tenant-scoped provider-id index, counters and
 //! DLQ entries, each `apply` one atomic batch.
 
-use super::keys::{message as message_key, read_u128, read_u32, read_u64, Key};
+use super::keys::{message as message_key, read_u128, read_u32, read_u64, Key, MESSAGE_BUCKET_PREFIX};
 use super::{bucket_fingerprints, get, put, scan, EmbeddedStore};
 use crate::model::*;
 use crate::{MessageLog, Result};
@@ -120,7 +120,12 @@ impl MessageLog for EmbeddedStore {
         Ok(scan::<MessageRecord>(&self.messages, &prefix, start, limit)?
             .into_iter()
             .map(|(k, rec)| {
-                let key = MessageKey { tenant, campaign, bucket: read_u32(&k, 16), id: MessageId(read_u128(&k, 20)) };
+                let key = MessageKey {
+                    tenant,
+                    campaign,
+                    bucket: read_u32(&k, 16),
+                    id: MessageId(read_u128(&k, MESSAGE_BUCKET_PREFIX)),
+                };
                 (key, rec)
             })
             .collect())
