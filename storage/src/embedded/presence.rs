@@ -13,9 +13,12 @@
 //! caller to the store as before: a 32-bit fingerprint that collides, a write that failed, or a
 //! key deleted behind this set's back (a tenant purge) only costs that read.
 //!
-//! **Bounded** by [`Presence::MAX_IDS`] fingerprints: past it the least recently used buckets
-//! are dropped (and loaded again if touched), never one with a write in flight — dropping that
-//! one and loading it before its commit lands would miss the key for good.
+//! **Bounded** by [`Presence::MAX_IDS`] fingerprints: past it idle buckets are dropped (and
+//! loaded again if touched), never one with a write in flight — dropping that one and loading
+//! it before its commit lands would miss the key for good. The bound is shared between tenants
+//! fairly: buckets of tenants holding more than an equal share go first (least recently used
+//! first), so a tenant running many campaigns at once drops its own buckets, not another's
+//! within its share. What a dropped bucket costs is one prefix scan, never a wrong answer.
 //!
 //! It is not a cache of values, and it is not shared between processes: it is coherent only
 //! because every write of its keyspace goes through this process's store, and (for message
@@ -103,15 +106,25 @@ impl Presence {
         }
     }
 
-    /// Drops least recently used buckets without writes in flight until a quarter is free.
+    /// Drops buckets without writes in flight until a quarter is free: first those of tenants
+    /// over an equal share of the bound, then the rest, least recently used first in each.
     fn trim(&mut self) {
         if self.held <= Self::MAX_IDS {
             return;
         }
-        let mut idle: Vec<(u64, BucketId)> =
-            self.buckets.iter().filter(|(_, b)| b.writing == 0).map(|(id, b)| (b.used, *id)).collect();
+        let mut per_tenant: HashMap<TenantId, usize> = HashMap::new();
+        for ((tenant, _, _), bucket) in &self.buckets {
+            *per_tenant.entry(*tenant).or_default() += bucket.ids.len();
+        }
+        let share = Self::MAX_IDS / per_tenant.len().max(1);
+        let mut idle: Vec<(bool, u64, BucketId)> = self
+            .buckets
+            .iter()
+            .filter(|(_, b)| b.writing == 0)
+            .map(|(id, b)| (per_tenant[&id.0] <= share, b.used, *id))
+            .collect();
         idle.sort_unstable();
-        for (_, id) in idle {
+        for (_, _, id) in idle {
             if self.held <= Self::MAX_IDS / 4 * 3 {
                 break;
             }
@@ -134,7 +147,11 @@ mod tests {
     use schemas::MessageId;
 
     fn key(bucket: u32, n: u128) -> MessageKey {
-        MessageKey { tenant: TenantId(1), campaign: CampaignId(2), bucket, id: MessageId(n << 70 | n) }
+        tenant_key(1, bucket, n)
+    }
+
+    fn tenant_key(tenant: u64, bucket: u32, n: u128) -> MessageKey {
+        MessageKey { tenant: TenantId(tenant), campaign: CampaignId(2), bucket, id: MessageId(n << 70 | n) }
     }
 
     #[test]
@@ -185,5 +202,28 @@ mod tests {
         })
         .unwrap();
         assert!(reloaded, "the least recently used bucket was dropped and loads again");
+    }
+
+    #[test]
+    fn a_tenant_over_its_share_drops_its_own_buckets_first() {
+        let mut p = Presence::default();
+        let per_bucket = 10_000u128;
+        let full =
+            |t: u64, b: u32| move || Ok((0..per_bucket).map(|i| fingerprint(tenant_key(t, b, i + 100).id.0)).collect());
+        // The victim loads one bucket first, so it is the least recently used from then on.
+        assert!(!p.may_exist(&tenant_key(7, 0, 1), full(7, 0)).unwrap());
+        // A noisy tenant touches more buckets than the whole bound holds.
+        for b in 0..(Presence::MAX_IDS as u128 / per_bucket * 2) as u32 {
+            p.may_exist(&tenant_key(1, b, 0), full(1, b)).unwrap();
+        }
+        assert!(p.held() <= Presence::MAX_IDS, "bounded: {}", p.held());
+        assert!(!p.may_exist(&tenant_key(7, 0, 1), || panic!("the victim's bucket was dropped")).unwrap());
+        let mut reloaded = false;
+        p.may_exist(&tenant_key(1, 0, 0), || {
+            reloaded = true;
+            Ok(Vec::new())
+        })
+        .unwrap();
+        assert!(reloaded, "the noisy tenant's oldest bucket was dropped");
     }
 }
