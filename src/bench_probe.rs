@@ -41,6 +41,9 @@ pub struct ProbeReport {
     pub first_call_max_ms: u64,
     /// Send → the probe's last provider call, ms (the whole small campaign).
     pub last_call_p99_ms: u64,
+    /// Send → first provider call of each probe, ms, in the order they were sent (one per
+    /// second from the start of the run), so a slow one can be placed in the run.
+    pub first_call_ms: Vec<u64>,
 }
 
 /// Creates `n` probe tenants, each with a draft campaign of [`PROBE_RECIPIENTS`].
@@ -105,6 +108,7 @@ pub(crate) fn report(sent: &[Probe], ledger: &Ledger) -> Option<ProbeReport> {
             None => (now.saturating_sub(p.sent_ms), now.saturating_sub(p.sent_ms)),
         })
         .unzip();
+    let first_call_ms = first.clone();
     first.sort_unstable();
     last.sort_unstable();
     Some(ProbeReport {
@@ -114,6 +118,7 @@ pub(crate) fn report(sent: &[Probe], ledger: &Ledger) -> Option<ProbeReport> {
         first_call_p99_ms: quantile(&first, 0.99),
         first_call_max_ms: quantile(&first, 1.0),
         last_call_p99_ms: quantile(&last, 0.99),
+        first_call_ms,
     })
 }
 

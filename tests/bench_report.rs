@@ -46,6 +46,10 @@ fn probes_sent_behind_a_running_campaign_report_their_wait() {
     assert!(ms("first_call_p50_ms") <= ms("first_call_p99_ms"), "{report}");
     assert!(ms("first_call_p99_ms") <= ms("first_call_max_ms"), "{report}");
     assert!(ms("last_call_p99_ms") >= ms("first_call_p99_ms"), "{report}");
+    let each: Vec<u64> =
+        probes["first_call_ms"].as_array().expect("first_call_ms").iter().filter_map(|v| v.as_u64()).collect();
+    assert_eq!(each.len(), 2, "one wait per probe sent: {report}");
+    assert_eq!(each.iter().max().copied(), Some(ms("first_call_max_ms")), "{report}");
 }
 
 #[test]
