@@ -27,16 +27,25 @@ fn dlq_key(k: &MessageKey) -> Vec<u8> {
 impl MessageLog for EmbeddedStore {
     async fn get_messages(&self, keys: &[MessageKey]) -> Result<Vec<Option<MessageRecord>>> {
         // Which rows may exist, decided first so the reads below do not hold the lock.
-        let may_exist = {
+        let known: Vec<Option<bool>> = {
             let mut presence = self.row_presence.lock().unwrap_or_else(|p| p.into_inner());
-            keys.iter()
-                .map(|k| presence.may_exist(k, || bucket_fingerprints(&self.messages, k)))
-                .collect::<Result<Vec<bool>>>()?
+            keys.iter().map(|k| presence.may_exist(k)).collect()
         };
-        keys.iter()
-            .zip(may_exist)
-            .map(|(k, may)| if may { get(&self.messages, &message_key(k)) } else { Ok(None) })
-            .collect()
+        let rows = keys
+            .iter()
+            .zip(&known)
+            .map(|(k, known)| if *known == Some(false) { Ok(None) } else { get(&self.messages, &message_key(k)) })
+            .collect::<Result<Vec<Option<MessageRecord>>>>()?;
+        // A miss in a bucket not loaded: first writes are under way there, so load it.
+        let mut presence = None;
+        for ((key, known), row) in keys.iter().zip(&known).zip(&rows) {
+            if known.is_none() && row.is_none() {
+                let presence =
+                    presence.get_or_insert_with(|| self.row_presence.lock().unwrap_or_else(|p| p.into_inner()));
+                presence.load(key, || bucket_fingerprints(&self.messages, key))?;
+            }
+        }
+        Ok(rows)
     }
 
     async fn lookup_provider_ids(

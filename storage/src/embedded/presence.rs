@@ -6,18 +6,24 @@
 //! in every L0 table's bloom filter and in one table per level. Measured before this module at
 //! 1M x 4: ~16% of the engine's CPU samples, half in deliver's claims, half in reconcile's rows.
 //!
-//! **Exactness.** A bucket's set is *loaded* once from the store (one prefix scan of the
-//! bucket, at most [`crate::BUCKET_SIZE`] keys) and from then on every write of a key in it
-//! is added here before it is committed. So "absent" is only answered for a loaded bucket whose
-//! set lacks the key, and then the store cannot hold it. The other answer, "may exist", sends the
-//! caller to the store as before: a 32-bit fingerprint that collides, a write that failed, or a
-//! key deleted behind this set's back (a tenant purge) only costs that read.
+//! **Exactness.** A bucket's set is *loaded* from the store (one prefix scan of the bucket, at
+//! most [`crate::BUCKET_SIZE`] keys) and from then on every write of a key in it is added here
+//! before it is committed. So "absent" is only answered for a loaded bucket whose set lacks the
+//! key, and then the store cannot hold it. The other answers, "may exist" and "not loaded", send
+//! the caller to the store as before: a 32-bit fingerprint that collides, a write that failed,
+//! or a key deleted behind this set's back (a tenant purge) only costs that read.
+//!
+//! **Loaded only where keys are missing.** A bucket is loaded after a store read found a key of
+//! it absent, never on a read that found its key: so a bucket whose keys all exist (reconcile
+//! reading rows to apply receipts to, long after their first write) costs no scan and does not
+//! push out the buckets being written for the first time. Unloaded, a bucket is held only while
+//! a write to it is in flight (so that a load racing that write keeps its keys).
 //!
 //! **Bounded** by [`Presence::MAX_IDS`] fingerprints: past it idle buckets are dropped (and
-//! loaded again if touched), never one with a write in flight — dropping that one and loading
-//! it before its commit lands would miss the key for good. The bound is shared between tenants
-//! fairly: buckets of tenants holding more than an equal share go first (least recently used
-//! first), so a tenant running many campaigns at once drops its own buckets, not another's
+//! loaded again after their next miss), never one with a write in flight — dropping that one and
+//! loading it before its commit lands would miss the key for good. The bound is shared between
+//! tenants fairly: buckets of tenants holding more than an equal share go first (least recently
+//! used first), so a tenant running many campaigns at once drops its own buckets, not another's
 //! within its share. What a dropped bucket costs is one prefix scan, never a wrong answer.
 //!
 //! It is not a cache of values, and it is not shared between processes: it is coherent only
@@ -59,16 +65,26 @@ pub struct Presence {
 }
 
 impl Presence {
-    /// Fingerprints held at most (~8 bytes each in the set): 8 full buckets, twice the buckets
-    /// 4 campaigns write at once; a dropped bucket costs one prefix scan when it is touched again.
-    pub const MAX_IDS: usize = 80_000;
+    /// Fingerprints held at most (~8 bytes each in the set, ~1.3 MiB): 16 full buckets. A
+    /// campaign's chunks are rendered on every partition, so it writes first keys in several
+    /// buckets at once: at 1M x 4 a bound of 80,000 reloaded ~1.5M fingerprints a run, this one
+    /// ~0.3M (`bucket_fingerprints` was 6.5% of the CPU when every read loaded).
+    pub const MAX_IDS: usize = 160_000;
 
-    /// `false` only when no key `key` is in the store for certain. `load` lists the
-    /// fingerprints of the keys the store holds in `key`'s bucket; it is called when the bucket
-    /// is not loaded.
-    pub fn may_exist(&mut self, key: &MessageKey, load: impl FnOnce() -> Result<Vec<u32>>) -> Result<bool> {
+    /// `Some(false)` only when no key `key` is in the store for certain, `Some(true)` when it
+    /// may be there, `None` when its bucket is not loaded. After `None`, the caller reads the
+    /// store and, when the key is not there, [`Self::load`]s the bucket.
+    pub fn may_exist(&mut self, key: &MessageKey) -> Option<bool> {
         self.clock += 1;
-        let fp = fingerprint(key.id.0);
+        let bucket = self.buckets.get_mut(&bucket_of(key)).filter(|b| b.loaded)?;
+        bucket.used = self.clock;
+        Some(bucket.ids.contains(&fingerprint(key.id.0)))
+    }
+
+    /// Loads `key`'s bucket unless it is loaded: `load` lists the fingerprints of the keys the
+    /// store holds in it. Called after a store read found `key` absent.
+    pub fn load(&mut self, key: &MessageKey, load: impl FnOnce() -> Result<Vec<u32>>) -> Result<()> {
+        self.clock += 1;
         let bucket = self.buckets.entry(bucket_of(key)).or_default();
         bucket.used = self.clock;
         if !bucket.loaded {
@@ -77,9 +93,8 @@ impl Presence {
             bucket.loaded = true;
             self.held += bucket.ids.len() - before;
         }
-        let found = bucket.ids.contains(&fp);
         self.trim();
-        Ok(found)
+        Ok(())
     }
 
     /// Records that `keys` are about to be written; [`Self::written`] must follow with the same
@@ -97,11 +112,16 @@ impl Presence {
         self.trim();
     }
 
-    /// Ends a [`Self::writing`].
+    /// Ends a [`Self::writing`]. A bucket that is not loaded is let go once no write to it is
+    /// in flight: its keys are in the store for the load that may come.
     pub fn written(&mut self, keys: &[MessageKey]) {
         for key in keys {
-            if let Some(bucket) = self.buckets.get_mut(&bucket_of(key)) {
-                bucket.writing = bucket.writing.saturating_sub(1);
+            let id = bucket_of(key);
+            let Some(bucket) = self.buckets.get_mut(&id) else { continue };
+            bucket.writing = bucket.writing.saturating_sub(1);
+            if bucket.writing == 0 && !bucket.loaded {
+                self.held -= bucket.ids.len();
+                self.buckets.remove(&id);
             }
         }
     }
@@ -154,23 +174,41 @@ mod tests {
         MessageKey { tenant: TenantId(tenant), campaign: CampaignId(2), bucket, id: MessageId(n << 70 | n) }
     }
 
+    fn fingerprints(keys: impl IntoIterator<Item = MessageKey>) -> Result<Vec<u32>> {
+        Ok(keys.into_iter().map(|k| fingerprint(k.id.0)).collect())
+    }
+
+    /// What the store's callers do: read the store unless the set says absent, load after a
+    /// miss. `store` is what the store holds; returns whether the key was found and whether the
+    /// read loaded its bucket.
+    fn read(p: &mut Presence, key: &MessageKey, store: &[MessageKey]) -> (bool, bool) {
+        match p.may_exist(key) {
+            Some(false) => (false, false),
+            Some(true) => (store.contains(key), false),
+            None if store.contains(key) => (true, false),
+            None => {
+                let held = store.iter().filter(|k| bucket_of(k) == bucket_of(key)).copied();
+                p.load(key, || fingerprints(held)).unwrap();
+                (false, true)
+            }
+        }
+    }
+
     #[test]
     fn answers_absent_only_for_a_loaded_bucket_that_lacks_the_key() {
         let mut p = Presence::default();
-        let mut loads = 0;
-        let mut load = |ids: Vec<u128>| {
-            loads += 1;
-            Ok(ids.into_iter().map(fingerprint).collect())
-        };
-        let stored = key(0, 1).id.0;
-        assert!(p.may_exist(&key(0, 1), || load(vec![stored])).unwrap(), "the store holds it");
-        assert!(!p.may_exist(&key(0, 2), || panic!("loaded once")).unwrap(), "never written");
+        let stored = [key(0, 1)];
+        assert_eq!(p.may_exist(&key(0, 1)), None, "nothing loaded yet");
+        assert_eq!(read(&mut p, &key(0, 1), &stored), (true, false), "found in the store: no load");
+        assert_eq!(read(&mut p, &key(0, 2), &stored), (false, true), "a miss loads the bucket");
+        assert_eq!(p.may_exist(&key(0, 1)), Some(true), "loaded from the store");
+        assert_eq!(p.may_exist(&key(0, 2)), Some(false), "never written");
         p.writing(&[key(0, 2)]);
-        assert!(p.may_exist(&key(0, 2), || panic!("loaded once")).unwrap(), "being written");
+        assert_eq!(p.may_exist(&key(0, 2)), Some(true), "being written");
         p.written(&[key(0, 2)]);
-        assert!(p.may_exist(&key(0, 2), || panic!("loaded once")).unwrap(), "written");
-        assert!(!p.may_exist(&key(1, 1), || load(Vec::new())).unwrap(), "another bucket loads its own");
-        assert_eq!(loads, 2);
+        assert_eq!(p.may_exist(&key(0, 2)), Some(true), "written");
+        p.load(&key(0, 3), || panic!("loaded once")).unwrap();
+        assert_eq!(p.may_exist(&key(1, 1)), None, "another bucket loads its own");
         assert_eq!(p.held(), 2);
     }
 
@@ -179,51 +217,51 @@ mod tests {
         let mut p = Presence::default();
         p.writing(&[key(0, 5)]);
         // The load does not see the uncommitted key; the set must keep it anyway.
-        assert!(p.may_exist(&key(0, 5), || Ok(Vec::new())).unwrap());
-        assert!(!p.may_exist(&key(0, 6), || panic!("loaded once")).unwrap());
+        p.load(&key(0, 6), || Ok(Vec::new())).unwrap();
+        p.written(&[key(0, 5)]);
+        assert_eq!(p.may_exist(&key(0, 5)), Some(true));
+        assert_eq!(p.may_exist(&key(0, 6)), Some(false));
+    }
+
+    #[test]
+    fn an_unloaded_bucket_is_held_only_while_written() {
+        let mut p = Presence::default();
+        // Rows updated long after their first write (receipts) neither load nor stay.
+        p.writing(&[key(0, 1), key(0, 2)]);
+        assert_eq!(p.held(), 2);
+        p.written(&[key(0, 1), key(0, 2)]);
+        assert_eq!(p.held(), 0);
+        assert_eq!(p.may_exist(&key(0, 1)), None, "still not loaded: the store answers");
     }
 
     #[test]
     fn drops_idle_buckets_past_the_bound_but_never_one_being_written() {
         let mut p = Presence::default();
         let per_bucket = 10_000u128;
-        assert!(!p.may_exist(&key(0, 1), || Ok(Vec::new())).unwrap());
+        p.load(&key(0, 1), || Ok(Vec::new())).unwrap();
         p.writing(&[key(0, 1)]);
-        let full = |b: u32| move || Ok((0..per_bucket).map(|i| fingerprint(key(b, i + 100).id.0)).collect());
+        let full = |b: u32| move || fingerprints((0..per_bucket).map(|i| key(b, i + 100)));
         for b in 1..=(Presence::MAX_IDS as u128 / per_bucket + 1) as u32 {
-            p.may_exist(&key(b, 0), full(b)).unwrap();
+            p.load(&key(b, 0), full(b)).unwrap();
         }
         assert!(p.held() <= Presence::MAX_IDS, "bounded: {}", p.held());
-        assert!(p.may_exist(&key(0, 1), || panic!("bucket 0 has a write in flight: kept")).unwrap());
-        let mut reloaded = false;
-        p.may_exist(&key(1, 0), || {
-            reloaded = true;
-            Ok(Vec::new())
-        })
-        .unwrap();
-        assert!(reloaded, "the least recently used bucket was dropped and loads again");
+        assert_eq!(p.may_exist(&key(0, 1)), Some(true), "bucket 0 has a write in flight: kept");
+        assert_eq!(p.may_exist(&key(1, 0)), None, "the least recently used bucket was dropped");
     }
 
     #[test]
     fn a_tenant_over_its_share_drops_its_own_buckets_first() {
         let mut p = Presence::default();
         let per_bucket = 10_000u128;
-        let full =
-            |t: u64, b: u32| move || Ok((0..per_bucket).map(|i| fingerprint(tenant_key(t, b, i + 100).id.0)).collect());
+        let full = |t: u64, b: u32| move || fingerprints((0..per_bucket).map(|i| tenant_key(t, b, i + 100)));
         // The victim loads one bucket first, so it is the least recently used from then on.
-        assert!(!p.may_exist(&tenant_key(7, 0, 1), full(7, 0)).unwrap());
-        // A noisy tenant touches more buckets than the whole bound holds.
+        p.load(&tenant_key(7, 0, 1), full(7, 0)).unwrap();
+        // A noisy tenant loads more buckets than the whole bound holds.
         for b in 0..(Presence::MAX_IDS as u128 / per_bucket * 2) as u32 {
-            p.may_exist(&tenant_key(1, b, 0), full(1, b)).unwrap();
+            p.load(&tenant_key(1, b, 0), full(1, b)).unwrap();
         }
         assert!(p.held() <= Presence::MAX_IDS, "bounded: {}", p.held());
-        assert!(!p.may_exist(&tenant_key(7, 0, 1), || panic!("the victim's bucket was dropped")).unwrap());
-        let mut reloaded = false;
-        p.may_exist(&tenant_key(1, 0, 0), || {
-            reloaded = true;
-            Ok(Vec::new())
-        })
-        .unwrap();
-        assert!(reloaded, "the noisy tenant's oldest bucket was dropped");
+        assert_eq!(p.may_exist(&tenant_key(7, 0, 1)), Some(false), "the victim's bucket is kept");
+        assert_eq!(p.may_exist(&tenant_key(1, 0, 0)), None, "the noisy tenant's oldest bucket was dropped");
     }
 }

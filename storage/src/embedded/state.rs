@@ -54,9 +54,13 @@ impl EmbeddedState {
         if let Some(known) = recent.get(key) {
             return Ok(known);
         }
-        if presence.may_exist(key, || bucket_fingerprints(&self.store.claims, key))? {
+        let known = presence.may_exist(key);
+        if known != Some(false) {
             if let Some(claim) = get(&self.store.claims, &keys::message(key))? {
                 return Ok(Some(claim));
+            }
+            if known.is_none() {
+                presence.load(key, || bucket_fingerprints(&self.store.claims, key))?;
             }
         }
         match &self.store.legacy_claims {
