@@ -57,7 +57,7 @@ impl Catalog for EmbeddedStore {
             &self.idempotency,
             &self.stopped,
         ];
-        for ks in fixed.into_iter().chain(self.legacy_claims.as_ref()) {
+        for ks in fixed.into_iter().chain(self.legacy_claims.as_ref()).chain(self.legacy_provider_ids.as_ref()) {
             let keys = ks.prefix(&prefix).take(left).map(|g| g.key()).collect::<std::result::Result<Vec<_>, _>>()?;
             if keys.is_empty() {
                 continue;

@@ -7,6 +7,7 @@ use crate::model::*;
 use crate::{MessageLog, Result};
 use async_trait::async_trait;
 use schemas::*;
+use serde::{Deserialize, Serialize};
 
 fn campaign_key(t: TenantId, c: CampaignId) -> Vec<u8> {
     Key::new().u64(t.0).u64(c.0).build()
@@ -16,8 +17,29 @@ fn campaign_key(t: TenantId, c: CampaignId) -> Vec<u8> {
 fn timeline_key(t: TenantId, c: CampaignId, window_ms: u64) -> Vec<u8> {
     Key::new().u64(t.0).u64(c.0).u64(window_ms).build()
 }
-fn provider_key(tenant: TenantId, provider: &str, id: &str) -> Vec<u8> {
+/// The provider-id index key, `(tenant, 96 bits of xxh3-128 of provider and id)`: 20 bytes,
+/// byteview's inline size, so a compaction of this keyspace (random keys: it rewrites whole
+/// levels) copies its keys instead of holding views that keep input blocks alive. The other
+/// 32 bits are the entry's `check`.
+pub(super) fn provider_key(tenant: TenantId, provider: &str, id: &str) -> (Vec<u8>, u32) {
+    let mut hasher = xxhash_rust::xxh3::Xxh3::new();
+    hasher.update(&(provider.len() as u64).to_le_bytes());
+    hasher.update(provider.as_bytes());
+    hasher.update(id.as_bytes());
+    let hash = hasher.digest128();
+    (Key::new().u64(tenant.0).u64((hash >> 64) as u64).u32((hash >> 32) as u32).build(), hash as u32)
+}
+/// The key an older store's index used ([`super::LEGACY_PROVIDER_IDS`]).
+pub(super) fn legacy_provider_key(tenant: TenantId, provider: &str, id: &str) -> Vec<u8> {
     Key::new().u64(tenant.0).str(provider).str(id).build()
+}
+
+/// A provider-id index entry. A lookup takes it only when `check` matches too, so two provider
+/// ids are confused only if all 128 bits of their hashes are (as two message ids would be).
+#[derive(Serialize, Deserialize)]
+pub(super) struct ProviderIdEntry {
+    pub key: MessageKey,
+    pub check: u32,
 }
 fn dlq_key(k: &MessageKey) -> Vec<u8> {
     Key::new().u64(k.tenant.0).u64(k.campaign.0).u128(k.id.0).build()
@@ -54,7 +76,17 @@ impl MessageLog for EmbeddedStore {
         provider: &str,
         ids: &[&str],
     ) -> Result<Vec<Option<MessageKey>>> {
-        ids.iter().map(|id| get(&self.provider_ids, &provider_key(tenant, provider, id))).collect()
+        ids.iter()
+            .map(|id| {
+                let (index_key, check) = provider_key(tenant, provider, id);
+                let entry: Option<ProviderIdEntry> = get(&self.provider_ids, &index_key)?;
+                match (entry, &self.legacy_provider_ids) {
+                    (Some(entry), _) if entry.check == check => Ok(Some(entry.key)),
+                    (_, Some(legacy)) => get(legacy, &legacy_provider_key(tenant, provider, id)),
+                    _ => Ok(None),
+                }
+            })
+            .collect()
     }
 
     async fn get_counters(&self, tenant: TenantId, campaign: CampaignId) -> Result<Option<CampaignCounters>> {
@@ -87,7 +119,8 @@ impl MessageLog for EmbeddedStore {
         for w in &batch.writes {
             put(&mut wb, &self.messages, message_key(&w.key), &w.record)?;
             if let Some((provider, id)) = &w.index {
-                put(&mut wb, &self.provider_ids, provider_key(w.key.tenant, provider, id), &w.key)?;
+                let (index_key, check) = provider_key(w.key.tenant, provider, id);
+                put(&mut wb, &self.provider_ids, index_key, &ProviderIdEntry { key: w.key, check })?;
             }
         }
         let rows: Vec<MessageKey> = batch.writes.iter().map(|w| w.key).collect();

@@ -53,6 +53,11 @@ const TABLE_BYTES: u64 = 16 << 20;
 /// rows' bucketed key and keyspace name `claims_by_bucket`.
 const LEGACY_CLAIMS: &str = "claims";
 
+/// The keyspace that held the provider-id index keyed `(tenant, provider, id)` (~50-byte keys,
+/// longer than byteview's 20-byte inline size, so every key a compaction carried was a view
+/// keeping its input block alive). The index is now `provider_ids_hashed` (`log::provider_key`).
+const LEGACY_PROVIDER_IDS: &str = "provider_ids";
+
 /// How far a commit is flushed before the store reports it done.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Durability {
@@ -120,7 +125,12 @@ pub struct EmbeddedStore {
     checkpoints: Keyspace,
     counters: Keyspace,
     messages: Keyspace,
+    /// The provider-id index, keyed `(tenant, 96 bits of a hash of provider and id)`.
     provider_ids: Keyspace,
+    /// The index a store written before kept under `(tenant, provider, id)`
+    /// ([`LEGACY_PROVIDER_IDS`]): read on a miss, never written, purged with its tenant, and
+    /// dropped at open once empty.
+    legacy_provider_ids: Option<Keyspace>,
     /// Send claims, keyed like message rows ([`keys::message`]).
     claims: Keyspace,
     /// Claims a store written before that kept under `(tenant, campaign, id)`: read when a claim
@@ -177,18 +187,20 @@ impl EmbeddedStore {
                 ))
         };
         let ks = |name: &str| db.keyspace(name, options);
-        let legacy_claims = match db.keyspace_exists(LEGACY_CLAIMS) {
-            false => None,
-            true => {
-                let legacy = ks(LEGACY_CLAIMS)?;
-                if legacy.first_key_value().is_none() {
-                    db.delete_keyspace(legacy)?;
-                    None
-                } else {
-                    Some(legacy)
-                }
+        // An older store's keyspace stays while it holds anything, read on a miss.
+        let legacy = |name: &str| -> Result<Option<Keyspace>> {
+            if !db.keyspace_exists(name) {
+                return Ok(None);
             }
+            let old = ks(name)?;
+            if old.first_key_value().is_none() {
+                db.delete_keyspace(old)?;
+                return Ok(None);
+            }
+            Ok(Some(old))
         };
+        let legacy_claims = legacy(LEGACY_CLAIMS)?;
+        let legacy_provider_ids = legacy(LEGACY_PROVIDER_IDS)?;
         Ok(Self {
             meta: ks("meta")?,
             tenants: ks("tenants")?,
@@ -201,7 +213,8 @@ impl EmbeddedStore {
             checkpoints: ks("checkpoints")?,
             counters: ks("counters")?,
             messages: ks("messages")?,
-            provider_ids: ks("provider_ids")?,
+            provider_ids: ks("provider_ids_hashed")?,
+            legacy_provider_ids,
             claims: ks("claims_by_bucket")?,
             legacy_claims,
             dlq: ks("dlq")?,

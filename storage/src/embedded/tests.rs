@@ -69,26 +69,33 @@ fn claims_counters_and_ids_survive_reopen() {
     });
 }
 
+/// Tenant 7's message to recipient `r` in campaign 2.
+fn key(r: u64) -> MessageKey {
+    MessageKey {
+        tenant: TenantId(7),
+        campaign: CampaignId(2),
+        bucket: crate::bucket_of(RecipientId(r)),
+        id: MessageId::derive(TenantId(7), CampaignId(2), RecipientId(r), Channel::WhatsApp),
+    }
+}
+
+/// Writes what an older store held: `key` → `value` in its keyspace `name`.
+fn older_store(dir: &Path, name: &str, key: Vec<u8>, value: Vec<u8>) {
+    let db = fjall::Database::builder(dir).open().unwrap();
+    let old = db.keyspace(name, fjall::KeyspaceCreateOptions::default).unwrap();
+    old.insert(key, value).unwrap();
+    db.persist(PersistMode::SyncAll).unwrap();
+}
+
 /// A store written before claims were keyed by bucket: its claims stay binding (a campaign in
 /// flight across the upgrade must not send twice), new writes go to the bucketed keyspace, a
 /// purge removes the old ones, and the old keyspace is dropped at open once empty.
 #[test]
 fn claims_of_an_older_store_still_bind() {
     let dir = tempfile::tempdir().unwrap();
-    let key = |r: u64| MessageKey {
-        tenant: TenantId(7),
-        campaign: CampaignId(2),
-        bucket: crate::bucket_of(RecipientId(r)),
-        id: MessageId::derive(TenantId(7), CampaignId(2), RecipientId(r), Channel::WhatsApp),
-    };
     let done = Claim::Done { attempt: 1, outcome: OutcomeKind::Cancelled, letter: None, receipt: false };
-    {
-        // What such a store holds: claims under `(tenant, campaign, id)` in `claims`.
-        let db = fjall::Database::builder(dir.path()).open().unwrap();
-        let old = db.keyspace(LEGACY_CLAIMS, fjall::KeyspaceCreateOptions::default).unwrap();
-        old.insert(super::state::legacy_claim_key(&key(1)), codec::encode(&done).unwrap()).unwrap();
-        db.persist(PersistMode::SyncAll).unwrap();
-    }
+    // What such a store holds: claims under `(tenant, campaign, id)` in `claims`.
+    older_store(dir.path(), LEGACY_CLAIMS, super::state::legacy_claim_key(&key(1)), codec::encode(&done).unwrap());
     rt().block_on(async {
         let store = Arc::new(open(dir.path()));
         assert!(store.legacy_claims.is_some());
@@ -105,6 +112,44 @@ fn claims_of_an_older_store_still_bind() {
     let store = open(dir.path());
     assert!(store.legacy_claims.is_none(), "an empty old keyspace is dropped");
     assert!(!store.db.keyspace_exists(LEGACY_CLAIMS));
+}
+
+/// A store written before the provider-id index was hashed: its entries still resolve (a
+/// receipt for a message sent before the upgrade), new ones go to the hashed keyspace, an entry
+/// whose check does not match is not taken, a purge removes both, and the old keyspace is
+/// dropped at open once empty.
+#[test]
+fn provider_ids_of_an_older_store_still_resolve() {
+    let dir = tempfile::tempdir().unwrap();
+    let old_key = super::log::legacy_provider_key(TenantId(7), "whatsapp", "wamid.old");
+    older_store(dir.path(), LEGACY_PROVIDER_IDS, old_key, codec::encode(&key(1)).unwrap());
+    rt().block_on(async {
+        let store = open(dir.path());
+        assert!(store.legacy_provider_ids.is_some());
+        let write = LogWrite {
+            key: key(2),
+            record: record(2, MessageStatus::Sent),
+            index: Some(("whatsapp".into(), "wamid.new".into())),
+        };
+        store.apply(LogBatch { writes: vec![write], ..Default::default() }).await.unwrap();
+        let ids = ["wamid.old", "wamid.new", "wamid.none"];
+        assert_eq!(
+            store.lookup_provider_ids(TenantId(7), "whatsapp", &ids).await.unwrap(),
+            vec![Some(key(1)), Some(key(2)), None]
+        );
+        assert_eq!(store.legacy_provider_ids.as_ref().unwrap().len().unwrap(), 1, "never written");
+        assert_eq!(store.lookup_provider_ids(TenantId(8), "whatsapp", &ids).await.unwrap(), vec![None, None, None]);
+        // The same 96 bits with another check: another provider id, never taken for this one.
+        let (index_key, check) = super::log::provider_key(TenantId(7), "whatsapp", "wamid.new");
+        let forged = super::log::ProviderIdEntry { key: key(3), check: check ^ 1 };
+        store.provider_ids.insert(index_key, codec::encode(&forged).unwrap()).unwrap();
+        assert_eq!(store.lookup_provider_ids(TenantId(7), "whatsapp", &["wamid.new"]).await.unwrap(), vec![None]);
+        while !store.purge_tenant(TenantId(7), 1_000).await.unwrap() {}
+        assert_eq!(store.lookup_provider_ids(TenantId(7), "whatsapp", &ids).await.unwrap(), vec![None, None, None]);
+    });
+    let store = open(dir.path());
+    assert!(store.legacy_provider_ids.is_none(), "an empty old keyspace is dropped");
+    assert!(!store.db.keyspace_exists(LEGACY_PROVIDER_IDS));
 }
 
 proptest! {
