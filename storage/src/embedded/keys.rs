@@ -38,8 +38,10 @@ pub fn message(k: &schemas::MessageKey) -> Vec<u8> {
     Key::new().u64(k.tenant.0).u64(k.campaign.0).u32(k.bucket).u128(k.id.0).build()
 }
 
+/// Where a [`message`] key's bucket starts, after `(tenant, campaign)`.
+pub const MESSAGE_BUCKET_AT: usize = 16;
 /// Length of a [`message`] key's `(tenant, campaign, bucket)` prefix; the id follows.
-pub const MESSAGE_BUCKET_PREFIX: usize = 20;
+pub const MESSAGE_BUCKET_PREFIX: usize = MESSAGE_BUCKET_AT + 4;
 
 /// The smallest key greater than every key starting with `prefix` (None: no upper bound).
 pub fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {

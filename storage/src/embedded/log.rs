@@ -1,7 +1,9 @@
 //! `MessageLog` on the embedded store: rows, the tenant-scoped provider-id index, counters and
 //! DLQ entries, each `apply` one atomic batch.
 
-use super::keys::{message as message_key, read_u128, read_u32, read_u64, Key, MESSAGE_BUCKET_PREFIX};
+use super::keys::{
+    message as message_key, read_u128, read_u32, read_u64, Key, MESSAGE_BUCKET_AT, MESSAGE_BUCKET_PREFIX,
+};
 use super::{bucket_fingerprints, get, put, scan, EmbeddedStore};
 use crate::model::*;
 use crate::{MessageLog, Result};
@@ -165,7 +167,7 @@ impl MessageLog for EmbeddedStore {
                 let key = MessageKey {
                     tenant,
                     campaign,
-                    bucket: read_u32(&k, 16),
+                    bucket: read_u32(&k, MESSAGE_BUCKET_AT),
                     id: MessageId(read_u128(&k, MESSAGE_BUCKET_PREFIX)),
                 };
                 (key, rec)
