@@ -52,6 +52,7 @@ impl Catalog for EmbeddedStore {
             &self.messages,
             &self.provider_ids,
             &self.claims,
+            &self.inflight,
             &self.dlq,
             &self.quota,
             &self.idempotency,
@@ -65,11 +66,13 @@ impl Catalog for EmbeddedStore {
             left -= keys.len();
             let _guard = self.cas_lock.lock().unwrap_or_else(|p| p.into_inner());
             let mut batch = self.batch();
-            for k in keys {
-                batch.remove(ks, k);
+            for k in &keys {
+                batch.remove(ks, k.clone());
             }
             batch.commit()?;
-            self.recent_claims.lock().unwrap_or_else(|p| p.into_inner()).clear();
+            if std::ptr::eq(ks, &self.inflight) {
+                self.in_flight.lock().unwrap_or_else(|p| p.into_inner()).forget_rows(&keys);
+            }
             if left == 0 {
                 return Ok(false);
             }

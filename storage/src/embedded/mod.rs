@@ -9,11 +9,11 @@
 
 mod audiences;
 mod catalog;
+mod inflight;
 mod keys;
 mod log;
 mod presence;
 mod providers;
-mod recent;
 mod state;
 mod workers;
 
@@ -149,8 +149,10 @@ pub struct EmbeddedStore {
     sequence_lock: Mutex<()>,
     /// Serializes compare-and-set writes (campaign versions, idempotency reservations).
     cas_lock: Mutex<()>,
-    /// Claims read or written lately (taken under `cas_lock`; see [`recent`]).
-    recent_claims: Mutex<recent::RecentClaims>,
+    /// Group rows of in-flight claims, keyed `(tenant, group)` ([`inflight`]).
+    inflight: Keyspace,
+    /// Every in-flight claim, as `inflight` holds it (taken under `cas_lock`; see [`inflight`]).
+    in_flight: Mutex<inflight::InFlightClaims>,
     /// Which claims exist, per bucket (taken under `cas_lock`; see [`presence`]).
     claim_presence: Mutex<presence::Presence>,
     /// Which message rows exist, per bucket (see [`presence`]).
@@ -201,6 +203,8 @@ impl EmbeddedStore {
         };
         let legacy_claims = legacy(LEGACY_CLAIMS)?;
         let legacy_provider_ids = legacy(LEGACY_PROVIDER_IDS)?;
+        let inflight = ks("inflight")?;
+        let in_flight = Mutex::new(inflight::InFlightClaims::load(&inflight)?);
         Ok(Self {
             meta: ks("meta")?,
             tenants: ks("tenants")?,
@@ -227,7 +231,8 @@ impl EmbeddedStore {
             write_budget: config.write_budget_bytes,
             sequence_lock: Mutex::new(()),
             cas_lock: Mutex::new(()),
-            recent_claims: Mutex::default(),
+            inflight,
+            in_flight,
             claim_presence: Mutex::default(),
             row_presence: Mutex::default(),
             db,

@@ -4,9 +4,9 @@
 //! starts them afresh: leases are free, buckets full — empty, to keep pacing exact — and
 //! statuses are read from the catalog until the lifecycle publishes them again).
 
+use super::inflight::{self, InFlightClaims};
 use super::keys::{self, Key};
 use super::presence::Presence;
-use super::recent;
 use super::{bucket_fingerprints, get, put, EmbeddedStore};
 use crate::model::*;
 use crate::state::{
@@ -43,16 +43,11 @@ impl EmbeddedState {
 }
 
 impl EmbeddedState {
-    /// The claim at `key`, from the in-flight cache or the store. Called under `cas_lock`,
-    /// which keeps the cache coherent with the store.
-    fn claim_at(
-        &self,
-        recent: &recent::RecentClaims,
-        presence: &mut Presence,
-        key: &MessageKey,
-    ) -> Result<Option<Claim>> {
-        if let Some(known) = recent.get(key) {
-            return Ok(known);
+    /// The claim at `key`: in flight (in memory, see [`inflight`]), else from the store. Called
+    /// under `cas_lock`.
+    fn claim_at(&self, in_flight: &InFlightClaims, presence: &mut Presence, key: &MessageKey) -> Result<Option<Claim>> {
+        if let Some(claim) = in_flight.get(key) {
+            return Ok(Some(claim.clone()));
         }
         let known = presence.may_exist(key);
         if known != Some(false) {
@@ -69,37 +64,48 @@ impl EmbeddedState {
         }
     }
 
-    /// One atomic batch of claim compare-and-sets (under `cas_lock`).
+    /// One atomic batch of claim compare-and-sets (under `cas_lock`): settled claims are rows of
+    /// `claims`, in-flight ones go into group rows ([`inflight`]).
     fn compare_and_put(
         &self,
-        recent: &mut recent::RecentClaims,
+        in_flight: &mut InFlightClaims,
         presence: &mut Presence,
         writes: &[ClaimWrite],
     ) -> Result<Vec<bool>> {
         let mut batch = self.store.batch();
+        let mut plan = inflight::Plan::default();
+        let mut order = Vec::with_capacity(writes.len());
         let mut applied = Vec::with_capacity(writes.len());
         let mut keys_written = Vec::with_capacity(writes.len());
         for w in writes {
-            let ok = claim_applies(self.claim_at(recent, presence, &w.key)?.as_ref(), w);
+            // Later writes in this batch compare with the batch's own.
+            let stored = match plan.get(&w.key) {
+                Some(claim) => Some(claim.clone()),
+                None => self.claim_at(in_flight, presence, &w.key)?,
+            };
+            let ok = claim_applies(stored.as_ref(), w);
             if ok {
-                put(&mut batch, &self.store.claims, keys::message(&w.key), &w.claim)?;
-                keys_written.push(w.key);
-                // Later writes in this batch compare with this one (settled ones leave the
-                // cache once the batch is written).
-                recent.put(&w.key, Some(w.claim.clone()));
+                if !matches!(w.claim, Claim::InFlight { .. }) {
+                    put(&mut batch, &self.store.claims, keys::message(&w.key), &w.claim)?;
+                    keys_written.push(w.key);
+                }
+                plan.write(&w.key, w.claim.clone(), &mut order);
             }
             applied.push(ok);
+        }
+        let plan = in_flight.plan(plan, &order);
+        for (group, members) in &plan.rows {
+            match members.is_empty() {
+                true => batch.remove(&self.store.inflight, inflight::row_key(*group)),
+                false => put(&mut batch, &self.store.inflight, inflight::row_key(*group), members)?,
+            }
         }
         // Under `cas_lock`, so no read of these keys can come between this and the commit.
         presence.writing(&keys_written);
         let committed = batch.commit();
         presence.written(&keys_written);
         committed?;
-        for (w, ok) in writes.iter().zip(&applied) {
-            if *ok && !matches!(w.claim, Claim::InFlight { .. }) {
-                recent.remove(&w.key);
-            }
-        }
+        in_flight.apply(plan);
         Ok(applied)
     }
 }
@@ -148,9 +154,9 @@ impl SharedState for EmbeddedState {
 
     async fn get_claims(&self, keys: &[MessageKey]) -> Result<Vec<Option<Claim>>> {
         let _guard = self.store.cas_lock.lock().unwrap_or_else(|p| p.into_inner());
-        let recent = self.store.recent_claims.lock().unwrap_or_else(|p| p.into_inner());
+        let in_flight = self.store.in_flight.lock().unwrap_or_else(|p| p.into_inner());
         let mut presence = self.store.claim_presence.lock().unwrap_or_else(|p| p.into_inner());
-        keys.iter().map(|k| self.claim_at(&recent, &mut presence, k)).collect()
+        keys.iter().map(|k| self.claim_at(&in_flight, &mut presence, k)).collect()
     }
 
     async fn put_claims(&self, writes: &[ClaimWrite], fence: Option<&Fence>) -> Result<Vec<bool>> {
@@ -162,14 +168,10 @@ impl SharedState for EmbeddedState {
         }
         self.store.within_budget().await;
         let _guard = self.store.cas_lock.lock().unwrap_or_else(|p| p.into_inner());
-        let mut recent = self.store.recent_claims.lock().unwrap_or_else(|p| p.into_inner());
+        let mut in_flight = self.store.in_flight.lock().unwrap_or_else(|p| p.into_inner());
         let mut presence = self.store.claim_presence.lock().unwrap_or_else(|p| p.into_inner());
-        let written = self.compare_and_put(&mut recent, &mut presence, writes);
-        if written.is_err() {
-            // Nothing was written: what the cache learned from this batch is not true.
-            recent.clear();
-        }
-        written
+        // On an error nothing was written, and memory changed only after the commit.
+        self.compare_and_put(&mut in_flight, &mut presence, writes)
     }
 
     async fn acquire_lease(&self, name: &str, holder: &str, ttl_ms: u64, now_ms: u64) -> Result<Option<Lease>> {

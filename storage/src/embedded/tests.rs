@@ -104,6 +104,9 @@ fn claims_of_an_older_store_still_bind() {
         let fresh = |k| ClaimWrite { key: k, expected: None, claim: Claim::InFlight { attempt: 1, at_ms: 9 } };
         // The old claim is what a fresh claim is compared with: it is refused.
         assert_eq!(state.put_claims(&[fresh(key(1)), fresh(key(2))], None).await.unwrap(), vec![false, true]);
+        let settle =
+            ClaimWrite { key: key(2), expected: Some(Claim::InFlight { attempt: 1, at_ms: 9 }), claim: done.clone() };
+        assert_eq!(state.put_claims(&[settle], None).await.unwrap(), vec![true]);
         assert!(store.claims.contains_key(keys::message(&key(2))).unwrap());
         assert_eq!(store.legacy_claims.as_ref().unwrap().len().unwrap(), 1, "the old keyspace is never written");
         while !store.purge_tenant(TenantId(7), 1_000).await.unwrap() {}
@@ -236,4 +239,59 @@ fn rows_and_claims_are_found_whatever_the_presence_sets_held() {
         assert_eq!(claims.iter().map(Option::is_some).collect::<Vec<_>>(), vec![true, true, false, true]);
         assert_eq!(state.put_claims(&[in_flight(3), in_flight(2)], None).await.unwrap(), vec![false, true]);
     });
+}
+
+/// In-flight claims live in group rows (`inflight.rs`): after settles, a re-claim and a reopen,
+/// every claim reads back exactly as last written, and a purge takes only its tenant's groups.
+#[test]
+fn in_flight_claims_read_back_exactly_across_settles_and_a_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let other = MessageKey { tenant: TenantId(8), ..key(1) };
+    let flight = |attempt: u32| Claim::InFlight { attempt, at_ms: 1 };
+    let retrying = Claim::Retrying { attempt: 1, due_ms: 5 };
+    let done = Claim::Done { attempt: 1, outcome: OutcomeKind::Cancelled, letter: None, receipt: false };
+    let cas = |k: MessageKey, expected: Option<Claim>, claim: Claim| ClaimWrite { key: k, expected, claim };
+    let claims = |state: &EmbeddedState| {
+        let keys: Vec<MessageKey> = (0..8).map(key).chain([other]).collect();
+        rt().block_on(state.get_claims(&keys)).unwrap()
+    };
+    let expected = vec![
+        Some(retrying.clone()),
+        Some(retrying.clone()),
+        Some(flight(2)),
+        Some(flight(1)),
+        Some(flight(1)),
+        Some(done.clone()),
+        Some(flight(1)),
+        None,
+        Some(flight(1)),
+    ];
+    {
+        let store = Arc::new(open(dir.path()));
+        let state = EmbeddedState::new(store.clone());
+        let first: Vec<ClaimWrite> = (0..5).map(|r| cas(key(r), None, flight(1))).collect();
+        rt().block_on(state.put_claims(&first, None)).unwrap();
+        let second: Vec<ClaimWrite> =
+            (5..7).map(|r| cas(key(r), None, flight(1))).chain([cas(other, None, flight(1))]).collect();
+        rt().block_on(state.put_claims(&second, None)).unwrap();
+        let settle = [
+            cas(key(0), Some(flight(1)), retrying.clone()),
+            cas(key(1), Some(flight(1)), retrying.clone()),
+            cas(key(5), Some(flight(1)), done.clone()),
+            cas(key(2), Some(flight(1)), flight(2)),
+            cas(key(3), None, flight(1)),
+        ];
+        assert_eq!(rt().block_on(state.put_claims(&settle, None)).unwrap(), vec![true, true, true, true, false]);
+        assert_eq!(claims(&state), expected);
+    }
+    let store = Arc::new(open(dir.path()));
+    let state = EmbeddedState::new(store.clone());
+    assert_eq!(claims(&state), expected, "the same after a reopen");
+    let stale = [cas(key(2), Some(flight(1)), done.clone()), cas(key(0), Some(flight(1)), done.clone())];
+    assert_eq!(rt().block_on(state.put_claims(&stale, None)).unwrap(), vec![false, false]);
+    assert!(rt().block_on(store.purge_tenant(TenantId(7), usize::MAX)).unwrap());
+    assert_eq!(claims(&state), [vec![None; 8], vec![Some(flight(1))]].concat(), "the other tenant keeps its claim");
+    let last = [cas(other, Some(flight(1)), done.clone())];
+    assert_eq!(rt().block_on(state.put_claims(&last, None)).unwrap(), vec![true]);
+    assert!(store.inflight.first_key_value().is_none(), "no group row is left once nothing is in flight");
 }
