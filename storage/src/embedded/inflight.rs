@@ -46,7 +46,8 @@ pub(super) struct InFlightClaims {
     next_group: u64,
     /// Each in-flight claim and the group holding it.
     claims: HashMap<ClaimId, (u64, Claim)>,
-    /// Each group's messages (some may have left it since; `claims` says).
+    /// Each group's messages: exactly those whose entry in `claims` names the group (a batch
+    /// that takes members out rewrites the group).
     groups: HashMap<GroupId, Vec<MessageKey>>,
 }
 
@@ -56,6 +57,8 @@ pub(super) struct InFlightClaims {
 pub(super) struct Plan {
     /// Claims the batch replaced or wrote, each with its newest value.
     written: HashMap<ClaimId, Claim>,
+    /// Their keys, in the order first written.
+    order: Vec<MessageKey>,
     pub rows: Vec<(GroupId, Members)>,
 }
 
@@ -66,9 +69,9 @@ impl Plan {
     }
 
     /// Records a write of `claim` at `key`.
-    pub fn write(&mut self, key: &MessageKey, claim: Claim, order: &mut Vec<MessageKey>) {
+    pub fn write(&mut self, key: &MessageKey, claim: Claim) {
         if self.written.insert(id(key), claim).is_none() {
-            order.push(*key);
+            self.order.push(*key);
         }
     }
 }
@@ -98,12 +101,12 @@ impl InFlightClaims {
         self.claims.len()
     }
 
-    /// The group rows a batch writing `plan.written` (keys in `order`) must write: groups that
-    /// lose members are rewritten with the rest (or removed), and the new in-flight claims go
-    /// into one new group per tenant.
-    pub fn plan(&mut self, mut plan: Plan, order: &[MessageKey]) -> Plan {
+    /// Adds to `plan` the group rows a batch writing its claims must write: groups that lose
+    /// members are rewritten with the rest (or removed), and the new in-flight claims go into
+    /// one new group per tenant.
+    pub fn plan(&mut self, mut plan: Plan) -> Plan {
         let mut touched: Vec<GroupId> = Vec::new();
-        for key in order {
+        for key in &plan.order {
             if let Some((group, _)) = self.claims.get(&id(key)) {
                 touched.push((key.tenant, *group));
             }
@@ -115,6 +118,7 @@ impl InFlightClaims {
             let rest = members
                 .iter()
                 .filter(|k| !plan.written.contains_key(&id(k)))
+                // The group check only matters for rows loaded at open that broke the invariant.
                 .filter_map(|k| match self.claims.get(&id(k)) {
                     Some((g, claim)) if *g == group.1 => Some((*k, claim.clone())),
                     _ => None,
@@ -123,7 +127,7 @@ impl InFlightClaims {
             plan.rows.push((group, rest));
         }
         let mut fresh: Vec<(TenantId, Members)> = Vec::new();
-        for key in order {
+        for key in &plan.order {
             let claim = &plan.written[&id(key)];
             if !matches!(claim, Claim::InFlight { .. }) {
                 continue;
@@ -196,11 +200,11 @@ mod tests {
 
     /// Plans `writes` and applies the plan as if committed; returns its rows.
     fn write(c: &mut InFlightClaims, writes: &[(MessageKey, Claim)]) -> Vec<(GroupId, Members)> {
-        let (mut plan, mut order) = (Plan::default(), Vec::new());
+        let mut plan = Plan::default();
         for (k, claim) in writes {
-            plan.write(k, claim.clone(), &mut order);
+            plan.write(k, claim.clone());
         }
-        let plan = c.plan(plan, &order);
+        let plan = c.plan(plan);
         let rows = plan.rows.clone();
         c.apply(plan);
         rows
@@ -243,9 +247,9 @@ mod tests {
     fn a_plan_not_applied_changes_nothing() {
         let mut c = InFlightClaims::default();
         write(&mut c, &[(key(1, 1), in_flight(1))]);
-        let (mut plan, mut order) = (Plan::default(), Vec::new());
-        plan.write(&key(1, 1), done(1), &mut order);
-        let _failed_commit = c.plan(plan, &order);
+        let mut plan = Plan::default();
+        plan.write(&key(1, 1), done(1));
+        let _failed_commit = c.plan(plan);
         assert_eq!(c.get(&key(1, 1)), Some(&in_flight(1)));
     }
 }

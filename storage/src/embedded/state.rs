@@ -74,7 +74,6 @@ impl EmbeddedState {
     ) -> Result<Vec<bool>> {
         let mut batch = self.store.batch();
         let mut plan = inflight::Plan::default();
-        let mut order = Vec::with_capacity(writes.len());
         let mut applied = Vec::with_capacity(writes.len());
         let mut keys_written = Vec::with_capacity(writes.len());
         for w in writes {
@@ -89,11 +88,11 @@ impl EmbeddedState {
                     put(&mut batch, &self.store.claims, keys::message(&w.key), &w.claim)?;
                     keys_written.push(w.key);
                 }
-                plan.write(&w.key, w.claim.clone(), &mut order);
+                plan.write(&w.key, w.claim.clone());
             }
             applied.push(ok);
         }
-        let plan = in_flight.plan(plan, &order);
+        let plan = in_flight.plan(plan);
         for (group, members) in &plan.rows {
             match members.is_empty() {
                 true => batch.remove(&self.store.inflight, inflight::row_key(*group)),
