@@ -2,6 +2,16 @@
 //! `(group, partition, lane, seq)` and a summary row per lane (count, last seq) written in the
 //! same atomic batch, so `lanes` answers without scanning held records. Reads of a lane start
 //! at its floor (see [`EmbeddedHeld`]), not at seq 0.
+//!
+//! **Tables of 8 MiB, their index partitioned beyond L0** ([`open_keyspace`]). Held records are
+//! whole topic records (batches of messages), so a data block here is mostly one record, and
+//! lsm-tree's table writer keeps each output block's last key as a view into the input block it
+//! was read from until the index that names it is written. With fjall's defaults (tables of
+//! 64 MiB, one index per table below L3) a compaction kept every input block of the table it was
+//! writing alive: at 10M x 4 every RSS spike of a run sampled every 100 ms fell while this
+//! keyspace wrote a table of up to 64 MiB (ARCHITECTURE.md, "Held records' compactions").
+//! A store created before keeps those settings in its `held` keyspace (fjall fixes them at
+//! creation), so an open moves its rows here and drops it.
 
 use super::EmbeddedTopics;
 use crate::held::{HeldLane, HeldRecord, HeldRecords};
@@ -9,10 +19,60 @@ use crate::stage::Lane;
 use crate::topic::Partition;
 use crate::Result;
 use async_trait::async_trait;
+use fjall::compaction::Leveled;
+use fjall::config::{PartitioningPolicy, PinningPolicy};
+use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
 use schemas::codec;
 use schemas::envelope::Headers;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+
+/// The held records' keyspace, with [`open_keyspace`]'s settings.
+const HELD: &str = "held_small_tables";
+/// The keyspace a store created before those settings holds its records in.
+const LEGACY_HELD: &str = "held";
+/// Target size of a held table beyond L0 (fjall's default is 64 MiB): what one compaction's
+/// table writer can keep of its input at a time.
+const TABLE_BYTES: u64 = 8 << 20;
+/// Bytes of rows moved per write batch when an older store's records move.
+const MOVE_BATCH_BYTES: usize = 4 << 20;
+
+/// Opens the held records' keyspace (see the module docs), first moving an older store's rows
+/// into it. The move is idempotent: the old keyspace is dropped only after every row is written
+/// and synced, so an open cut short moves them again.
+pub(super) fn open_keyspace(db: &Database, memtable_bytes: u64) -> Result<Keyspace> {
+    let held = db.keyspace(HELD, || {
+        KeyspaceCreateOptions::default()
+            .max_memtable_size(memtable_bytes)
+            // Index and filter blocks beyond L0 go through the bounded block cache instead of
+            // being pinned: pinned blocks grow with the data, the cache does not.
+            .index_block_pinning_policy(PinningPolicy::new([true, false]))
+            .filter_block_pinning_policy(PinningPolicy::all(false))
+            .index_block_partitioning_policy(PartitioningPolicy::new([false, true]))
+            .compaction_strategy(Arc::new(Leveled::default().with_table_target_size(TABLE_BYTES)))
+    })?;
+    if db.keyspace_exists(LEGACY_HELD) {
+        let old = db.keyspace(LEGACY_HELD, KeyspaceCreateOptions::default)?;
+        let (mut batch, mut bytes, mut moved) = (db.batch(), 0, 0u64);
+        for guard in old.iter() {
+            let (k, v) = guard.into_inner()?;
+            bytes += k.len() + v.len();
+            moved += 1;
+            batch.insert(&held, k, v);
+            if bytes >= MOVE_BATCH_BYTES {
+                std::mem::replace(&mut batch, db.batch()).commit()?;
+                bytes = 0;
+            }
+        }
+        batch.commit()?;
+        db.persist(PersistMode::SyncAll)?;
+        db.delete_keyspace(old)?;
+        if moved > 0 {
+            tracing::info!(rows = moved, "moved held records into tables of {} MiB", TABLE_BYTES >> 20);
+        }
+    }
+    Ok(held)
+}
 
 /// Held records in the embedded topics' fjall database.
 pub struct EmbeddedHeld {
@@ -194,5 +254,61 @@ impl HeldRecords for EmbeddedHeld {
             out.push(HeldLane { lane, count, last_seq, first_due_ms });
         }
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::conformance;
+
+    fn stored(seq: u64) -> Vec<u8> {
+        codec::encode(&(seq * 10, seq, Headers::default(), vec![seq as u8])).unwrap()
+    }
+
+    #[tokio::test]
+    async fn held_records_of_an_older_store_move_to_small_tables() {
+        let dir = tempfile::tempdir().unwrap();
+        let (group, partition, lane) = ("g", 1, Lane(7));
+        {
+            let db = Database::builder(dir.path()).open().unwrap();
+            let old = db.keyspace(LEGACY_HELD, KeyspaceCreateOptions::default).unwrap();
+            for seq in 3..6u64 {
+                old.insert(record_key(group, partition, lane, seq), stored(seq)).unwrap();
+            }
+            old.insert(lane_key(SUMMARY, group, partition, lane), codec::encode(&(3u64, 5u64)).unwrap()).unwrap();
+            // A move cut short before the old keyspace was dropped: part of it is already here.
+            let new = open_keyspace(&db, 1 << 20).unwrap();
+            db.persist(PersistMode::SyncAll).unwrap();
+            let mut db_batch = db.batch();
+            db_batch.insert(&new, record_key(group, partition, lane, 4), stored(4));
+            db_batch.commit().unwrap();
+            let old = db.keyspace(LEGACY_HELD, KeyspaceCreateOptions::default).unwrap();
+            old.insert(record_key(group, partition, lane, 6), stored(6)).unwrap();
+            old.insert(lane_key(SUMMARY, group, partition, lane), codec::encode(&(4u64, 6u64)).unwrap()).unwrap();
+            db.persist(PersistMode::SyncAll).unwrap();
+        }
+        for _ in 0..2 {
+            let topics = super::super::EmbeddedTopics::open_with_consumers(
+                dir.path(),
+                &conformance::specs(),
+                &conformance::consumers(),
+                Default::default(),
+            )
+            .unwrap();
+            assert!(!topics.db.keyspace_exists(LEGACY_HELD), "the old keyspace is dropped once moved");
+            let held = topics.held();
+            let lanes = held.lanes(group, partition).await.unwrap();
+            assert_eq!(lanes.len(), 1);
+            assert_eq!((lanes[0].lane, lanes[0].count, lanes[0].last_seq, lanes[0].first_due_ms), (lane, 4, 6, 30));
+            let got = held.peek(group, partition, lane, 10).await.unwrap();
+            assert_eq!(
+                got.iter().map(|r| (r.seq, r.due_ms, r.key, r.value.clone())).collect::<Vec<_>>(),
+                (3..7u64).map(|s| (s, s * 10, s, vec![s as u8])).collect::<Vec<_>>()
+            );
+            held.release(group, partition, lane, 4).await.unwrap();
+            assert_eq!(held.peek(group, partition, lane, 10).await.unwrap().len(), 2, "released where they now are");
+            held.hold(group, partition, lane, got[..2].to_vec()).await.unwrap();
+        }
     }
 }

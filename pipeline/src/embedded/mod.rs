@@ -26,7 +26,6 @@ pub use held::EmbeddedHeld;
 use crate::topic::{ConsumerRecord, Offset, Partition, ProducerRecord, TopicBackend, TopicSpec};
 use crate::{Error, Result};
 use async_trait::async_trait;
-use fjall::config::PinningPolicy;
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
 use schemas::{codec, envelope::Headers};
 use segments::PartitionLog;
@@ -173,16 +172,8 @@ impl EmbeddedTopics {
     ) -> Result<Arc<Self>> {
         std::fs::create_dir_all(dir)?;
         let db = Database::builder(dir).cache_size(config.cache_bytes).worker_threads(config.worker_threads).open()?;
-        let memtable = config.memtable_bytes;
         let offsets = db.keyspace("offsets", KeyspaceCreateOptions::default)?;
-        let held = db.keyspace("held", || {
-            KeyspaceCreateOptions::default()
-                .max_memtable_size(memtable)
-                // Index and filter blocks beyond L0 go through the bounded block cache instead of
-                // being pinned: pinned blocks grow with the data, the cache does not.
-                .index_block_pinning_policy(PinningPolicy::new([true, false]))
-                .filter_block_pinning_policy(PinningPolicy::all(false))
-        })?;
+        let held = held::open_keyspace(&db, config.memtable_bytes)?;
         let legacy = if db.keyspace_exists("records") {
             Some(db.keyspace("records", KeyspaceCreateOptions::default)?)
         } else {
