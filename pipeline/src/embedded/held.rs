@@ -8,8 +8,8 @@
 //! lsm-tree's table writer keeps each output block's last key as a view into the input block it
 //! was read from until the index that names it is written. With fjall's defaults (tables of
 //! 64 MiB, one index per table below L3) a compaction kept every input block of the table it was
-//! writing alive: at 10M x 4 every RSS spike of a run sampled every 100 ms fell while this
-//! keyspace wrote a table of up to 64 MiB (ARCHITECTURE.md, "Held records' compactions").
+//! writing alive: at 10M x 4 the highest RSS samples (every 100 ms) of two runs all fell while
+//! this keyspace wrote a table of 37-64 MiB (ARCHITECTURE.md, "Held records' compactions").
 //! A store created before keeps those settings in its `held` keyspace (fjall fixes them at
 //! creation), so an open moves its rows here and drops it.
 
