@@ -271,20 +271,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (group, partition, lane) = ("g", 1, Lane(7));
         {
+            // A move cut short: the old keyspace still holds every row, the new one part of them.
             let db = Database::builder(dir.path()).open().unwrap();
+            let new = open_keyspace(&db, 1 << 20).unwrap();
+            new.insert(record_key(group, partition, lane, 4), stored(4)).unwrap();
             let old = db.keyspace(LEGACY_HELD, KeyspaceCreateOptions::default).unwrap();
-            for seq in 3..6u64 {
+            for seq in 3..7u64 {
                 old.insert(record_key(group, partition, lane, seq), stored(seq)).unwrap();
             }
-            old.insert(lane_key(SUMMARY, group, partition, lane), codec::encode(&(3u64, 5u64)).unwrap()).unwrap();
-            // A move cut short before the old keyspace was dropped: part of it is already here.
-            let new = open_keyspace(&db, 1 << 20).unwrap();
-            db.persist(PersistMode::SyncAll).unwrap();
-            let mut db_batch = db.batch();
-            db_batch.insert(&new, record_key(group, partition, lane, 4), stored(4));
-            db_batch.commit().unwrap();
-            let old = db.keyspace(LEGACY_HELD, KeyspaceCreateOptions::default).unwrap();
-            old.insert(record_key(group, partition, lane, 6), stored(6)).unwrap();
             old.insert(lane_key(SUMMARY, group, partition, lane), codec::encode(&(4u64, 6u64)).unwrap()).unwrap();
             db.persist(PersistMode::SyncAll).unwrap();
         }
