@@ -92,7 +92,7 @@ pub struct EmbeddedStoreConfig {
     pub write_budget_bytes: u64,
     /// fjall background threads (flush + compaction). Measured trade-off on 2 cores: with 2,
     /// fjall 3.1's worker 0 re-queues compaction requests to itself and spins while the other
-    /// compacts, so it runs in `SCHED_IDLE` (`embedded/workers.rs`); with 1, compaction falls
+    /// compacts, so it runs at a lower priority (`embedded/workers.rs`); with 1, compaction falls
     /// behind on large runs and memory grows (5M recipients: +86 MiB vs +36 MiB). Default 2.
     pub worker_threads: usize,
 }
@@ -163,7 +163,7 @@ impl EmbeddedStore {
     /// Opens (or creates) the store in `dir`.
     pub fn open(dir: &Path, config: EmbeddedStoreConfig) -> Result<Self> {
         std::fs::create_dir_all(dir)?;
-        let db = workers::open_idling_worker_zero(
+        let db = workers::open_lowering_worker_zero(
             Database::builder(dir).cache_size(config.cache_bytes),
             config.worker_threads,
         )?;

@@ -1,4 +1,4 @@
-//! The scheduling class of the store's fjall worker threads.
+//! The priority of the store's fjall worker 0.
 //!
 //! fjall 3.1 runs flushes and compactions on `worker_threads` threads fed by one queue. With
 //! more than one, worker 0 never compacts: it puts every compaction request back on the queue so
@@ -7,15 +7,18 @@
 //! loop for as long as the compaction runs. After every flush one such request waits (fjall
 //! sends one per worker), so on 2 cores at 10M x 4 the loop took ~29% of fjall's CPU samples.
 //!
-//! [`open_idling_worker_zero`] opens the database and moves its worker 0 to `SCHED_IDLE`: it
-//! runs whenever a core has nothing else to run, and otherwise gives way to the engine's own
-//! threads instead of spinning against them. The cost is that a flush worker 0 picked up waits
-//! for a free core while the CPU is saturated; a flush taken by the other worker is unaffected,
-//! and the write budget still bounds what waits (figures in ARCHITECTURE.md).
+//! [`open_lowering_worker_zero`] opens the database and gives its worker 0 the nice value
+//! [`WORKER_ZERO_NICE`]: under contention the loop gets a small share of a core instead of an
+//! equal one, and a flush worker 0 picked up still moves at that share, where `SCHED_IDLE` (what
+//! this module did before) stopped it for as long as the cores were busy. At 10M x 4 the cores
+//! are busy nearly all the time, so flushes queued behind the idle worker, sealed memtables
+//! piled up to the write budget and the heap rose ~50 MiB through a run (figures in
+//! ARCHITECTURE.md, "Flushes starved by the idle class"). A nice value cannot be lowered again
+//! without privilege, so it is set once and never changed.
 //!
 //! It is not: a change to fjall's loop (fjall has no setting for it), nor portable: elsewhere
 //! than on Linux, and whenever worker 0 cannot be told apart from other threads (another fjall
-//! database opening at the same moment), the workers keep the default class.
+//! database opening at the same moment), the workers keep the default priority.
 
 use fjall::{Database, DatabaseBuilder};
 use std::sync::Mutex;
@@ -27,17 +30,21 @@ const WORKER_NAME: &str = "fjall:worker";
 /// that database's.
 static OPENING: Mutex<()> = Mutex::new(());
 
-/// Opens `builder` with `workers` worker threads, then moves worker 0 to `SCHED_IDLE` when there
+/// The nice value of worker 0 (0 is the default, 19 the lowest priority): a weight of ~1/10 of
+/// a default thread's.
+pub(crate) const WORKER_ZERO_NICE: i32 = 10;
+
+/// Opens `builder` with `workers` worker threads, then lowers worker 0's priority when there
 /// is more than one (with one, that worker compacts and flushes, and there is no loop).
-pub(super) fn open_idling_worker_zero(builder: DatabaseBuilder<Database>, workers: usize) -> fjall::Result<Database> {
+pub(super) fn open_lowering_worker_zero(builder: DatabaseBuilder<Database>, workers: usize) -> fjall::Result<Database> {
     let _opening = OPENING.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
     let before = worker_threads();
     let db = builder.worker_threads(workers).open()?;
-    // Off Linux there is no `/proc` to find the threads in, nor `SCHED_IDLE`.
+    // Off Linux there is no `/proc` to find the threads in.
     if workers > 1 && cfg!(target_os = "linux") {
         match spawned_first(&before, workers) {
-            Some(tid) => idle(tid),
-            None => tracing::debug!("fjall's worker 0 not told apart; its class is left as it is"),
+            Some(tid) => lower(tid),
+            None => tracing::debug!("fjall's worker 0 not told apart; its priority is left as it is"),
         }
     }
     Ok(db)
@@ -87,18 +94,17 @@ fn pid_max() -> i32 {
 }
 
 #[cfg(target_os = "linux")]
-fn idle(tid: i32) {
-    let param = libc::sched_param { sched_priority: 0 };
-    // SAFETY: `param` is a valid sched_param for the call's duration; `tid` names a thread of
-    // this process, and a wrong id only makes the call fail.
-    let rc = unsafe { libc::sched_setscheduler(tid, libc::SCHED_IDLE, &param) };
+fn lower(tid: i32) {
+    // SAFETY: plain integer arguments; `tid` names a thread of this process (Linux applies
+    // PRIO_PROCESS to the one thread), and a wrong id only makes the call fail.
+    let rc = unsafe { libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, WORKER_ZERO_NICE) };
     if rc != 0 {
-        tracing::debug!(tid, error = %std::io::Error::last_os_error(), "fjall's worker 0 kept its class");
+        tracing::debug!(tid, error = %std::io::Error::last_os_error(), "fjall's worker 0 kept its priority");
     }
 }
 
 #[cfg(not(target_os = "linux"))]
-fn idle(_tid: i32) {}
+fn lower(_tid: i32) {}
 
 #[cfg(test)]
 mod tests {
