@@ -13,8 +13,8 @@
 //! this module did before) stopped it for as long as the cores were busy. At 10M x 4 the cores
 //! are busy nearly all the time, so flushes queued behind the idle worker, sealed memtables
 //! piled up to the write budget and the heap rose ~50 MiB through a run (figures in
-//! ARCHITECTURE.md, "Flushes starved by the idle class"). A nice value cannot be lowered again
-//! without privilege, so it is set once and never changed.
+//! ARCHITECTURE.md, "Flushes starved by the idle class"). Raising a thread's priority again, or
+//! taking it out of `SCHED_IDLE`, needs privilege, so the nice value is set once and kept.
 //!
 //! It is not: a change to fjall's loop (fjall has no setting for it), nor portable: elsewhere
 //! than on Linux, and whenever worker 0 cannot be told apart from other threads (another fjall
