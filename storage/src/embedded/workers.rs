@@ -10,8 +10,8 @@
 //! [`open_lowering_worker_zero`] opens the database and gives its worker 0 the nice value
 //! [`WORKER_ZERO_NICE`]: under contention the loop gets a small share of a core instead of an
 //! equal one, and a flush worker 0 picked up still moves at that share, where `SCHED_IDLE` (what
-//! this module did before) stopped it for as long as the cores were busy. At 10M x 4 the cores
-//! are busy nearly all the time, so flushes queued behind the idle worker, sealed memtables
+//! this module did before) stopped it for as long as the cores were busy. At 10M x 4, where
+//! compaction keeps the cores busier, flushes queued behind the idle worker, sealed memtables
 //! piled up to the write budget and the heap rose ~50 MiB through a run (figures in
 //! ARCHITECTURE.md, "Flushes starved by the idle class"). Raising a thread's priority again, or
 //! taking it out of `SCHED_IDLE`, needs privilege, so the nice value is set once and kept.
