@@ -32,7 +32,7 @@ static OPENING: Mutex<()> = Mutex::new(());
 
 /// The nice value of worker 0 (0 is the default, 19 the lowest priority): a weight of ~1/10 of
 /// a default thread's.
-pub(crate) const WORKER_ZERO_NICE: i32 = 10;
+const WORKER_ZERO_NICE: i32 = 10;
 
 /// Opens `builder` with `workers` worker threads, then lowers worker 0's priority when there
 /// is more than one (with one, that worker compacts and flushes, and there is no loop).
