@@ -6,55 +6,56 @@ use herald::config::HeraldConfig;
 use herald::{bench, demo, mock_provider, serve};
 use std::path::PathBuf;
 
-/// mimalloc instead of glibc malloc: the pipeline allocates and frees many short-lived batch
-/// buffers across threads, where glibc spent ~20% of CPU (profile in the issue note).
-#[cfg(feature = "mimalloc")]
+/// jemalloc instead of glibc malloc: the pipeline allocates and frees many short-lived batch
+/// buffers across threads, where glibc spent ~20% of CPU (profile in the issue note). It
+/// replaced mimalloc, which held more freed memory in RSS (median of 3 alternated, peak RSS:
+/// 1M x 4 181.9 vs 224.7 MiB, 10M x 4 222.6 vs 271.2, wall 0.920 both; ARCHITECTURE.md, "The
+/// allocator: jemalloc").
+#[cfg(feature = "jemalloc")]
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
-/// Turns transparent huge pages off for this process unless `MIMALLOC_ALLOW_THP` is set (mimalloc
-/// reads that itself while it initialises, before `main`). With them, mimalloc's arena was backed
-/// by 2 MiB pages (112 MiB of `AnonHugePages` mid-run at 1M x 4), each resident as a whole however
-/// little of it is in use: 1M x 4 peak RSS 295.3 MiB with them, 250.9 without, wall 0.986 (median
-/// of 3 alternated; ARCHITECTURE.md, "Write path and memory budget"). Memory faulted in before
+/// jemalloc's options, which it reads at its first allocation, before `main`; each one can be
+/// overridden through `_RJEM_MALLOC_CONF` in the environment (the options that variable names
+/// are applied after these):
+/// - `background_thread:true`: freed pages are returned by jemalloc's own thread, on time,
+///   instead of whenever an allocating thread happens to pass by;
+/// - `dirty_decay_ms:100`: freed pages go back to the OS after ~100 ms (jemalloc's default is
+///   10 s; 0, at once, cost 39% of throughput at 1M x 4);
+/// - `muzzy_decay_ms:0`: and are not kept as lazily freed pages after that;
+/// - `percpu_arena:percpu`: one arena per CPU, not four per CPU, so fewer arenas each hold
+///   their own freed pages, however many cores the machine has (1M x 4, single runs on 2
+///   cores: peak 179.1 and 178.0 MiB, as `narenas:2` gave 184.5 and 177.2 at the same
+///   throughput; jemalloc's default there gave a median of 188.6 on another day).
+///
+/// `tests::jemalloc_runs_with_these_options` reads them back from jemalloc.
+#[cfg(feature = "jemalloc")]
+#[export_name = "_rjem_malloc_conf"]
+static MALLOC_CONF: Option<&'static std::ffi::c_char> = Some(
+    // SAFETY: a pointer to the first byte of a static C string literal is valid for 'static.
+    unsafe { &*MALLOC_OPTIONS.as_ptr() },
+);
+
+#[cfg(feature = "jemalloc")]
+const MALLOC_OPTIONS: &std::ffi::CStr =
+    c"background_thread:true,dirty_decay_ms:100,muzzy_decay_ms:0,percpu_arena:percpu";
+
+/// Turns transparent huge pages off for this process unless `HERALD_ALLOW_THP` is set. With
+/// them, an allocator's arena can be backed by 2 MiB pages, each resident as a whole however
+/// little of it is in use: measured with mimalloc, which asks for them, 112 MiB of
+/// `AnonHugePages` mid-run at 1M x 4 and peak RSS 295.3 MiB with them, 250.9 without, wall 0.986
+/// (median of 3 alternated; ARCHITECTURE.md, "Write path and memory budget"). jemalloc does
+/// not ask for them, but a kernel set to `always` gives them anyway. Memory faulted in before
 /// this call keeps its pages; the flag covers every later fault and khugepaged.
-#[cfg(all(feature = "mimalloc", target_os = "linux"))]
+#[cfg(target_os = "linux")]
 fn disable_transparent_huge_pages() {
-    if std::env::var_os("MIMALLOC_ALLOW_THP").is_some() {
+    if std::env::var_os("HERALD_ALLOW_THP").is_some() {
         return;
     }
     // SAFETY: PR_SET_THP_DISABLE takes plain integers and only sets a flag on this process.
     let rc = unsafe { libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0) };
     if rc != 0 {
         eprintln!("herald: could not turn transparent huge pages off: {}", std::io::Error::last_os_error());
-    }
-}
-
-/// mimalloc's `purge_delay` option: its index in mimalloc 3's `mi_option_e` (the C library
-/// `libmimalloc-sys` builds by default; its Rust bindings do not name this one).
-/// `tests::purge_delay_is_the_option_the_environment_sets` checks the index against the library.
-#[cfg(feature = "mimalloc")]
-const MI_OPTION_PURGE_DELAY: std::ffi::c_int = 15;
-
-#[cfg(feature = "mimalloc")]
-extern "C" {
-    fn mi_option_set(option: std::ffi::c_int, value: std::ffi::c_long);
-    #[cfg(test)]
-    fn mi_option_get(option: std::ffi::c_int) -> std::ffi::c_long;
-}
-
-/// Has mimalloc hand freed memory back to the OS after 10 ms instead of its default 1 s, unless
-/// `MIMALLOC_PURGE_DELAY` is set (mimalloc reads that itself). For a second, the pages a
-/// compaction's blocks were freed from stayed resident, and fjall's compactions free hundreds of
-/// MiB at once at 10M recipients. Measured (ARCHITECTURE.md, "Write path and memory budget"):
-/// 10M x 4, peak RSS 303.9, 304.2 and 339.3 MiB against 363.7, 404.5 and 396.4 with 1 s, at
-/// ~1% lower throughput in the one alternated pair; 1M x 4, median of 3 alternated: peak 224.9
-/// vs 228.6 MiB, wall 1.033, CPU 1.030.
-#[cfg(feature = "mimalloc")]
-fn shorten_purge_delay() {
-    if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none() {
-        // SAFETY: mi_option_set stores an integer option; mimalloc reads it on its next purge.
-        unsafe { mi_option_set(MI_OPTION_PURGE_DELAY, 10) };
     }
 }
 
@@ -192,10 +193,8 @@ enum Command {
 }
 
 fn main() -> anyhow::Result<()> {
-    #[cfg(all(feature = "mimalloc", target_os = "linux"))]
+    #[cfg(target_os = "linux")]
     disable_transparent_huge_pages();
-    #[cfg(feature = "mimalloc")]
-    shorten_purge_delay();
     let result = run();
     // A configuration Herald refuses (e.g. an empty secret file) exits with status 2.
     if let Err(e) = &result {
@@ -378,31 +377,39 @@ fn parse_ttl(raw: &str) -> anyhow::Result<u64> {
     Ok(n * unit)
 }
 
-#[cfg(all(test, feature = "mimalloc"))]
+#[cfg(all(test, feature = "jemalloc"))]
 mod tests {
-    /// mimalloc reads `MIMALLOC_PURGE_DELAY` when the process starts, so a child run of
-    /// `purge_delay_as_read` with it set shows which option index it landed in.
-    #[test]
-    fn purge_delay_is_the_option_the_environment_sets() {
-        let out = std::process::Command::new(std::env::current_exe().unwrap())
-            .args(["--exact", "tests::purge_delay_as_read", "--ignored", "--test-threads=1"])
-            .env("MIMALLOC_PURGE_DELAY", "1234")
-            .output()
-            .unwrap();
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        assert!(
-            out.status.success() && stdout.contains("1 passed"),
-            "{stdout}{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+    use std::ffi::{c_void, CStr};
+
+    /// Reads the jemalloc option `name` (e.g. `c"opt.dirty_decay_ms"`) as a `T`, into `value`.
+    fn option<T>(name: &CStr, mut value: T) -> T {
+        let mut len = std::mem::size_of::<T>();
+        // SAFETY: `value` and `len` are valid for writes, and `len` is the size of `T`, which
+        // is the type jemalloc documents for each option read below.
+        let rc = unsafe {
+            tikv_jemalloc_sys::mallctl(
+                name.as_ptr(),
+                (&mut value as *mut T).cast::<c_void>(),
+                &mut len,
+                std::ptr::null_mut(),
+                0,
+            )
+        };
+        assert_eq!(rc, 0, "mallctl {name:?}");
+        value
     }
 
+    /// The options `MALLOC_CONF` names are the ones jemalloc runs with: the symbol is the one
+    /// the prefixed jemalloc reads, and each option parsed. Fails when the environment sets
+    /// `_RJEM_MALLOC_CONF` to something else.
     #[test]
-    #[ignore = "run by purge_delay_is_the_option_the_environment_sets, with MIMALLOC_PURGE_DELAY set"]
-    fn purge_delay_as_read() {
-        let set: std::ffi::c_long =
-            std::env::var("MIMALLOC_PURGE_DELAY").expect("run with MIMALLOC_PURGE_DELAY").parse().unwrap();
-        // SAFETY: mi_option_get reads an integer option.
-        assert_eq!(unsafe { super::mi_option_get(super::MI_OPTION_PURGE_DELAY) }, set);
+    fn jemalloc_runs_with_these_options() {
+        assert!(option(c"opt.background_thread", false));
+        assert_eq!(option(c"opt.dirty_decay_ms", -2isize), 100);
+        assert_eq!(option(c"opt.muzzy_decay_ms", -2isize), 0);
+        let arena = option(c"opt.percpu_arena", std::ptr::null::<std::ffi::c_char>());
+        assert!(!arena.is_null());
+        // SAFETY: jemalloc returned a pointer to one of its static option names.
+        assert_eq!(unsafe { CStr::from_ptr(arena) }, c"percpu");
     }
 }
