@@ -44,9 +44,10 @@ pub(super) fn open_keyspace(db: &Database, memtable_bytes: u64) -> Result<Keyspa
     let held = db.keyspace(HELD, || {
         KeyspaceCreateOptions::default()
             .max_memtable_size(memtable_bytes)
-            // Index and filter blocks beyond L0 go through the bounded block cache instead of
-            // being pinned: pinned blocks grow with the data, the cache does not.
-            .index_block_pinning_policy(PinningPolicy::new([true, false]))
+            // Index and filter blocks go through the bounded block cache instead of being
+            // pinned: pinned blocks grow with the data, the cache does not (L0 included, as
+            // the store's keyspaces: `storage/src/embedded/mod.rs`).
+            .index_block_pinning_policy(PinningPolicy::all(false))
             .filter_block_pinning_policy(PinningPolicy::all(false))
             .index_block_partitioning_policy(PartitioningPolicy::new([false, true]))
             .compaction_strategy(Arc::new(Leveled::default().with_table_target_size(TABLE_BYTES)))

@@ -171,9 +171,14 @@ impl EmbeddedStore {
         let options = || {
             KeyspaceCreateOptions::default()
                 .max_memtable_size(memtable)
-                // Index and filter blocks beyond L0 go through the bounded block cache instead of
-                // being pinned: pinned blocks grow with the data, the cache does not.
-                .index_block_pinning_policy(PinningPolicy::new([true, false]))
+                // Index and filter blocks go through the bounded block cache instead of being
+                // pinned: pinned blocks grow with the data, the cache does not. That holds in L0
+                // too, whose tables' whole indexes were pinned: 13.2 MiB of the 10M x 4 peak
+                // against 2.7 at 1M, as L0 fills to L0_TABLES only in long runs. Median of 3
+                // alternated: 10M x 4 peak 217.5 vs 231.5 MiB, 1M x 4 171.5 vs 174.3, wall
+                // 0.987 and 0.975 (ARCHITECTURE.md). fjall stores this when it creates a
+                // keyspace, so older stores keep their L0 indexes pinned.
+                .index_block_pinning_policy(PinningPolicy::all(false))
                 .filter_block_pinning_policy(PinningPolicy::all(false))
                 // Beyond L0 they are also split into 4 KiB partitions under a small top-level
                 // block that stays in memory, so a point read that misses the cache reads one
