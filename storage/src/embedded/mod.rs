@@ -174,7 +174,7 @@ impl EmbeddedStore {
                 // Index and filter blocks go through the bounded block cache instead of being
                 // pinned: pinned blocks grow with the data, the cache does not. That holds in L0
                 // too, whose tables' whole indexes were pinned: 13.2 MiB of the 10M x 4 peak
-                // against 2.7 at 1M, as L0 fills to L0_TABLES only in long runs. Median of 3
+                // against 2.7 at 1M (heap profiles; up to L0_TABLES wait there). Median of 3
                 // alternated: 10M x 4 peak 217.5 vs 231.5 MiB, 1M x 4 171.5 vs 174.3, wall
                 // 0.987 and 0.975 (ARCHITECTURE.md). fjall stores this when it creates a
                 // keyspace, so older stores keep their L0 indexes pinned.
