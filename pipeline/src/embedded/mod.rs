@@ -432,15 +432,15 @@ mod tests {
         for next in 1..=200_000u64 {
             topics.commit("t", "g", (next % 2) as Partition, next).await.unwrap();
         }
-        let mut held = topics.db.write_buffer_size();
+        let mut buffered = topics.db.write_buffer_size();
         for _ in 0..500 {
-            if held <= OFFSETS_MEMTABLE_BYTES {
+            if buffered <= OFFSETS_MEMTABLE_BYTES {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
-            held = topics.db.write_buffer_size();
+            buffered = topics.db.write_buffer_size();
         }
-        assert!(held <= OFFSETS_MEMTABLE_BYTES, "offsets keep {held} bytes of memtables after the flushes");
+        assert!(buffered <= OFFSETS_MEMTABLE_BYTES, "offsets keep {buffered} bytes of memtables after the flushes");
         assert_eq!(topics.committed("t", "g", 0).await.unwrap(), Some(200_000));
     }
 
