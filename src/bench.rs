@@ -122,6 +122,10 @@ pub struct BenchReport {
     /// included (`wchar` of `/proc/self/io`; embedded runs on Linux only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub os_bytes_written_per_message: Option<f64>,
+    /// Message rows reconcile read from the store per message: the rows its recent-row cache
+    /// did not hold (embedded runs only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub row_reads_per_message: Option<f64>,
     pub fairness_jain: f64,
     pub burst_per_tenant: u32,
     pub stages: Vec<StageReport>,
@@ -192,7 +196,10 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<BenchReport> {
     let board = engine.board.clone();
     let report = report(&args, &run, &engine.simulator.ledger(), Vec::new());
     engine.stop().await?;
-    let report = BenchReport { stages: stage_reports(&board), ..report };
+    let row_reads = board.value("herald_reconcile_row_reads_total", &[]);
+    let row_reads_per_message =
+        row_reads.map(|r| r / run.counters.iter().map(|c| c.terminal()).sum::<u64>().max(1) as f64);
+    let report = BenchReport { stages: stage_reports(&board), row_reads_per_message, ..report };
     if let (Some(path), Some(timeline)) = (&args.report, timeline) {
         std::fs::write(path, crate::bench_html::render(&report, &timeline))
             .with_context(|| format!("writing the report {}", path.display()))?;
@@ -344,6 +351,7 @@ pub(crate) fn report(args: &BenchArgs, run: &Run, ledger: &Ledger, stages: Vec<S
         writes_per_message: Some(run.writes.rows as f64 / per_message),
         bytes_written_per_message: Some(run.writes.bytes as f64 / per_message),
         os_bytes_written_per_message: run.writes.os_bytes.map(|b| b as f64 / per_message),
+        row_reads_per_message: None,
         fairness_jain: jain(&shares),
         burst_per_tenant: run.burst,
         stages,
@@ -383,6 +391,9 @@ pub fn print(report: &BenchReport) {
     }
     if let Some(os) = report.os_bytes_written_per_message {
         println!("  bytes to write() {os:>10.0} per message (journal, flushes and compaction included)");
+    }
+    if let Some(reads) = report.row_reads_per_message {
+        println!("  row reads        {reads:>10.2} per message (reconcile, past its recent-row cache)");
     }
     println!("  fairness (Jain)  {:>10.4}", report.fairness_jain);
     if let Some(p) = &report.probes {

@@ -208,6 +208,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<BenchReport> {
         writes_per_message: None,
         bytes_written_per_message: None,
         os_bytes_written_per_message: None,
+        row_reads_per_message: None,
         ..report(&args, &run, &ledger, Vec::new())
     })
 }

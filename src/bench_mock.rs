@@ -183,6 +183,7 @@ pub async fn run(args: BenchArgs, mock_mps: u32) -> anyhow::Result<BenchReport> 
         writes_per_message: None,
         bytes_written_per_message: None,
         os_bytes_written_per_message: None,
+        row_reads_per_message: None,
         fairness_jain: jain(&shares),
         burst_per_tenant: burst,
         stages: stage_reports(&board),

@@ -31,6 +31,10 @@ fn an_embedded_bench_reports_its_writes_per_message() {
     let bytes = report["bytes_written_per_message"].as_f64().expect("bytes per message");
     assert!(bytes > rows * 16.0, "a row carries at least its key: {report}");
     assert!(report["os_bytes_written_per_message"].as_f64().is_some_and(|b| b > 0.0), "{report}");
+    // Each message's acceptance and receipt come to reconcile once each: at most two rows to
+    // look for, fewer when its recent-row cache holds the accepted row.
+    let reads = report["row_reads_per_message"].as_f64().expect("row reads per message");
+    assert!((0.0..=2.0).contains(&reads), "{report}");
 }
 
 #[test]

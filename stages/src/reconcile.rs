@@ -202,6 +202,8 @@ type CounterCache = HashMap<(TenantId, CampaignId), CampaignCounters>;
 
 /// Message rows kept per partition after writing them, per generation: a receipt usually
 /// follows its acceptance within a second, and then needs no store read. About 300 bytes each.
+/// Only rows that await their first receipt are added; a row written past that is replaced
+/// where held, never added (`Reconciler::apply`).
 const ROW_GENERATION: usize = 8_192;
 
 /// What one partition's owner keeps between steps. Coherent with the store because this
@@ -370,8 +372,14 @@ impl Reconciler {
             cache.counters.retain(|_, c| c.completed_ms.is_none());
         }
         cache.counters.extend(touched);
+        // Held for the receipt still to come: a row that awaits its first receipt is put, any
+        // other only refreshed where held, so rows done with do not push out rows that wait.
         for (key, row) in written {
-            cache.rows.put(key, row);
+            if row.status == MessageStatus::Sent {
+                cache.rows.put(key, row);
+            } else {
+                cache.rows.refresh(&key, row);
+            }
         }
         Ok(())
     }

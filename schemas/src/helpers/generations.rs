@@ -63,6 +63,14 @@ impl<K: Eq + Hash, V: Clone> Generations<K, V> {
         self.current.insert(key, value);
     }
 
+    /// Replaces `key`'s value where it is held, and holds nothing new: for writes that need
+    /// not be read back soon, so that they do not push out entries that will be.
+    pub fn refresh(&mut self, key: &K, value: V) {
+        if let Some(held) = self.current.get_mut(key).or_else(|| self.previous.get_mut(key)) {
+            *held = value;
+        }
+    }
+
     pub fn remove(&mut self, key: &K) {
         self.current.remove(key);
         self.previous.remove(key);
@@ -104,6 +112,12 @@ mod tests {
         seen.put(6, 60);
         assert_eq!(seen.get(&0), None, "two generations later it is forgotten");
         assert_eq!(seen.len(), 4);
+        seen.refresh(&4, 41);
+        seen.refresh(&7, 70);
+        assert_eq!((seen.get(&4), seen.get(&7), seen.len()), (Some(41), None, 4), "refresh holds nothing new");
+        seen.put(5, 51);
+        seen.refresh(&5, 52);
+        assert_eq!(seen.get(&5), Some(52), "the copy a read finds is the one refreshed");
         seen.remove(&3);
         assert_eq!(seen.get(&3), None);
         seen.clear();

@@ -304,9 +304,10 @@ impl Simulator {
         let _ = self.receipts.send((due, receipt)).await;
     }
 
-    fn log_call(&self, call: &CallRecord) {
+    /// Appends the call to the calls log, when there is one (the record is built only then).
+    fn log_call(&self, call: impl FnOnce() -> CallRecord) {
         if let Some(log) = &self.log {
-            if let Ok(mut line) = serde_json::to_vec(call) {
+            if let Ok(mut line) = serde_json::to_vec(&call()) {
                 line.push(b'\n');
                 let mut file = log.lock().unwrap_or_else(|p| p.into_inner());
                 if let Err(e) = file.write_all(&line) {
@@ -388,18 +389,6 @@ impl Provider for Simulator {
             (rng.random::<f64>(), rng.random_range(0.0..=1.0) * self.config.jitter.as_secs_f64())
         };
         let key = message.key;
-        let mut call = CallRecord {
-            ts_ms: arrived,
-            sender: sender.to_string(),
-            tenant: key.tenant.0,
-            campaign: key.campaign.0,
-            recipient: message.recipient.0,
-            to: message.address.clone(),
-            message_id: key.id.to_string(),
-            callback: key.to_callback(),
-            provider_message_id: None,
-            error_code: None,
-        };
         let failure = {
             let mut ledger = self.ledger();
             let in_window = ledger.count_call(key.tenant, arrived);
@@ -421,12 +410,19 @@ impl Provider for Simulator {
                 None
             }
         };
-        match &failure {
-            Some(e) => call.error_code = Some(e.code.clone()),
-            None => call.provider_message_id = Some(pmid(&key)),
-        }
         // Recorded before answering: the record survives even if Herald dies mid-call.
-        self.log_call(&call);
+        self.log_call(|| CallRecord {
+            ts_ms: arrived,
+            sender: sender.to_string(),
+            tenant: key.tenant.0,
+            campaign: key.campaign.0,
+            recipient: message.recipient.0,
+            to: message.address.clone(),
+            message_id: key.id.to_string(),
+            callback: key.to_callback(),
+            provider_message_id: failure.is_none().then(|| pmid(&key)),
+            error_code: failure.as_ref().map(|e| e.code.clone()),
+        });
         let latency = self.config.latency + Duration::from_secs_f64(jitter);
         if !latency.is_zero() {
             tokio::time::sleep(latency).await;

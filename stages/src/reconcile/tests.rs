@@ -189,3 +189,73 @@ async fn what_belongs_to_another_partition_is_forwarded_not_applied() {
     assert_eq!((counters.sent, counters.delivered), (0, 1));
     assert_eq!(reconciler.metrics.forwarded.load(Ordering::Relaxed), 2);
 }
+
+/// Rows that await their first receipt stay in the recent-row cache while receipts for other
+/// rows are applied: a receipt's write replaces a held row but never adds one, so it cannot
+/// push out a row whose receipt is still to come (which would then be read from the store).
+#[tokio::test]
+async fn receipts_do_not_push_out_rows_that_await_theirs() {
+    use pipeline::TopicBackend;
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(storage::EmbeddedStore::open(&dir.path().join("s"), Default::default()).unwrap());
+    let topics_backend: Arc<dyn TopicBackend> =
+        pipeline::EmbeddedTopics::open(&dir.path().join("t"), &topics::all(), Default::default()).unwrap();
+    let reconciler = Reconciler::new(store.clone(), store.clone());
+    let (tenant, campaign) = (TenantId(1), CampaignId(1));
+    let partition = topics::campaign_partition(tenant, campaign);
+    let key = |n: u64| MessageKey {
+        tenant,
+        campaign,
+        bucket: 0,
+        id: MessageId::derive(tenant, campaign, RecipientId(n), Channel::Sms),
+    };
+    fn input<T>(partition: Partition, value: T) -> Input<T> {
+        Input { partition, offset: Some(0), headers: Default::default(), value, lanes: 1, lease: None }
+    }
+    let accept = |range: std::ops::Range<u64>| {
+        let events = range
+            .map(|n| {
+                OutcomeEvent::Message(Outcome {
+                    key: key(n),
+                    recipient: RecipientId(n),
+                    address: format!("+1555{n:07}"),
+                    kind: OutcomeKind::Accepted { provider: "sms".into(), provider_message_id: format!("pm-{n}") },
+                    attempts: 1,
+                    at_ms: 1,
+                    trigger_ms: 1,
+                })
+            })
+            .collect();
+        input(partition, OutcomeBatch { tenant, events })
+    };
+    let deliver = |range: std::ops::Range<u64>| {
+        let receipts = range
+            .map(|n| Receipt {
+                provider: "sms".into(),
+                provider_message_id: format!("pm-{n}"),
+                key: Some(key(n)),
+                status: ReceiptStatus::Delivered,
+                at_ms: 2,
+                error: None,
+            })
+            .collect();
+        input(partition, ReceiptBatch { tenant, receipts })
+    };
+    let g = ROW_GENERATION as u64;
+    let mut out = Emitter::new(topics_backend);
+    let outcomes = ReconcileOutcomes(reconciler.clone());
+    let receipts = ReconcileReceipts(reconciler.clone());
+    outcomes.process(vec![accept(0..g)], &mut out).await.unwrap();
+    outcomes.process(vec![accept(g..2 * g)], &mut out).await.unwrap();
+    receipts.process(vec![deliver(0..g)], &mut out).await.unwrap();
+    outcomes.process(vec![accept(2 * g..3 * g)], &mut out).await.unwrap();
+    let reads = reconciler.metrics.row_reads.load(Ordering::Relaxed);
+    receipts.process(vec![deliver(g..2 * g)], &mut out).await.unwrap();
+    assert_eq!(
+        reconciler.metrics.row_reads.load(Ordering::Relaxed) - reads,
+        0,
+        "the rows accepted second were still held when their receipts came"
+    );
+    let counters = store.get_counters(tenant, campaign).await.unwrap().unwrap();
+    assert_eq!((counters.delivered, counters.sent), (2 * g, g));
+}
