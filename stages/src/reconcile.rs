@@ -201,9 +201,10 @@ const TENANT_TTL: Duration = Duration::from_secs(5);
 type CounterCache = HashMap<(TenantId, CampaignId), CampaignCounters>;
 
 /// Message rows kept per partition after writing them, per generation: a receipt usually
-/// follows its acceptance within a second, and then needs no store read. About 300 bytes each.
-/// Only rows that await their first receipt are added; a row written past that is replaced
-/// where held, never added (`Reconciler::apply`).
+/// follows its acceptance within a second, and then needs no store read. Only rows that await
+/// their first receipt are added; a row written past that is replaced where held, never added
+/// (`Reconciler::apply`). Kept encoded, as the store writes them: ~90 bytes in one allocation
+/// for a delivered row, against 120 bytes and three allocations of ~100 more decoded.
 const ROW_GENERATION: usize = 8_192;
 
 /// What one partition's owner keeps between steps. Coherent with the store because this
@@ -211,7 +212,7 @@ const ROW_GENERATION: usize = 8_192;
 /// assigned or revoked, since another owner may have written meanwhile.
 struct PartitionCache {
     counters: CounterCache,
-    rows: Generations<MessageKey, MessageRecord>,
+    rows: Generations<MessageKey, Box<[u8]>>,
     /// Campaigns whose cut-short log writes were finished (`MessageLog::settle`) since this
     /// process took the partition, or since its last failed write.
     settled: HashSet<(TenantId, CampaignId)>,
@@ -332,7 +333,8 @@ impl Reconciler {
         let mut rows = HashMap::with_capacity(keys.len());
         let mut missing = Vec::new();
         for key in keys {
-            match cache.rows.get(&key) {
+            // A row that does not decode is read from the store, as if it were not held.
+            match cache.rows.peek(&key).and_then(|bytes| schemas::codec::decode::<MessageRecord>(bytes).ok()) {
                 Some(row) => {
                     rows.insert(key, PendingRow { row: Some(row), dirty: false, index: None });
                 }
@@ -360,8 +362,19 @@ impl Reconciler {
             }
         }
         let (batch, touched) = work.finish();
-        let written: Vec<(MessageKey, MessageRecord)> =
-            batch.writes.iter().map(|w| (w.key, w.record.clone())).collect();
+        // What the cache will hold of this batch: rows that await their first receipt, and new
+        // values of rows it holds (`None`: the row did not encode, so it is dropped from the cache).
+        let written: Vec<(MessageKey, bool, Option<Box<[u8]>>)> = batch
+            .writes
+            .iter()
+            .filter_map(|w| {
+                let awaits_receipt = w.record.status == MessageStatus::Sent;
+                (awaits_receipt || cache.rows.holds(&w.key)).then(|| {
+                    let bytes = schemas::codec::encode(&w.record).ok().map(Vec::into_boxed_slice);
+                    (w.key, awaits_receipt, bytes)
+                })
+            })
+            .collect();
         if let Err(e) = self.log.apply(batch).await {
             // Part of it may be written: settle again, and trust nothing cached.
             *cache = PartitionCache::default();
@@ -374,11 +387,11 @@ impl Reconciler {
         cache.counters.extend(touched);
         // Held for the receipt still to come: a row that awaits its first receipt is put, any
         // other only refreshed where held, so rows done with do not push out rows that wait.
-        for (key, row) in written {
-            if row.status == MessageStatus::Sent {
-                cache.rows.put(key, row);
-            } else {
-                cache.rows.refresh(&key, row);
+        for (key, awaits_receipt, bytes) in written {
+            match bytes {
+                Some(bytes) if awaits_receipt => cache.rows.put(key, bytes),
+                Some(bytes) => cache.rows.refresh(&key, bytes),
+                None => cache.rows.remove(&key),
             }
         }
         Ok(())

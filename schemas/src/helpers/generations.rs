@@ -52,7 +52,17 @@ impl<K: Eq + Hash, V: Clone> Generations<K, V> {
     }
 
     pub fn get(&self, key: &K) -> Option<V> {
-        self.current.get(key).or_else(|| self.previous.get(key)).cloned()
+        self.peek(key).cloned()
+    }
+
+    /// The value held for `key`, not copied.
+    pub fn peek(&self, key: &K) -> Option<&V> {
+        self.current.get(key).or_else(|| self.previous.get(key))
+    }
+
+    /// Whether a value is held for `key`.
+    pub fn holds(&self, key: &K) -> bool {
+        self.current.contains_key(key) || self.previous.contains_key(key)
     }
 
     pub fn put(&mut self, key: K, value: V) {
@@ -115,6 +125,8 @@ mod tests {
         seen.refresh(&4, 41);
         seen.refresh(&7, 70);
         assert_eq!((seen.get(&4), seen.get(&7), seen.len()), (Some(41), None, 4), "refresh holds nothing new");
+        assert!(seen.holds(&4) && !seen.holds(&7));
+        assert_eq!(seen.peek(&4), Some(&41));
         seen.put(5, 51);
         seen.refresh(&5, 52);
         assert_eq!(seen.get(&5), Some(52), "the copy a read finds is the one refreshed");
