@@ -364,7 +364,7 @@ impl Reconciler {
         let (batch, touched) = work.finish();
         // What the cache will hold of this batch: rows that await their first receipt, and new
         // values of rows it holds (`None`: the row did not encode, so it is dropped from the cache).
-        let written: Vec<(MessageKey, bool, Option<Box<[u8]>>)> = batch
+        let written: Vec<_> = batch
             .writes
             .iter()
             .filter_map(|w| {
