@@ -1,6 +1,8 @@
 //! Embedded store: a reconcile-sized batch of 1,000 message-log rows committed atomically, and
 //! 256 send claims compare-and-set from absent to `InFlight` (the write in front of every group
-//! of unpaced provider calls).
+//! of unpaced provider calls). Also the two ways reconcile finds a row a receipt applies to:
+//! 1,000 rows read back from the store, against the same rows decoded from its recent-row cache
+//! (encoded rows in a `Generations`, as `stages/src/reconcile.rs` keeps them).
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use schemas::*;
 use std::sync::Arc;
@@ -48,6 +50,40 @@ fn bench(c: &mut Criterion) {
                 rows(next)
             },
             |batch| rt.block_on(store.apply(batch)).unwrap(),
+            BatchSize::SmallInput,
+        )
+    });
+    // Rows as receipts find them: written once, then read back.
+    let written: Vec<LogWrite> = (1..=8).flat_map(|k| rows(k * 1000).writes).collect();
+    for k in 1..=8 {
+        rt.block_on(store.apply(rows(k * 1000))).unwrap();
+    }
+    let keys: Vec<MessageKey> = written.iter().map(|w| w.key).collect();
+    let mut cache = helpers::Generations::new(8_192);
+    for w in &written {
+        cache.put(w.key, codec::encode(&w.record).unwrap().into_boxed_slice());
+    }
+    let mut at = 0usize;
+    let mut next_keys = || {
+        at = (at + 1000) % keys.len();
+        keys[at..at + 1000].to_vec()
+    };
+    g.bench_function("message_rows_read_1000", |b| {
+        b.iter_batched(
+            &mut next_keys,
+            |keys| assert!(rt.block_on(store.get_messages(&keys)).unwrap().iter().all(Option::is_some)),
+            BatchSize::SmallInput,
+        )
+    });
+    g.bench_function("message_rows_from_cache_1000", |b| {
+        b.iter_batched(
+            &mut next_keys,
+            |keys| {
+                for key in &keys {
+                    let bytes = cache.peek(key).expect("held");
+                    std::hint::black_box(codec::decode::<MessageRecord>(bytes).unwrap());
+                }
+            },
             BatchSize::SmallInput,
         )
     });
