@@ -111,18 +111,37 @@ fn a_failed_receipt_that_beats_its_own_acceptance_stays_failed() {
     assert_eq!((counters.failed, counters.sent), (1, 0));
 }
 
+/// An embedded store and topics in a temporary directory, and a reconciler over them.
+struct Fixture {
+    _dir: tempfile::TempDir,
+    store: Arc<storage::EmbeddedStore>,
+    topics_backend: Arc<dyn pipeline::TopicBackend>,
+    reconciler: Arc<Reconciler>,
+}
+
+impl Fixture {
+    fn new() -> Self {
+        let _dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(storage::EmbeddedStore::open(&_dir.path().join("s"), Default::default()).unwrap());
+        let topics_backend: Arc<dyn pipeline::TopicBackend> =
+            pipeline::EmbeddedTopics::open(&_dir.path().join("t"), &topics::all(), Default::default()).unwrap();
+        let reconciler = Reconciler::new(store.clone(), store.clone());
+        Self { _dir, store, topics_backend, reconciler }
+    }
+}
+
+/// One record of `partition`, as a runner hands it to a stage.
+fn input<T>(partition: Partition, value: T) -> Input<T> {
+    Input { partition, offset: Some(0), headers: Default::default(), value, lanes: 1, lease: None }
+}
+
 /// The single-writer contract holds when records arrive on the wrong reconcile partition: a
 /// mixed outcome batch applies only its own campaign and forwards the other's, and a receipt
 /// without callback data is resolved where it lands and forwarded, keyed, to its campaign's
 /// partition; only there does it change the message and the counters.
 #[tokio::test]
 async fn what_belongs_to_another_partition_is_forwarded_not_applied() {
-    use pipeline::TopicBackend;
-    let dir = tempfile::tempdir().unwrap();
-    let store = Arc::new(storage::EmbeddedStore::open(&dir.path().join("s"), Default::default()).unwrap());
-    let topics_backend: Arc<dyn TopicBackend> =
-        pipeline::EmbeddedTopics::open(&dir.path().join("t"), &topics::all(), Default::default()).unwrap();
-    let reconciler = Reconciler::new(store.clone(), store.clone());
+    let Fixture { _dir, store, topics_backend, reconciler } = Fixture::new();
     let tenant = TenantId(1);
     let a = CampaignId(1);
     let pa = topics::campaign_partition(tenant, a);
@@ -145,9 +164,6 @@ async fn what_belongs_to_another_partition_is_forwarded_not_applied() {
             trigger_ms: 1,
         })
     };
-    fn input<T>(partition: Partition, value: T) -> Input<T> {
-        Input { partition, offset: Some(0), headers: Default::default(), value, lanes: 1, lease: None }
-    }
     let fetch = |topic: &'static str, partition| {
         let backend = topics_backend.clone();
         async move { backend.fetch(topic, partition, 0, 100, Duration::ZERO).await.unwrap() }
@@ -195,12 +211,7 @@ async fn what_belongs_to_another_partition_is_forwarded_not_applied() {
 /// push out a row whose receipt is still to come (which would then be read from the store).
 #[tokio::test]
 async fn receipts_do_not_push_out_rows_that_await_theirs() {
-    use pipeline::TopicBackend;
-    let dir = tempfile::tempdir().unwrap();
-    let store = Arc::new(storage::EmbeddedStore::open(&dir.path().join("s"), Default::default()).unwrap());
-    let topics_backend: Arc<dyn TopicBackend> =
-        pipeline::EmbeddedTopics::open(&dir.path().join("t"), &topics::all(), Default::default()).unwrap();
-    let reconciler = Reconciler::new(store.clone(), store.clone());
+    let Fixture { _dir, store, topics_backend, reconciler } = Fixture::new();
     let (tenant, campaign) = (TenantId(1), CampaignId(1));
     let partition = topics::campaign_partition(tenant, campaign);
     let key = |n: u64| MessageKey {
@@ -209,9 +220,6 @@ async fn receipts_do_not_push_out_rows_that_await_theirs() {
         bucket: 0,
         id: MessageId::derive(tenant, campaign, RecipientId(n), Channel::Sms),
     };
-    fn input<T>(partition: Partition, value: T) -> Input<T> {
-        Input { partition, offset: Some(0), headers: Default::default(), value, lanes: 1, lease: None }
-    }
     let accept = |range: std::ops::Range<u64>| {
         let events = range
             .map(|n| {
