@@ -20,6 +20,10 @@ pub enum Error {
     /// A networked backend (Redis, ScyllaDB) failed or could not be reached: retrying may help.
     #[error("{backend} unavailable: {message}")]
     Unavailable { backend: &'static str, message: String },
+    /// Two messages whose ids share the 96 bits an embedded per-message key keeps (ids are
+    /// 128-bit hashes: ~2^-70 for a campaign bucket of 10,000). Refused rather than confused.
+    #[error("message {id} shares its stored key with another message of its campaign")]
+    KeyCollision { id: String },
     /// A value the store's contract refuses (e.g. a tenant limit out of the platform's bounds).
     #[error("{message}")]
     Invalid { code: &'static str, message: String },

@@ -1,7 +1,7 @@
 //! `Catalog` on the embedded store: tenants, templates, suppressions, campaigns, provider
 //! settings (their index lives in `providers.rs`), and the tenant purge.
 
-use super::keys::Key;
+use super::keys::{self, Key};
 use super::{get, put, scan, EmbeddedStore};
 use crate::model::*;
 use crate::{Catalog, Error, Result};
@@ -38,7 +38,7 @@ impl Catalog for EmbeddedStore {
         for kind in ProviderKind::ALL {
             self.provider_delete(id, kind)?;
         }
-        let prefix = tenant_key(id);
+        let (long, short) = (tenant_key(id), keys::short_tenant(id));
         let mut left = budget.max(1);
         let fixed = [
             &self.templates,
@@ -49,17 +49,21 @@ impl Catalog for EmbeddedStore {
             &self.campaigns,
             &self.checkpoints,
             &self.counters,
-            &self.messages,
             &self.provider_ids,
-            &self.claims,
             &self.inflight,
             &self.dlq,
             &self.quota,
             &self.idempotency,
             &self.stopped,
         ];
-        for ks in fixed.into_iter().chain(self.legacy_claims.as_ref()).chain(self.legacy_provider_ids.as_ref()) {
-            let keys = ks.prefix(&prefix).take(left).map(|g| g.key()).collect::<std::result::Result<Vec<_>, _>>()?;
+        let keyspaces = fixed
+            .into_iter()
+            .chain(self.legacy_claims.as_ref())
+            .chain(self.legacy_provider_ids.as_ref())
+            .map(|ks| (ks, &long))
+            .chain([(&self.messages, &short), (&self.claims, &short)]);
+        for (ks, prefix) in keyspaces {
+            let keys = ks.prefix(prefix).take(left).map(|g| g.key()).collect::<std::result::Result<Vec<_>, _>>()?;
             if keys.is_empty() {
                 continue;
             }

@@ -2,13 +2,13 @@
 //!
 //! Deliver claims a message `InFlight` right before its call and settles it (`Done`,
 //! `Retrying`) right after, so nearly every in-flight claim lives for one provider call. Written
-//! as its own row of `claims_by_bucket`, each cost a memtable insert for a value overwritten a
+//! as its own row of `claims_short`, each cost a memtable insert for a value overwritten a
 //! few milliseconds later. Here the in-flight claims that one compare-and-set batch writes go
 //! into one row of the `inflight` keyspace, keyed `(tenant, group)` (16 bytes), whose value is
 //! every claim of that group still in flight. A batch that replaces some of them rewrites the
 //! row with the rest, or removes it when none is left.
 //!
-//! **Exactness.** A live group entry *is* the message's claim, whatever `claims_by_bucket`
+//! **Exactness.** A live group entry *is* the message's claim, whatever `claims_short`
 //! holds for it (an older, settled claim): every write that replaces an in-flight claim takes it
 //! out of its group in the same atomic batch, so a row never holds a replaced claim, and no
 //! message is in two groups. [`InFlightClaims`] is the whole keyspace in memory, loaded at open

@@ -1,10 +1,8 @@
 //! `MessageLog` on the embedded store: rows, the tenant-scoped provider-id index, counters and
 //! DLQ entries, each `apply` one atomic batch.
 
-use super::keys::{
-    message as message_key, read_u128, read_u32, read_u64, Key, MESSAGE_BUCKET_AT, MESSAGE_BUCKET_PREFIX,
-};
-use super::{bucket_fingerprints, get, put, scan, EmbeddedStore};
+use super::keys::{self, read_u64, Key};
+use super::{bucket_fingerprints, get, get_message, put, put_message, scan, split_check, EmbeddedStore};
 use crate::model::*;
 use crate::{MessageLog, Result};
 use async_trait::async_trait;
@@ -58,7 +56,7 @@ impl MessageLog for EmbeddedStore {
         let rows = keys
             .iter()
             .zip(&known)
-            .map(|(k, known)| if *known == Some(false) { Ok(None) } else { get(&self.messages, &message_key(k)) })
+            .map(|(k, known)| if *known == Some(false) { Ok(None) } else { get_message(&self.messages, k) })
             .collect::<Result<Vec<Option<MessageRecord>>>>()?;
         // A miss in a bucket not loaded: first writes are under way there, so load it.
         let mut presence = None;
@@ -119,7 +117,7 @@ impl MessageLog for EmbeddedStore {
         self.within_budget().await;
         let mut wb = self.batch();
         for w in &batch.writes {
-            put(&mut wb, &self.messages, message_key(&w.key), &w.record)?;
+            put_message(&mut wb, &self.messages, &w.key, &w.record)?;
             if let Some((provider, id)) = &w.index {
                 let (index_key, check) = provider_key(w.key.tenant, provider, id);
                 put(&mut wb, &self.provider_ids, index_key, &ProviderIdEntry { key: w.key, check })?;
@@ -151,28 +149,31 @@ impl MessageLog for EmbeddedStore {
         after: Option<(u32, MessageId)>,
         limit: usize,
     ) -> Result<Vec<(MessageKey, MessageRecord)>> {
-        let prefix = campaign_key(tenant, campaign);
+        let prefix = keys::short_campaign(tenant, campaign);
         let start = match after {
             // The smallest key after (bucket, id): the same key with one more byte.
             Some((bucket, id)) => {
-                let mut k = Key::new().u64(tenant.0).u64(campaign.0).u32(bucket).u128(id.0).build();
+                let mut k = keys::short_message(&MessageKey { tenant, campaign, bucket, id });
                 k.push(0);
                 k
             }
             None => prefix.clone(),
         };
-        Ok(scan::<MessageRecord>(&self.messages, &prefix, start, limit)?
-            .into_iter()
-            .map(|(k, rec)| {
-                let key = MessageKey {
-                    tenant,
-                    campaign,
-                    bucket: read_u32(&k, MESSAGE_BUCKET_AT),
-                    id: MessageId(read_u128(&k, MESSAGE_BUCKET_PREFIX)),
-                };
-                (key, rec)
-            })
-            .collect())
+        let rows = match keys::prefix_end(&prefix) {
+            Some(end) => self.messages.range(start..end),
+            None => self.messages.range(start..),
+        };
+        let mut out = Vec::new();
+        for guard in rows.take(limit) {
+            let (k, v) = guard.into_inner()?;
+            let Some((_, _, bucket, id)) = keys::parse_short_message(&k) else {
+                return Err(schemas::Error::Decode("a message key of another shape".into()).into());
+            };
+            let (check, value) = split_check(&v)?;
+            let key = MessageKey { tenant, campaign, bucket, id: MessageId(id | u128::from(check)) };
+            out.push((key, schemas::codec::decode(value)?));
+        }
+        Ok(out)
     }
 
     async fn scan_dlq(

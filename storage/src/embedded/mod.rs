@@ -12,6 +12,7 @@ mod catalog;
 mod inflight;
 mod keys;
 mod log;
+mod migrate;
 mod presence;
 mod providers;
 mod state;
@@ -41,7 +42,7 @@ const L0_TABLES: u8 = 16;
 
 /// Target size of a table beyond L0 (fjall's default is 64 MiB), which also sizes L1 (16 ×
 /// this). A smaller L1 bounds what each L0 → L1 compaction rewrites, and because message rows
-/// and claims are keyed in write order within a campaign ([`keys::message`]), what spills from
+/// and claims are keyed in write order within a campaign ([`keys::short_message`]), what spills from
 /// L1 into L2 mostly does not overlap L2 and moves there without a rewrite. 10M x 4 (single runs,
 /// same day): 39.1k msgs/s with this and bucketed claims, 29.9k with bucketed claims and 64 MiB,
 /// 25.7k before both; figures in ARCHITECTURE.md. Stores created before keep 64 MiB (as
@@ -50,13 +51,19 @@ const TABLE_BYTES: u64 = 16 << 20;
 
 /// The keyspace that held claims keyed `(tenant, campaign, id)`: hashed ids in no order, so
 /// every flushed table overlapped every table of the next level. Claims now share the message
-/// rows' bucketed key and keyspace name `claims_by_bucket`.
+/// rows' bucketed key ([`keys::short_message`], keyspace `claims_short`).
 const LEGACY_CLAIMS: &str = "claims";
 
 /// The keyspace that held the provider-id index keyed `(tenant, provider, id)` (~50-byte keys,
 /// longer than byteview's 20-byte inline size, so every key a compaction carried was a view
 /// keeping its input block alive). The index is now `provider_ids_hashed` (`log::provider_key`).
 const LEGACY_PROVIDER_IDS: &str = "provider_ids";
+
+/// The keyspaces that held message rows and claims keyed `(tenant, campaign, bucket, id)` in
+/// 36 bytes (longer than byteview's inline 20); moved at open to `messages_short` and `claims_short`
+/// ([`migrate`]).
+const LONG_KEY_MESSAGES: &str = "messages";
+const LONG_KEY_CLAIMS: &str = "claims_by_bucket";
 
 /// How far a commit is flushed before the store reports it done.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -124,6 +131,7 @@ pub struct EmbeddedStore {
     campaigns: Keyspace,
     checkpoints: Keyspace,
     counters: Keyspace,
+    /// Message rows, keyed by [`keys::short_message`].
     messages: Keyspace,
     /// The provider-id index, keyed `(tenant, 96 bits of a hash of provider and id)`.
     provider_ids: Keyspace,
@@ -131,7 +139,7 @@ pub struct EmbeddedStore {
     /// ([`LEGACY_PROVIDER_IDS`]): read on a miss, never written, purged with its tenant, and
     /// dropped at open once empty.
     legacy_provider_ids: Option<Keyspace>,
-    /// Send claims, keyed like message rows ([`keys::message`]).
+    /// Send claims, keyed like message rows ([`keys::short_message`]).
     claims: Keyspace,
     /// Claims a store written before that kept under `(tenant, campaign, id)`: read when a claim
     /// is not in `claims` (a campaign in flight across the upgrade), never written, purged with
@@ -208,6 +216,10 @@ impl EmbeddedStore {
         };
         let legacy_claims = legacy(LEGACY_CLAIMS)?;
         let legacy_provider_ids = legacy(LEGACY_PROVIDER_IDS)?;
+        let messages = ks("messages_short")?;
+        let claims = ks("claims_short")?;
+        migrate::to_short_keys(&db, LONG_KEY_MESSAGES, ks, &messages)?;
+        migrate::to_short_keys(&db, LONG_KEY_CLAIMS, ks, &claims)?;
         let inflight = ks("inflight")?;
         let in_flight = Mutex::new(inflight::InFlightClaims::load(&inflight)?);
         Ok(Self {
@@ -221,10 +233,10 @@ impl EmbeddedStore {
             campaigns: ks("campaigns")?,
             checkpoints: ks("checkpoints")?,
             counters: ks("counters")?,
-            messages: ks("messages")?,
+            messages,
             provider_ids: ks("provider_ids_hashed")?,
             legacy_provider_ids,
-            claims: ks("claims_by_bucket")?,
+            claims,
             legacy_claims,
             dlq: ks("dlq")?,
             providers: ks("providers")?,
@@ -279,14 +291,62 @@ fn get<T: DeserializeOwned>(ks: &Keyspace, key: &[u8]) -> Result<Option<T>> {
 }
 
 /// The fingerprints ([`presence::fingerprint`]) of the keys `ks` holds in `key`'s bucket (a
-/// keyspace keyed by [`keys::message`]).
+/// keyspace keyed by [`keys::short_message`]).
 fn bucket_fingerprints(ks: &Keyspace, key: &schemas::MessageKey) -> Result<Vec<u32>> {
-    let prefix = &keys::message(key)[..keys::MESSAGE_BUCKET_PREFIX];
+    let prefix = keys::short_bucket(key.tenant, key.campaign, key.bucket);
     let mut out = Vec::new();
-    for guard in ks.prefix(prefix) {
-        out.push(presence::fingerprint(keys::read_u128(&guard.key()?, keys::MESSAGE_BUCKET_PREFIX)));
+    for guard in ks.prefix(&prefix) {
+        let key = guard.key()?;
+        // The key's 96 bits of the id are all a fingerprint reads.
+        let id = key.get(prefix.len()..).and_then(|id| <[u8; keys::SHORT_ID_BYTES]>::try_from(id).ok());
+        let Some(id) = id else { return Err(schemas::Error::Decode("a message key of another shape".into()).into()) };
+        let mut full = [0u8; 16];
+        full[..keys::SHORT_ID_BYTES].copy_from_slice(&id);
+        out.push(presence::fingerprint(u128::from_be_bytes(full)));
     }
     Ok(out)
+}
+
+/// Writes `value` for message `key` in a keyspace keyed by [`keys::short_message`]: the 32
+/// bits of the id that the key leaves out ([`keys::id_check`]), then the encoded value.
+fn put_message<T: Serialize>(
+    batch: &mut pipeline::embedded::Batch,
+    ks: &Keyspace,
+    key: &schemas::MessageKey,
+    value: &T,
+) -> Result<()> {
+    let encoded = codec::encode(value)?;
+    let mut bytes = Vec::with_capacity(4 + encoded.len());
+    bytes.extend_from_slice(&keys::id_check(key.id).to_be_bytes());
+    bytes.extend_from_slice(&encoded);
+    batch.insert(ks, keys::short_message(key), bytes);
+    Ok(())
+}
+
+/// Reads message `key`'s value from a keyspace keyed by [`keys::short_message`].
+fn get_message<T: DeserializeOwned>(ks: &Keyspace, key: &schemas::MessageKey) -> Result<Option<T>> {
+    match ks.get(keys::short_message(key))? {
+        Some(bytes) => Ok(Some(decode_message(&bytes, key.id)?)),
+        None => Ok(None),
+    }
+}
+
+/// Decodes a value written by [`put_message`] for message `id`. A value whose check is not
+/// `id`'s belongs to another message with the same key: an error, never taken for this one's.
+fn decode_message<T: DeserializeOwned>(bytes: &[u8], id: schemas::MessageId) -> Result<T> {
+    let (check, value) = split_check(bytes)?;
+    if check != keys::id_check(id) {
+        return Err(crate::Error::KeyCollision { id: id.to_string() });
+    }
+    Ok(codec::decode(value)?)
+}
+
+/// A [`put_message`] value's check and encoded value.
+fn split_check(bytes: &[u8]) -> Result<(u32, &[u8])> {
+    match bytes.split_first_chunk::<4>() {
+        Some((check, value)) => Ok((u32::from_be_bytes(*check), value)),
+        None => Err(schemas::Error::Decode("a message value without its id check".into()).into()),
+    }
 }
 
 fn put<T: Serialize>(batch: &mut pipeline::embedded::Batch, ks: &Keyspace, key: Vec<u8>, value: &T) -> Result<()> {

@@ -36,10 +36,11 @@ use std::collections::{HashMap, HashSet};
 
 type BucketId = (TenantId, CampaignId, u32);
 
-/// A message id folded to 32 bits (ids are 128-bit hashes; tests use small ones).
+/// A message id's top 96 bits — what a stored key keeps of it (`keys::short_message`) —
+/// folded to 32 (ids are 128-bit hashes).
 pub(super) fn fingerprint(id: u128) -> u32 {
-    let x = id ^ (id >> 64);
-    (x ^ (x >> 32)) as u32
+    let x = id >> 32;
+    (x ^ (x >> 32) ^ (x >> 64)) as u32
 }
 
 fn bucket_of(key: &MessageKey) -> BucketId {

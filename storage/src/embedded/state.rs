@@ -5,9 +5,9 @@
 //! statuses are read from the catalog until the lifecycle publishes them again).
 
 use super::inflight::{self, InFlightClaims};
-use super::keys::{self, Key};
+use super::keys::Key;
 use super::presence::Presence;
-use super::{bucket_fingerprints, get, put, EmbeddedStore};
+use super::{bucket_fingerprints, get, get_message, put, put_message, EmbeddedStore};
 use crate::model::*;
 use crate::state::{
     claim_applies, fence_admits, lease_step, ClaimWrite, Fence, Lease, LeaseStep, Pace, SharedState, TokenGrant,
@@ -51,7 +51,7 @@ impl EmbeddedState {
         }
         let known = presence.may_exist(key);
         if known != Some(false) {
-            if let Some(claim) = get(&self.store.claims, &keys::message(key))? {
+            if let Some(claim) = get_message(&self.store.claims, key)? {
                 return Ok(Some(claim));
             }
             if known.is_none() {
@@ -85,7 +85,7 @@ impl EmbeddedState {
             let ok = claim_applies(stored.as_ref(), w);
             if ok {
                 if !matches!(w.claim, Claim::InFlight { .. }) {
-                    put(&mut batch, &self.store.claims, keys::message(&w.key), &w.claim)?;
+                    put_message(&mut batch, &self.store.claims, &w.key, &w.claim)?;
                     keys_written.push(w.key);
                 }
                 plan.write(&w.key, w.claim.clone());

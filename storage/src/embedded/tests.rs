@@ -81,10 +81,76 @@ fn key(r: u64) -> MessageKey {
 
 /// Writes what an older store held: `key` → `value` in its keyspace `name`.
 fn older_store(dir: &Path, name: &str, key: Vec<u8>, value: Vec<u8>) {
+    older_store_entries(dir, name, [(key, value)]);
+}
+
+fn older_store_entries(dir: &Path, name: &str, entries: impl IntoIterator<Item = (Vec<u8>, Vec<u8>)>) {
     let db = fjall::Database::builder(dir).open().unwrap();
     let old = db.keyspace(name, fjall::KeyspaceCreateOptions::default).unwrap();
-    old.insert(key, value).unwrap();
+    for (key, value) in entries {
+        old.insert(key, value).unwrap();
+    }
     db.persist(PersistMode::SyncAll).unwrap();
+}
+
+/// A store written before per-message keys were short: its rows and claims are moved to the
+/// short-key keyspaces at open — read, listed and binding as before — and the old keyspaces
+/// are deleted.
+#[test]
+fn rows_and_claims_of_an_older_store_move_to_short_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let done = Claim::Done { attempt: 1, outcome: OutcomeKind::Cancelled, letter: None, receipt: false };
+    // Three buckets, and more entries than one batch of the move.
+    let recipients: Vec<u64> = (0..25_000).collect();
+    let row = |r: u64| (keys::message(&key(r)), codec::encode(&record(r, MessageStatus::Delivered)).unwrap());
+    older_store_entries(dir.path(), LONG_KEY_MESSAGES, recipients.iter().map(|r| row(*r)));
+    let claim = |r: u64| (keys::message(&key(r)), codec::encode(&done).unwrap());
+    older_store_entries(dir.path(), LONG_KEY_CLAIMS, recipients.iter().map(|r| claim(*r)));
+    rt().block_on(async {
+        let store = Arc::new(open(dir.path()));
+        assert!(!store.db.keyspace_exists(LONG_KEY_MESSAGES) && !store.db.keyspace_exists(LONG_KEY_CLAIMS));
+        let some: Vec<MessageKey> = [0, 9_999, 10_000, 24_999].into_iter().map(key).collect();
+        let rows = store.get_messages(&some).await.unwrap();
+        let expected: Vec<_> =
+            [0, 9_999, 10_000, 24_999].into_iter().map(|r| Some(record(r, MessageStatus::Delivered))).collect();
+        assert_eq!(rows, expected);
+        // Listed whole, in (bucket, id) order, each row under its full key.
+        let (mut listed, mut after) = (Vec::new(), None);
+        loop {
+            let page = store.scan_messages(TenantId(7), CampaignId(2), after, 4_096).await.unwrap();
+            let Some((last, _)) = page.last() else { break };
+            after = Some((last.bucket, last.id));
+            listed.extend(page);
+        }
+        let mut want: Vec<MessageKey> = recipients.iter().map(|r| key(*r)).collect();
+        want.sort_by_key(|k| (k.bucket, k.id));
+        assert_eq!(listed.iter().map(|(k, _)| *k).collect::<Vec<_>>(), want);
+        assert!(listed.iter().all(|(k, row)| k.id == key(row.recipient.0).id));
+        // The claims still bind: a fresh claim of a message settled before is refused.
+        let state = EmbeddedState::new(store.clone());
+        assert_eq!(state.get_claims(&[key(3)]).await.unwrap(), vec![Some(done.clone())]);
+        let fresh = ClaimWrite { key: key(3), expected: None, claim: Claim::InFlight { attempt: 2, at_ms: 9 } };
+        assert_eq!(state.put_claims(&[fresh], None).await.unwrap(), vec![false]);
+        while !store.purge_tenant(TenantId(7), 10_000).await.unwrap() {}
+        assert_eq!(store.messages.len().unwrap() + store.claims.len().unwrap(), 0, "purged under the short prefix");
+    });
+}
+
+/// Two ids that share the 96 bits a short key keeps are refused, never confused.
+#[test]
+fn a_short_key_shared_by_two_ids_is_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = key(1);
+    let b = MessageKey { id: MessageId(a.id.0 ^ 1), ..a };
+    assert_eq!(keys::short_message(&a), keys::short_message(&b));
+    rt().block_on(async {
+        let store = open(dir.path());
+        let write = LogWrite { key: a, record: record(1, MessageStatus::Sent), index: None };
+        store.apply(LogBatch { writes: vec![write], ..Default::default() }).await.unwrap();
+        assert_eq!(store.get_messages(&[a]).await.unwrap(), vec![Some(record(1, MessageStatus::Sent))]);
+        let err = store.get_messages(&[b]).await.unwrap_err();
+        assert!(matches!(err, crate::Error::KeyCollision { .. }), "{err}");
+    });
 }
 
 /// A store written before claims were keyed by bucket: its claims stay binding (a campaign in
@@ -107,7 +173,7 @@ fn claims_of_an_older_store_still_bind() {
         let settle =
             ClaimWrite { key: key(2), expected: Some(Claim::InFlight { attempt: 1, at_ms: 9 }), claim: done.clone() };
         assert_eq!(state.put_claims(&[settle], None).await.unwrap(), vec![true]);
-        assert!(store.claims.contains_key(keys::message(&key(2))).unwrap());
+        assert!(store.claims.contains_key(keys::short_message(&key(2))).unwrap());
         assert_eq!(store.legacy_claims.as_ref().unwrap().len().unwrap(), 1, "the old keyspace is never written");
         while !store.purge_tenant(TenantId(7), 1_000).await.unwrap() {}
         assert_eq!(state.get_claims(&[key(1), key(2)]).await.unwrap(), vec![None, None]);
