@@ -182,7 +182,7 @@ impl Reconciler {
             .collect();
         keys.sort_by_key(|k| (k.tenant, k.campaign, k.bucket, k.id));
         keys.dedup();
-        let mut rows = HashMap::with_capacity(keys.len());
+        let mut rows = <foldhash::HashMap<_, _> as foldhash::HashMapExt>::with_capacity(keys.len());
         let mut missing = Vec::new();
         for key in keys {
             // A row that does not decode is read from the store, as if it were not held.
@@ -309,7 +309,7 @@ impl Reconciler {
 struct Work<'a> {
     reconciler: &'a Reconciler,
     cache: &'a CounterCache,
-    rows: HashMap<MessageKey, PendingRow>,
+    rows: foldhash::HashMap<MessageKey, PendingRow>,
     touched: HashMap<(TenantId, CampaignId), CampaignCounters>,
     batch: LogBatch,
 }

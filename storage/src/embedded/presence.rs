@@ -32,7 +32,8 @@
 
 use crate::Result;
 use schemas::{CampaignId, MessageKey, TenantId};
-use std::collections::{HashMap, HashSet};
+// foldhash: looked up once or more per message (see `inflight`).
+use foldhash::{HashMap, HashMapExt, HashSet};
 
 type BucketId = (TenantId, CampaignId, u32);
 
