@@ -10,7 +10,8 @@
 //! keyspace is deleted only after the copy is persisted: an open cut short copies again.
 //!
 //! It is not: a general migration framework, nor online — the store is not open to the engine
-//! until the move is done (~a second per million entries).
+//! until the move is done (measured: `herald serve` on a 1M x 4 bench's store, 2M entries to
+//! move, was listening after 7.8 s against 2.3 s once moved: ~2.7 s per million entries).
 
 use super::keys::{self, read_u128, read_u32, read_u64};
 use crate::Result;
