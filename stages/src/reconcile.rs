@@ -35,6 +35,7 @@ mod metrics;
 pub use lattice::{apply_event, rank, Applied, MessageEvent};
 pub use metrics::ReconcileMetrics;
 
+use foldhash::HashMapExt;
 use lattice::is_failure;
 use pipeline::{topics, Emitter, Input, Partition, Stage, StageError, Step};
 use schemas::helpers::Generations;
@@ -182,7 +183,7 @@ impl Reconciler {
             .collect();
         keys.sort_by_key(|k| (k.tenant, k.campaign, k.bucket, k.id));
         keys.dedup();
-        let mut rows = <foldhash::HashMap<_, _> as foldhash::HashMapExt>::with_capacity(keys.len());
+        let mut rows = foldhash::HashMap::with_capacity(keys.len());
         let mut missing = Vec::new();
         for key in keys {
             // A row that does not decode is read from the store, as if it were not held.

@@ -2,7 +2,9 @@
 //! DLQ entries, each `apply` one atomic batch.
 
 use super::keys::{self, read_u64, Key};
-use super::{bucket_fingerprints, get, get_message, put, put_message, scan, split_check, EmbeddedStore};
+use super::{
+    bucket_fingerprints, get, get_message, parse_message_key, put, put_message, scan, split_check, EmbeddedStore,
+};
 use crate::model::*;
 use crate::{MessageLog, Result};
 use async_trait::async_trait;
@@ -166,9 +168,7 @@ impl MessageLog for EmbeddedStore {
         let mut out = Vec::new();
         for guard in rows.take(limit) {
             let (k, v) = guard.into_inner()?;
-            let Some((_, _, bucket, id)) = keys::parse_short_message(&k) else {
-                return Err(schemas::Error::Decode("a message key of another shape".into()).into());
-            };
+            let (_, _, bucket, id) = parse_message_key(&k)?;
             let (check, value) = split_check(&v)?;
             let key = MessageKey { tenant, campaign, bucket, id: MessageId(id | u128::from(check)) };
             out.push((key, schemas::codec::decode(value)?));

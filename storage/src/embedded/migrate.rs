@@ -51,10 +51,7 @@ pub(super) fn to_short_keys(
     for guard in from.iter() {
         let (key, value) = guard.into_inner()?;
         let message = parse_long_key(&key)?;
-        let mut bytes = Vec::with_capacity(4 + value.len());
-        bytes.extend_from_slice(&keys::id_check(message.id).to_be_bytes());
-        bytes.extend_from_slice(&value);
-        batch.insert(new, keys::short_message(&message), bytes);
+        batch.insert(new, keys::short_message(&message), super::with_check(message.id, &value));
         moved += 1;
         if moved.is_multiple_of(MOVE_BATCH as u64) {
             batch.commit()?;

@@ -293,33 +293,39 @@ fn get<T: DeserializeOwned>(ks: &Keyspace, key: &[u8]) -> Result<Option<T>> {
 /// The fingerprints ([`presence::fingerprint`]) of the keys `ks` holds in `key`'s bucket (a
 /// keyspace keyed by [`keys::short_message`]).
 fn bucket_fingerprints(ks: &Keyspace, key: &schemas::MessageKey) -> Result<Vec<u32>> {
-    let prefix = keys::short_bucket(key.tenant, key.campaign, key.bucket);
     let mut out = Vec::new();
-    for guard in ks.prefix(&prefix) {
-        let key = guard.key()?;
+    for guard in ks.prefix(keys::short_bucket(key.tenant, key.campaign, key.bucket)) {
         // The key's 96 bits of the id are all a fingerprint reads.
-        let id = key.get(prefix.len()..).and_then(|id| <[u8; keys::SHORT_ID_BYTES]>::try_from(id).ok());
-        let Some(id) = id else { return Err(schemas::Error::Decode("a message key of another shape".into()).into()) };
-        let mut full = [0u8; 16];
-        full[..keys::SHORT_ID_BYTES].copy_from_slice(&id);
-        out.push(presence::fingerprint(u128::from_be_bytes(full)));
+        let (_, _, _, id) = parse_message_key(&guard.key()?)?;
+        out.push(presence::fingerprint(id));
     }
     Ok(out)
 }
 
-/// Writes `value` for message `key` in a keyspace keyed by [`keys::short_message`]: the 32
-/// bits of the id that the key leaves out ([`keys::id_check`]), then the encoded value.
+/// What a [`keys::short_message`] key holds ([`keys::parse_short_message`]); a key of another
+/// shape is a corrupt store.
+fn parse_message_key(key: &[u8]) -> Result<(schemas::TenantId, schemas::CampaignId, u32, u128)> {
+    keys::parse_short_message(key).ok_or_else(|| schemas::Error::Decode("a message key of another shape".into()).into())
+}
+
+/// A per-message keyspace's value: the 32 bits of message `id` that its key leaves out
+/// ([`keys::id_check`]), then `encoded`.
+fn with_check(id: schemas::MessageId, encoded: &[u8]) -> Vec<u8> {
+    let mut bytes = Vec::with_capacity(4 + encoded.len());
+    bytes.extend_from_slice(&keys::id_check(id).to_be_bytes());
+    bytes.extend_from_slice(encoded);
+    bytes
+}
+
+/// Writes `value` for message `key` in a keyspace keyed by [`keys::short_message`]
+/// ([`with_check`]).
 fn put_message<T: Serialize>(
     batch: &mut pipeline::embedded::Batch,
     ks: &Keyspace,
     key: &schemas::MessageKey,
     value: &T,
 ) -> Result<()> {
-    let encoded = codec::encode(value)?;
-    let mut bytes = Vec::with_capacity(4 + encoded.len());
-    bytes.extend_from_slice(&keys::id_check(key.id).to_be_bytes());
-    bytes.extend_from_slice(&encoded);
-    batch.insert(ks, keys::short_message(key), bytes);
+    batch.insert(ks, keys::short_message(key), with_check(key.id, &codec::encode(value)?));
     Ok(())
 }
 
